@@ -1,0 +1,29 @@
+//! Pure, synchronous image work: sniff -> limits -> decode -> orient -> resize -> operations ->
+//! encode. Bytes in, bytes out; no I/O, no async, no cloud types.
+//!
+//! Every decoded [`Image`] is 8-bit RGB or RGBA (`DynamicImage::ImageRgb8` / `ImageRgba8`),
+//! already turned upright by its EXIF orientation, so later stages handle exactly two layouts.
+
+mod color;
+mod decode;
+mod encode;
+mod error;
+mod format;
+mod ops;
+mod resize;
+
+pub use color::Color;
+pub use decode::{Header, Limits, decode, probe};
+pub use encode::{
+    EncodeOptions, OutputFormat, decode_intermediate, encode, encode_intermediate, exif_of,
+};
+pub use error::Error;
+pub use format::{Format, sniff};
+pub use ops::{Operation, apply};
+pub use resize::{Fit, Gravity, Plan, ResizeSpec, plan, resize, resize_exact};
+
+/// The in-memory image: always `ImageRgb8` or `ImageRgba8` (see the crate docs).
+pub type Image = image::DynamicImage;
+
+/// Re-exported so callers can build test images without pinning their own `image` version.
+pub use image;
