@@ -1,1 +1,92 @@
 //! imgpipe domain: recipes and presets, step inputs/outputs, the steps over ports, step errors.
+
+mod error;
+pub mod io;
+pub mod keys;
+pub mod memory;
+pub mod model;
+pub mod ports;
+mod recipe;
+mod render;
+mod steps;
+
+pub use error::{ErrorKind, PortError, StepError};
+pub use recipe::{
+    BUILTIN_PRESETS, DEFAULT_QUALITY, MAX_DIMENSION, Presets, Recipe, Rendition, valid_name,
+};
+pub use steps::{Config, HEADER_BYTES, RENDITION_CACHE_CONTROL, Steps};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The steps by name: folder functions/<step>, ASL resource `${<Step>FunctionArn}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepName {
+    Validate,
+    Resize,
+    Filter,
+    Store,
+    Notify,
+}
+
+impl StepName {
+    pub const ALL: [StepName; 5] = [
+        StepName::Validate,
+        StepName::Resize,
+        StepName::Filter,
+        StepName::Store,
+        StepName::Notify,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepName::Validate => "validate",
+            StepName::Resize => "resize",
+            StepName::Filter => "filter",
+            StepName::Store => "store",
+            StepName::Notify => "notify",
+        }
+    }
+
+    /// The Task `Resource` the state machine names this step by.
+    pub fn resource(self) -> &'static str {
+        match self {
+            StepName::Validate => "${ValidateFunctionArn}",
+            StepName::Resize => "${ResizeFunctionArn}",
+            StepName::Filter => "${FilterFunctionArn}",
+            StepName::Store => "${StoreFunctionArn}",
+            StepName::Notify => "${NotifyFunctionArn}",
+        }
+    }
+
+    pub fn from_resource(resource: &str) -> Option<StepName> {
+        StepName::ALL.into_iter().find(|s| s.resource() == resource)
+    }
+}
+
+fn call<I: DeserializeOwned>(input: Value) -> Result<I, StepError> {
+    serde_json::from_value(input).map_err(|e| {
+        StepError::new(
+            ErrorKind::InvalidInput,
+            format!("{} input: {e}", std::any::type_name::<I>()),
+        )
+    })
+}
+
+fn output<O: Serialize>(out: O) -> Result<Value, StepError> {
+    serde_json::to_value(out).map_err(|e| StepError::internal(format!("output: {e}")))
+}
+
+impl Steps {
+    /// Runs one step on its JSON input, as a Lambda handler or the local runner does.
+    pub async fn invoke(&self, step: StepName, input: Value) -> Result<Value, StepError> {
+        match step {
+            StepName::Validate => output(self.validate(call(input)?).await?),
+            StepName::Resize => output(self.resize(call(input)?).await?),
+            StepName::Filter => output(self.filter(call(input)?).await?),
+            StepName::Store => output(self.store(call(input)?).await?),
+            StepName::Notify => output(self.notify(call(input)?).await?),
+        }
+    }
+}

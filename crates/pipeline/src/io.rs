@@ -1,0 +1,129 @@
+//! The JSON that flows between the states of statemachine/image_pipeline.asl.json: keys and
+//! ids only, never image bytes (a state is capped at 256 KiB).
+
+use imaging::Format;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{RenditionRecord, SourceInfo, Status};
+use crate::{Recipe, Rendition};
+
+/// The execution input: an object that arrived. The API and the local runner send it as is;
+/// an EventBridge S3 event is reshaped into it by the state machine's first states.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Upload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Kept as raw JSON so a bad recipe is reported by Validate with the field named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValidateInput {
+    pub upload: Upload,
+    pub execution_id: String,
+}
+
+/// Validate's output: the claimed job. `duplicate` ends the execution early.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Job {
+    pub duplicate: bool,
+    pub image_id: String,
+    pub owner: String,
+    pub execution_id: String,
+    /// The original file name (sanitised), for quarantine and downloads.
+    pub name: String,
+    pub source: SourceInfo,
+    pub recipe: Recipe,
+}
+
+/// One rendition on its way through Filter and Store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkItem {
+    pub image_id: String,
+    pub owner: String,
+    pub rendition: Rendition,
+    pub source_format: Format,
+    /// Where the image waits (see `WorkStore`).
+    pub work_key: String,
+    pub width: u32,
+    pub height: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exif_key: Option<String>,
+    /// Milliseconds spent on this rendition so far.
+    pub ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResizeOutput {
+    pub image_id: String,
+    pub sha256: String,
+    /// Decoded size (smaller than the source when the JPEG was shrunk on load).
+    pub decoded_width: u32,
+    pub decoded_height: u32,
+    pub items: Vec<WorkItem>,
+}
+
+/// The error Step Functions puts at a Catch's ResultPath.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaughtError {
+    #[serde(rename = "Error")]
+    pub error: String,
+    #[serde(rename = "Cause", default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+/// The execution state as it was when something failed: the upload fields, the job if
+/// Validate got that far, and the caught error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedState {
+    #[serde(flatten)]
+    pub upload: Upload,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
+    pub error: CaughtError,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum NotifyInput {
+    #[serde(rename_all = "camelCase")]
+    Success {
+        job: Box<Job>,
+        #[serde(default)]
+        sha256: Option<String>,
+        renditions: Vec<RenditionRecord>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Failure {
+        state: Box<FailedState>,
+        execution_id: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyOutput {
+    pub image_id: String,
+    pub owner: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renditions: Vec<RenditionRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::model::ErrorInfo>,
+}

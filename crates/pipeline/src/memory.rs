@@ -1,0 +1,515 @@
+//! In-memory ports (tests, and images between steps on one machine), the bucket-backed work
+//! store used in the cloud, and a fault-injecting wrapper for resilience tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use imaging::Image;
+
+use crate::model::{ErrorInfo, Event, ImageRecord, ListQuery, Page, RenditionRecord, Status};
+use crate::ports::{Begin, MetadataStore, Notifier, ObjectInfo, ObjectStore, PutOptions, WorkStore};
+use crate::{ErrorKind, PortError, StepError};
+
+/// A poisoned lock only means another thread panicked mid-update of plain maps; the data is
+/// still usable, so recover it rather than propagate the panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub body: Arc<Vec<u8>>,
+    pub opts: PutOptions,
+    pub etag: String,
+}
+
+#[derive(Default)]
+pub struct MemoryObjectStore {
+    objects: Mutex<BTreeMap<String, StoredObject>>,
+}
+
+impl MemoryObjectStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn object(&self, key: &str) -> Option<StoredObject> {
+        lock(&self.objects).get(key).cloned()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        lock(&self.objects).keys().cloned().collect()
+    }
+
+    /// Seeds an object with user metadata, as an S3 upload with `x-amz-meta-*` would.
+    pub fn insert(&self, key: &str, body: Vec<u8>, metadata: BTreeMap<String, String>) {
+        let etag = etag_of(&body);
+        lock(&self.objects).insert(
+            key.to_string(),
+            StoredObject {
+                body: Arc::new(body),
+                opts: PutOptions {
+                    metadata,
+                    ..PutOptions::default()
+                },
+                etag,
+            },
+        );
+    }
+}
+
+fn etag_of(body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("\"{}\"", &hex::encode(Sha256::digest(body))[..32])
+}
+
+#[async_trait]
+impl ObjectStore for MemoryObjectStore {
+    async fn head(&self, key: &str) -> Result<ObjectInfo, PortError> {
+        let o = self.object(key).ok_or_else(|| PortError::NotFound(key.to_string()))?;
+        Ok(ObjectInfo {
+            size: o.body.len() as u64,
+            etag: Some(o.etag),
+            content_type: o.opts.content_type,
+            metadata: o.opts.metadata,
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, PortError> {
+        let o = self.object(key).ok_or_else(|| PortError::NotFound(key.to_string()))?;
+        Ok(o.body.as_ref().clone())
+    }
+
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>, PortError> {
+        let o = self.object(key).ok_or_else(|| PortError::NotFound(key.to_string()))?;
+        let size = o.body.len();
+        let from = usize::try_from(start).unwrap_or(usize::MAX).min(size);
+        let to = from.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)).min(size);
+        Ok(o.body[from..to].to_vec())
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>, opts: PutOptions) -> Result<String, PortError> {
+        let etag = etag_of(&body);
+        lock(&self.objects).insert(
+            key.to_string(),
+            StoredObject {
+                body: Arc::new(body),
+                opts,
+                etag: etag.clone(),
+            },
+        );
+        Ok(etag)
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<(), PortError> {
+        let mut objects = lock(&self.objects);
+        let o = objects
+            .get(from)
+            .cloned()
+            .ok_or_else(|| PortError::NotFound(from.to_string()))?;
+        objects.insert(to.to_string(), o);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        lock(&self.objects).remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError> {
+        Ok(lock(&self.objects)
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+}
+
+/// The metadata table in a map, with the same conditional rules as the real stores.
+#[derive(Default)]
+pub struct MemoryMetadata {
+    records: Mutex<BTreeMap<String, ImageRecord>>,
+}
+
+impl MemoryMetadata {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// The conditional-write rules every MetadataStore follows, in one place, so the in-memory
+/// store and tests agree with the SQL and DynamoDB conditions.
+pub mod rules {
+    use super::*;
+
+    /// What `begin` does given the existing record, if any.
+    pub fn begin(existing: Option<&ImageRecord>, new: &ImageRecord) -> BeginDecision {
+        match existing {
+            None => BeginDecision::Insert,
+            Some(r) if r.status == Status::AwaitingUpload => BeginDecision::Claim,
+            Some(r) if r.execution_id.is_some() && r.execution_id == new.execution_id => {
+                BeginDecision::Retry
+            }
+            Some(_) => BeginDecision::Duplicate,
+        }
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum BeginDecision {
+        Insert,
+        Claim,
+        Retry,
+        Duplicate,
+    }
+
+    /// `fail` only touches a record this execution owns (or one not yet claimed) and never
+    /// turns a COMPLETE image into a failure.
+    pub fn may_fail(existing: &ImageRecord, execution_id: Option<&str>) -> bool {
+        existing.status != Status::Complete
+            && (existing.status == Status::AwaitingUpload
+                || existing.execution_id.is_none()
+                || existing.execution_id.as_deref() == execution_id)
+    }
+}
+
+#[async_trait]
+impl MetadataStore for MemoryMetadata {
+    async fn create_awaiting(
+        &self,
+        record: &ImageRecord,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        let mut records = lock(&self.records);
+        if records.contains_key(&record.id) {
+            return Ok(false);
+        }
+        let mut r = record.clone();
+        r.status = Status::AwaitingUpload;
+        records.insert(r.id.clone(), r);
+        Ok(true)
+    }
+
+    async fn begin(&self, record: &ImageRecord) -> Result<Begin, PortError> {
+        let mut records = lock(&self.records);
+        let existing = records.get(&record.id);
+        match rules::begin(existing, record) {
+            rules::BeginDecision::Insert => {
+                records.insert(record.id.clone(), record.clone());
+                Ok(Begin::Started(record.clone()))
+            }
+            rules::BeginDecision::Claim => {
+                let old = existing.cloned();
+                let mut r = record.clone();
+                if let Some(old) = old {
+                    r.created_at = old.created_at;
+                    if r.tags.is_empty() {
+                        r.tags = old.tags;
+                    }
+                }
+                records.insert(r.id.clone(), r.clone());
+                Ok(Begin::Started(r))
+            }
+            rules::BeginDecision::Retry => Ok(Begin::Started(existing.cloned().unwrap_or_else(|| record.clone()))),
+            rules::BeginDecision::Duplicate => Ok(Begin::Duplicate(existing.cloned().unwrap_or_else(|| record.clone()))),
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError> {
+        Ok(lock(&self.records).get(id).cloned())
+    }
+
+    async fn put_rendition(&self, id: &str, rendition: &RenditionRecord) -> Result<(), PortError> {
+        let mut records = lock(&self.records);
+        let r = records.get_mut(id).ok_or_else(|| PortError::NotFound(id.to_string()))?;
+        r.renditions.retain(|x| x.name != rendition.name);
+        r.renditions.push(rendition.clone());
+        r.updated_at = Utc::now();
+        Ok(())
+    }
+
+    async fn complete(&self, id: &str, sha256: Option<&str>) -> Result<(), PortError> {
+        let mut records = lock(&self.records);
+        let r = records.get_mut(id).ok_or_else(|| PortError::NotFound(id.to_string()))?;
+        if r.status != Status::Processing && r.status != Status::Complete {
+            return Err(PortError::Permanent(format!(
+                "{id} is {}, not PROCESSING",
+                r.status
+            )));
+        }
+        r.status = Status::Complete;
+        if let Some(s) = sha256 {
+            r.source.sha256 = Some(s.to_string());
+        }
+        r.updated_at = Utc::now();
+        Ok(())
+    }
+
+    async fn fail(
+        &self,
+        id: &str,
+        status: Status,
+        error: &ErrorInfo,
+        fallback: &ImageRecord,
+    ) -> Result<(), PortError> {
+        let mut records = lock(&self.records);
+        match records.get_mut(id) {
+            None => {
+                let mut r = fallback.clone();
+                r.status = status;
+                r.error = Some(error.clone());
+                records.insert(id.to_string(), r);
+            }
+            Some(r) if rules::may_fail(r, fallback.execution_id.as_deref()) => {
+                r.status = status;
+                r.error = Some(error.clone());
+                r.updated_at = Utc::now();
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
+        let records = lock(&self.records);
+        let mut items: Vec<ImageRecord> = records
+            .values()
+            .filter(|r| query.owner.as_ref().is_none_or(|o| &r.owner == o))
+            .filter(|r| query.status.is_none_or(|s| r.status == s))
+            .filter(|r| query.since.is_none_or(|t| r.created_at >= t))
+            .filter(|r| query.until.is_none_or(|t| r.created_at < t))
+            .filter(|r| query.tag.as_ref().is_none_or(|t| r.tags.contains(t)))
+            .cloned()
+            .collect();
+        items.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        let start = query
+            .cursor
+            .as_ref()
+            .and_then(|c| items.iter().position(|r| &r.id == c).map(|p| p + 1))
+            .unwrap_or(0);
+        let limit = if query.limit == 0 { 50 } else { query.limit };
+        let page: Vec<ImageRecord> = items.iter().skip(start).take(limit).cloned().collect();
+        let cursor = (start + page.len() < items.len())
+            .then(|| page.last().map(|r| r.id.clone()))
+            .flatten();
+        Ok(Page { items: page, cursor })
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, PortError> {
+        Ok(lock(&self.records).remove(id).is_some())
+    }
+}
+
+/// Collects events.
+#[derive(Default)]
+pub struct MemoryNotifier {
+    pub events: Mutex<Vec<Event>>,
+}
+
+impl MemoryNotifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        lock(&self.events).clone()
+    }
+}
+
+#[async_trait]
+impl Notifier for MemoryNotifier {
+    async fn publish(&self, event: &Event) -> Result<(), PortError> {
+        lock(&self.events).push(event.clone());
+        Ok(())
+    }
+}
+
+/// Images kept as they are, between steps in one process: no encode, no copy.
+#[derive(Default)]
+pub struct MemoryWorkStore {
+    images: Mutex<HashMap<String, Arc<Image>>>,
+    bytes: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl MemoryWorkStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.images).len() + lock(&self.bytes).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn missing(key: &str) -> StepError {
+    StepError::new(ErrorKind::NotFound, format!("work item {key} is gone"))
+}
+
+#[async_trait]
+impl WorkStore for MemoryWorkStore {
+    async fn put_image(&self, key: &str, image: Arc<Image>) -> Result<(), StepError> {
+        lock(&self.images).insert(key.to_string(), image);
+        Ok(())
+    }
+
+    async fn get_image(&self, key: &str) -> Result<Arc<Image>, StepError> {
+        lock(&self.images).get(key).cloned().ok_or_else(|| missing(key))
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StepError> {
+        lock(&self.bytes).insert(key.to_string(), bytes);
+        Ok(())
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StepError> {
+        lock(&self.bytes).get(key).cloned().ok_or_else(|| missing(key))
+    }
+
+    async fn clear(&self, prefix: &str) -> Result<(), StepError> {
+        lock(&self.images).retain(|k, _| !k.starts_with(prefix));
+        lock(&self.bytes).retain(|k, _| !k.starts_with(prefix));
+        Ok(())
+    }
+}
+
+/// Work items as objects in a bucket, images in the fast lossless intermediate encoding:
+/// what steps in separate processes (Lambdas) share.
+pub struct ObjectWorkStore {
+    pub store: Arc<dyn ObjectStore>,
+}
+
+#[async_trait]
+impl WorkStore for ObjectWorkStore {
+    async fn put_image(&self, key: &str, image: Arc<Image>) -> Result<(), StepError> {
+        let bytes = tokio::task::spawn_blocking(move || imaging::encode_intermediate(&image))
+            .await
+            .map_err(|e| StepError::internal(e.to_string()))??;
+        self.put_bytes(key, bytes).await
+    }
+
+    async fn get_image(&self, key: &str) -> Result<Arc<Image>, StepError> {
+        let bytes = self.get_bytes(key).await?;
+        let image = tokio::task::spawn_blocking(move || imaging::decode_intermediate(&bytes))
+            .await
+            .map_err(|e| StepError::internal(e.to_string()))??;
+        Ok(Arc::new(image))
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StepError> {
+        self.store
+            .put(
+                key,
+                bytes,
+                PutOptions {
+                    content_type: Some("application/octet-stream".into()),
+                    ..PutOptions::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StepError> {
+        Ok(self.store.get(key).await?)
+    }
+
+    async fn clear(&self, prefix: &str) -> Result<(), StepError> {
+        for key in self.store.list(prefix).await? {
+            self.store.delete(&key).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Which calls a [`Flaky`] store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The first `n` matching calls fail with a transient error, then all succeed.
+    Transient(usize),
+    /// Every matching call fails permanently.
+    Permanent,
+}
+
+/// Wraps an object store and fails the calls whose operation name (`get`, `put`, ...) is in
+/// `ops`: the fault injection of the resilience tests.
+pub struct Flaky {
+    pub inner: Arc<dyn ObjectStore>,
+    pub ops: Vec<&'static str>,
+    pub fault: Fault,
+    failed: AtomicUsize,
+}
+
+impl Flaky {
+    pub fn new(inner: Arc<dyn ObjectStore>, ops: &[&'static str], fault: Fault) -> Self {
+        Flaky {
+            inner,
+            ops: ops.to_vec(),
+            fault,
+            failed: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many calls it has failed so far.
+    pub fn failures(&self) -> usize {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    fn check(&self, op: &'static str, key: &str) -> Result<(), PortError> {
+        if !self.ops.contains(&op) {
+            return Ok(());
+        }
+        match self.fault {
+            Fault::Permanent => {
+                self.failed.fetch_add(1, Ordering::SeqCst);
+                Err(PortError::Permanent(format!("injected: {op} {key} refused")))
+            }
+            Fault::Transient(n) => {
+                let seen = self.failed.fetch_add(1, Ordering::SeqCst);
+                if seen < n {
+                    Err(PortError::Transient(format!("injected: {op} {key} timed out")))
+                } else {
+                    self.failed.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Flaky {
+    async fn head(&self, key: &str) -> Result<ObjectInfo, PortError> {
+        self.check("head", key)?;
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &str) -> Result<Vec<u8>, PortError> {
+        self.check("get", key)?;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>, PortError> {
+        self.check("get_range", key)?;
+        self.inner.get_range(key, start, len).await
+    }
+    async fn put(&self, key: &str, body: Vec<u8>, opts: PutOptions) -> Result<String, PortError> {
+        self.check("put", key)?;
+        self.inner.put(key, body, opts).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> Result<(), PortError> {
+        self.check("copy", from)?;
+        self.inner.copy(from, to).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.check("delete", key)?;
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError> {
+        self.check("list", prefix)?;
+        self.inner.list(prefix).await
+    }
+}

@@ -1,0 +1,173 @@
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use imaging::Format;
+use serde::{Deserialize, Serialize};
+
+use crate::Recipe;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    AwaitingUpload,
+    Processing,
+    Complete,
+    Rejected,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::AwaitingUpload => "AWAITING_UPLOAD",
+            Status::Processing => "PROCESSING",
+            Status::Complete => "COMPLETE",
+            Status::Rejected => "REJECTED",
+            Status::Failed => "FAILED",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_uppercase().as_str() {
+            "AWAITING_UPLOAD" => Status::AwaitingUpload,
+            "PROCESSING" => Status::Processing,
+            "COMPLETE" => Status::Complete,
+            "REJECTED" => Status::Rejected,
+            "FAILED" => Status::Failed,
+            _ => {
+                return Err(format!(
+                    "unknown status `{s}` (AWAITING_UPLOAD, PROCESSING, COMPLETE, REJECTED, FAILED)"
+                ));
+            }
+        })
+    }
+}
+
+/// What Validate learned about the uploaded original.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceInfo {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// Upright dimensions (after EXIF orientation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Filled in once the whole original has been read (by Resize).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// One stored output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenditionRecord {
+    pub name: String,
+    pub key: String,
+    pub format: Format,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    /// Time spent making this rendition (its resize share, operations and encode).
+    pub ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorInfo {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+}
+
+/// The metadata record of one image, the same fields in DynamoDB and SQLite.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRecord {
+    pub id: String,
+    pub owner: String,
+    pub status: Status,
+    pub source: SourceInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<Recipe>,
+    #[serde(default)]
+    pub renditions: Vec<RenditionRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A query over one owner's images (or everyone's, for admins), newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// `None` lists every owner (admin view).
+    pub owner: Option<String>,
+    pub status: Option<Status>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub tag: Option<String>,
+    pub limit: usize,
+    /// Opaque continuation from the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub items: Vec<ImageRecord>,
+    pub cursor: Option<String>,
+}
+
+/// What Notify announces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub kind: EventKind,
+    pub image_id: String,
+    pub owner: String,
+    pub status: Status,
+    pub source_key: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renditions: Vec<RenditionRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EventKind {
+    /// All renditions stored; goes to the events topic.
+    Completed,
+    /// Bad input; goes to the alerts topic.
+    Rejected,
+    /// Processing failed; goes to the alerts topic.
+    Failed,
+}
+
+impl EventKind {
+    pub fn is_alert(self) -> bool {
+        !matches!(self, EventKind::Completed)
+    }
+}

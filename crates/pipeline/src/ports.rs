@@ -1,0 +1,102 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use imaging::Image;
+
+use crate::model::{ErrorInfo, Event, ImageRecord, ListQuery, Page, RenditionRecord, Status};
+use crate::{PortError, StepError};
+
+/// An object's metadata, without its body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+    /// User metadata (S3 `x-amz-meta-*`, without the prefix, lower-case keys).
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A bucket-like key/value store of objects.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    async fn head(&self, key: &str) -> Result<ObjectInfo, PortError>;
+    async fn get(&self, key: &str) -> Result<Vec<u8>, PortError>;
+    /// Up to `len` bytes from `start`; shorter at the end of the object.
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>, PortError>;
+    /// Writes the whole object; returns its etag.
+    async fn put(&self, key: &str, body: Vec<u8>, opts: PutOptions) -> Result<String, PortError>;
+    async fn copy(&self, from: &str, to: &str) -> Result<(), PortError>;
+    /// Deleting what is not there is not an error.
+    async fn delete(&self, key: &str) -> Result<(), PortError>;
+    /// Keys under a prefix, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError>;
+}
+
+/// The outcome of claiming an image for an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begin {
+    /// This execution owns the image now (new record, an awaited upload, or its own retry).
+    Started(ImageRecord),
+    /// Another execution already has it: the event is a duplicate.
+    Duplicate(ImageRecord),
+}
+
+/// The metadata table. Every write that changes status is conditional, so duplicate or
+/// reordered events cannot make two records or move a record backwards.
+#[async_trait]
+pub trait MetadataStore: Send + Sync {
+    /// Creates the record AWAITING_UPLOAD; `Ok(false)` if the id exists already.
+    async fn create_awaiting(
+        &self,
+        record: &ImageRecord,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, PortError>;
+    /// Claims the image for `record.execution_id`: creates it PROCESSING if absent, moves an
+    /// AWAITING_UPLOAD record to PROCESSING, accepts a retry of the same execution, and
+    /// reports anything else as a duplicate without writing.
+    async fn begin(&self, record: &ImageRecord) -> Result<Begin, PortError>;
+    async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError>;
+    /// Adds or replaces one rendition of a PROCESSING record.
+    async fn put_rendition(&self, id: &str, rendition: &RenditionRecord) -> Result<(), PortError>;
+    /// PROCESSING -> COMPLETE, filling in the source hash.
+    async fn complete(&self, id: &str, sha256: Option<&str>) -> Result<(), PortError>;
+    /// Records a rejection or failure. Creates `fallback` with that status if there is no
+    /// record yet (the upload never got as far as Validate's claim).
+    async fn fail(
+        &self,
+        id: &str,
+        status: Status,
+        error: &ErrorInfo,
+        fallback: &ImageRecord,
+    ) -> Result<(), PortError>;
+    async fn list(&self, query: &ListQuery) -> Result<Page, PortError>;
+    /// Removes the record and its renditions; `Ok(false)` if there was none.
+    async fn delete(&self, id: &str) -> Result<bool, PortError>;
+}
+
+/// Announces outcomes: completions to the events channel, rejections and failures as alerts.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn publish(&self, event: &Event) -> Result<(), PortError>;
+}
+
+/// Where decoded images wait between steps. In the cloud that is a lossless fast encoding in
+/// the bucket; on one machine the images simply stay in memory.
+#[async_trait]
+pub trait WorkStore: Send + Sync {
+    async fn put_image(&self, key: &str, image: Arc<Image>) -> Result<(), StepError>;
+    async fn get_image(&self, key: &str) -> Result<Arc<Image>, StepError>;
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StepError>;
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StepError>;
+    /// Drops everything under the prefix (an image's `work/{id}/`).
+    async fn clear(&self, prefix: &str) -> Result<(), StepError>;
+}

@@ -1,0 +1,253 @@
+use std::collections::BTreeMap;
+
+use imaging::{Operation, OutputFormat, ResizeSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::StepError;
+
+/// Largest width or height a rendition may ask for.
+pub const MAX_DIMENSION: u32 = 16_384;
+/// Most renditions one recipe may ask for.
+pub const MAX_RENDITIONS: usize = 16;
+/// Most operations one rendition may chain.
+pub const MAX_OPERATIONS: usize = 32;
+pub const DEFAULT_QUALITY: u8 = 80;
+
+/// One output of a recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rendition {
+    /// Names the rendition in keys and URLs: 1-64 of `a-z 0-9 - _`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<ResizeSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<Operation>,
+    #[serde(default)]
+    pub format: OutputFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u8>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progressive: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lossless: bool,
+    /// Keep the source's EXIF (GPS included). Off by default: outputs carry no metadata.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_metadata: bool,
+}
+
+impl Rendition {
+    pub fn quality(&self) -> u8 {
+        self.quality.unwrap_or(DEFAULT_QUALITY)
+    }
+}
+
+/// What to make of one upload: a list of renditions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Recipe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub renditions: Vec<Rendition>,
+}
+
+impl Recipe {
+    /// Parses and validates JSON; every error names the field, e.g.
+    /// `renditions[1].resize.width: must be 1..=16384`.
+    pub fn from_json(text: &str) -> Result<Recipe, StepError> {
+        let recipe: Recipe = serde_json::from_str(text)
+            .map_err(|e| StepError::invalid_recipe(format!("recipe: {e}")))?;
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    pub fn validate(&self) -> Result<(), StepError> {
+        let bad = |field: String, msg: &str| Err(StepError::invalid_recipe(format!("{field}: {msg}")));
+        if self.renditions.is_empty() {
+            return bad("renditions".into(), "must list at least one rendition");
+        }
+        if self.renditions.len() > MAX_RENDITIONS {
+            return bad(
+                "renditions".into(),
+                &format!("at most {MAX_RENDITIONS} renditions"),
+            );
+        }
+        for (i, r) in self.renditions.iter().enumerate() {
+            let at = format!("renditions[{i}]");
+            if !valid_name(&r.name) {
+                return bad(
+                    format!("{at}.name"),
+                    "must be 1-64 characters of a-z, 0-9, '-' or '_'",
+                );
+            }
+            if self.renditions[..i].iter().any(|o| o.name == r.name) {
+                return bad(format!("{at}.name"), &format!("`{}` is used twice", r.name));
+            }
+            if let Some(resize) = &r.resize {
+                for (field, value) in [("width", resize.width), ("height", resize.height)] {
+                    if let Some(v) = value
+                        && !(1..=MAX_DIMENSION).contains(&v)
+                    {
+                        return bad(
+                            format!("{at}.resize.{field}"),
+                            &format!("must be 1..={MAX_DIMENSION}"),
+                        );
+                    }
+                }
+                if resize.width.is_none() && resize.height.is_none() {
+                    return bad(format!("{at}.resize"), "needs a width, a height or both");
+                }
+            }
+            if let Some(q) = r.quality
+                && !(1..=100).contains(&q)
+            {
+                return bad(format!("{at}.quality"), "must be 1..=100");
+            }
+            if r.operations.len() > MAX_OPERATIONS {
+                return bad(
+                    format!("{at}.operations"),
+                    &format!("at most {MAX_OPERATIONS} operations"),
+                );
+            }
+            for (j, op) in r.operations.iter().enumerate() {
+                if let Err((field, msg)) = op.validate() {
+                    return bad(format!("{at}.operations[{j}].{field}"), &msg);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The largest output size any rendition can have, for a source of `src` upright dims.
+    pub fn max_output(&self, src: (u32, u32)) -> (u32, u32) {
+        self.renditions
+            .iter()
+            .map(|r| match &r.resize {
+                Some(spec) => imaging::plan(src, spec).scaled,
+                None => src,
+            })
+            .fold((0, 0), |(w, h), (a, b)| (w.max(a), h.max(b)))
+    }
+}
+
+/// Rendition and preset names end up in object keys, so they are kept to a safe alphabet.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Named recipes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Presets {
+    recipes: BTreeMap<String, Recipe>,
+}
+
+/// The presets that ship with imgpipe (presets/presets.json in this crate).
+pub const BUILTIN_PRESETS: &str = include_str!("../presets/presets.json");
+
+impl Presets {
+    pub fn builtin() -> Presets {
+        // The built-in file is checked by a test, so a failure here is a build defect.
+        Presets::from_json(BUILTIN_PRESETS).unwrap_or_else(|e| {
+            tracing::error!("built-in presets are invalid: {e}");
+            Presets {
+                recipes: BTreeMap::new(),
+            }
+        })
+    }
+
+    pub fn from_json(text: &str) -> Result<Presets, StepError> {
+        let recipes: BTreeMap<String, Recipe> = serde_json::from_str(text)
+            .map_err(|e| StepError::invalid_recipe(format!("presets: {e}")))?;
+        for (name, recipe) in &recipes {
+            if !valid_name(name) {
+                return Err(StepError::invalid_recipe(format!(
+                    "presets.{name}: a preset name must be 1-64 characters of a-z, 0-9, '-' or '_'"
+                )));
+            }
+            recipe.validate().map_err(|e| {
+                StepError::invalid_recipe(format!("presets.{name}.{}", e.message))
+            })?;
+        }
+        Ok(Presets { recipes })
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Recipe, StepError> {
+        self.recipes.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.recipes.keys().map(String::as_str).collect();
+            StepError::invalid_recipe(format!(
+                "preset: unknown preset `{name}` (known: {})",
+                known.join(", ")
+            ))
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Recipe)> {
+        self.recipes.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imaging::Fit;
+
+    #[test]
+    fn builtin_presets_parse_and_web_is_as_documented() {
+        let presets = Presets::from_json(BUILTIN_PRESETS).unwrap();
+        let web = presets.get("web").unwrap();
+        let names: Vec<_> = web.renditions.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["thumb", "medium", "large"]);
+        let thumb = &web.renditions[0];
+        let spec = thumb.resize.unwrap();
+        assert_eq!((spec.width, spec.height, spec.fit), (Some(256), Some(256), Fit::Cover));
+        assert_eq!(thumb.format, OutputFormat::Webp);
+        for r in &web.renditions {
+            assert!(r.resize.unwrap().without_enlargement, "{} must never enlarge", r.name);
+        }
+        assert_eq!(web.renditions[1].format, OutputFormat::Jpeg);
+        assert_eq!(web.renditions[2].resize.unwrap().width, Some(2048));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = Recipe::from_json(
+            r#"{"renditions":[{"name":"a","resize":{"width":10}},{"name":"b","resize":{"width":0}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.name(), "InvalidRecipe");
+        assert_eq!(err.message, "renditions[1].resize.width: must be 1..=16384");
+
+        let err = Recipe::from_json(r#"{"renditions":[{"name":"Bad Name"}]}"#).unwrap_err();
+        assert!(err.message.starts_with("renditions[0].name:"), "{}", err.message);
+
+        let err = Recipe::from_json(r#"{"renditions":[{"name":"a","quality":0}]}"#).unwrap_err();
+        assert_eq!(err.message, "renditions[0].quality: must be 1..=100");
+
+        let err = Recipe::from_json(r#"{"renditions":[{"name":"a","colour":"red"}]}"#).unwrap_err();
+        assert!(err.message.contains("colour"), "{}", err.message);
+
+        let err = Recipe::from_json(r#"{"renditions":[]}"#).unwrap_err();
+        assert!(err.message.starts_with("renditions:"), "{}", err.message);
+
+        let err =
+            Recipe::from_json(r#"{"renditions":[{"name":"a"},{"name":"a"}]}"#).unwrap_err();
+        assert!(err.message.starts_with("renditions[1].name:"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_preset_lists_known_ones() {
+        let err = Presets::builtin().get("nope").unwrap_err();
+        assert!(err.message.contains("web"), "{}", err.message);
+    }
+
+    #[test]
+    fn recipe_round_trips_through_json() {
+        let web = Presets::builtin().get("web").unwrap().clone();
+        let text = serde_json::to_string(&web).unwrap();
+        assert_eq!(Recipe::from_json(&text).unwrap(), web);
+    }
+}

@@ -1,0 +1,508 @@
+//! The five steps. Each is an async function over the ports with a typed input and output,
+//! exactly what the state machine passes; a Lambda or the local runner only (de)serialises.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{Duration, Utc};
+use imaging::{EncodeOptions, Image, Limits};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::io::{
+    FailedState, Job, NotifyInput, NotifyOutput, ResizeOutput, Upload, ValidateInput, WorkItem,
+};
+use crate::keys::{self, UploadIdentity};
+use crate::model::{
+    ErrorInfo, Event, EventKind, ImageRecord, RenditionRecord, SourceInfo, Status,
+};
+use crate::ports::{Begin, MetadataStore, Notifier, ObjectStore, PutOptions, WorkStore};
+use crate::{ErrorKind, Presets, Recipe, StepError};
+
+/// How much of an upload Validate reads to find its header; the whole object only when the
+/// header does not fit (e.g. large ICC or EXIF segments before a JPEG's frame header).
+pub const HEADER_BYTES: u64 = 64 * 1024;
+/// Renditions are immutable (new content gets a new image id), so caches may keep them.
+pub const RENDITION_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+/// An API upload that never arrives is forgotten after this long.
+pub const AWAITING_UPLOAD_TTL_HOURS: i64 = 24;
+const MAX_TAGS: usize = 20;
+
+/// What every step needs to know, the same in every process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub limits: Limits,
+    pub presets: Presets,
+    pub default_preset: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            presets: Presets::builtin(),
+            default_preset: "web".to_string(),
+        }
+    }
+}
+
+/// The steps with their ports. `uploads` holds originals and quarantine; `renditions` holds
+/// the outputs (one bucket or two, as deployed).
+#[derive(Clone)]
+pub struct Steps {
+    pub config: Arc<Config>,
+    pub uploads: Arc<dyn ObjectStore>,
+    pub renditions: Arc<dyn ObjectStore>,
+    pub work: Arc<dyn WorkStore>,
+    pub metadata: Arc<dyn MetadataStore>,
+    pub notifier: Arc<dyn Notifier>,
+}
+
+/// Runs CPU-heavy image work off the async executor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+) -> Result<T, StepError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StepError::internal(format!("image worker stopped: {e}")))?
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Steps {
+    /// Checks an upload from its header alone, resolves its recipe and claims the image for
+    /// this execution.
+    pub async fn validate(&self, input: ValidateInput) -> Result<Job, StepError> {
+        let upload = input.upload;
+        let ident = keys::identify(&upload.key, upload.etag.as_deref())?;
+        let limits = self.config.limits;
+        let info = self.uploads.head(&upload.key).await?;
+        if info.size == 0 {
+            return Err(imaging::Error::Empty.into());
+        }
+        if info.size > limits.max_bytes {
+            return Err(imaging::Error::TooManyBytes {
+                size: info.size,
+                limit: limits.max_bytes,
+            }
+            .into());
+        }
+        let head = self.uploads.get_range(&upload.key, 0, HEADER_BYTES).await?;
+        let header = match imaging::probe(&head, &limits) {
+            Ok(h) => h,
+            Err(_) if (head.len() as u64) < info.size => {
+                let all = self.uploads.get(&upload.key).await?;
+                imaging::probe(&all, &limits)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !header.format.is_decodable() {
+            return Err(imaging::Error::Unsupported(format!("{:?}", header.format)).into());
+        }
+        let recipe = self.resolve_recipe(&upload, &info.metadata)?;
+        let (width, height) = header.oriented_dims();
+        let now = Utc::now();
+        let record = ImageRecord {
+            id: ident.id.clone(),
+            owner: ident.owner.clone(),
+            status: Status::Processing,
+            source: SourceInfo {
+                key: upload.key.clone(),
+                etag: upload.etag.clone().or(info.etag.clone()),
+                bytes: info.size,
+                format: Some(header.format),
+                width: Some(width),
+                height: Some(height),
+                sha256: None,
+            },
+            recipe: Some(recipe.clone()),
+            renditions: Vec::new(),
+            error: None,
+            created_at: now,
+            updated_at: now,
+            execution_id: Some(input.execution_id.clone()),
+            tags: tags_of(&upload, &info.metadata),
+        };
+        let duplicate = match self.metadata.begin(&record).await? {
+            Begin::Started(_) => false,
+            Begin::Duplicate(existing) => {
+                info!(image_id = %ident.id, status = %existing.status, "duplicate event; another execution owns this image");
+                true
+            }
+        };
+        info!(image_id = %ident.id, format = ?header.format, width, height, "validated");
+        Ok(Job {
+            duplicate,
+            image_id: ident.id,
+            owner: ident.owner,
+            execution_id: input.execution_id,
+            name: keys::sanitise_name(&ident.name),
+            source: record.source,
+            recipe,
+        })
+    }
+
+    /// The explicit recipe, else the named preset, else the object's metadata, else the default.
+    fn resolve_recipe(
+        &self,
+        upload: &Upload,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Recipe, StepError> {
+        let presets = &self.config.presets;
+        if let Some(value) = &upload.recipe {
+            let recipe: Recipe = serde_json::from_value(value.clone())
+                .map_err(|e| StepError::invalid_recipe(format!("recipe: {e}")))?;
+            recipe.validate()?;
+            return Ok(recipe);
+        }
+        if let Some(name) = &upload.preset {
+            return presets.get(name).cloned();
+        }
+        if let Some(text) = metadata.get("recipe") {
+            return Recipe::from_json(text);
+        }
+        if let Some(name) = metadata.get("preset") {
+            return presets.get(name).cloned();
+        }
+        presets.get(&self.config.default_preset).cloned()
+    }
+
+    /// Reads the original once, decodes it once (shrunk on load where the largest rendition
+    /// allows) and makes every rendition's resized image.
+    pub async fn resize(&self, job: Job) -> Result<ResizeOutput, StepError> {
+        let bytes = self.uploads.get(&job.source.key).await?;
+        let limits = self.config.limits;
+        let source = match (job.source.width, job.source.height) {
+            (Some(w), Some(h)) => (w, h),
+            _ => return Err(StepError::new(ErrorKind::InvalidInput, "job.source: no dimensions")),
+        };
+        let recipe = job.recipe.clone();
+        let keep_metadata = recipe.renditions.iter().any(|r| r.keep_metadata);
+        let started = Instant::now();
+        let (sha256, decoded, resized, exif) = blocking(move || {
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            let decoded = Arc::new(imaging::decode(&bytes, &limits, Some(recipe.max_output(source)))?);
+            let resized = crate::render::render(&decoded, source, &recipe)?;
+            let exif = match keep_metadata {
+                true => imaging::sniff(&bytes).ok().and_then(|f| imaging::exif_of(&bytes, f)),
+                false => None,
+            };
+            Ok((sha256, (decoded.width(), decoded.height()), resized, exif))
+        })
+        .await?;
+        let decode_ms = elapsed_ms(started).saturating_sub(resized.iter().map(|r| r.ms).sum());
+        let prefix = keys::work_prefix(&job.image_id);
+        let exif_key = match exif {
+            Some(exif) => {
+                let key = format!("{prefix}source.exif");
+                self.work.put_bytes(&key, exif).await?;
+                Some(key)
+            }
+            None => None,
+        };
+        let share = decode_ms / (resized.len().max(1) as u64);
+        let source_format = job.source.format.unwrap_or(imaging::Format::Jpeg);
+        let mut items = Vec::with_capacity(resized.len());
+        for r in resized {
+            let rendition = job.recipe.renditions[r.index].clone();
+            let work_key = format!("{prefix}{}.resized", rendition.name);
+            let (width, height) = (r.image.width(), r.image.height());
+            self.work.put_image(&work_key, r.image).await?;
+            items.push(WorkItem {
+                image_id: job.image_id.clone(),
+                owner: job.owner.clone(),
+                exif_key: exif_key.clone().filter(|_| rendition.keep_metadata),
+                rendition,
+                source_format,
+                work_key,
+                width,
+                height,
+                ms: r.ms + share,
+            });
+        }
+        info!(image_id = %job.image_id, renditions = items.len(), decoded = ?decoded, ms = elapsed_ms(started), "resized");
+        Ok(ResizeOutput {
+            image_id: job.image_id,
+            sha256,
+            decoded_width: decoded.0,
+            decoded_height: decoded.1,
+            items,
+        })
+    }
+
+    /// Applies one rendition's operations in order.
+    pub async fn filter(&self, item: WorkItem) -> Result<WorkItem, StepError> {
+        if item.rendition.operations.is_empty() {
+            return Ok(item);
+        }
+        let started = Instant::now();
+        let image = self.work.get_image(&item.work_key).await?;
+        let ops = item.rendition.operations.clone();
+        let image = blocking(move || {
+            let mut img: Image = Arc::unwrap_or_clone(image);
+            for op in &ops {
+                img = imaging::apply(img, op)?;
+            }
+            Ok(img)
+        })
+        .await?;
+        let work_key = format!(
+            "{}{}.filtered",
+            keys::work_prefix(&item.image_id),
+            item.rendition.name
+        );
+        let (width, height) = (image.width(), image.height());
+        self.work.put_image(&work_key, Arc::new(image)).await?;
+        Ok(WorkItem {
+            work_key,
+            width,
+            height,
+            ms: item.ms + elapsed_ms(started),
+            ..item
+        })
+    }
+
+    /// Encodes the final format (metadata stripped unless kept), writes the rendition and
+    /// adds it to the record.
+    pub async fn store(&self, item: WorkItem) -> Result<RenditionRecord, StepError> {
+        let started = Instant::now();
+        let image = self.work.get_image(&item.work_key).await?;
+        let exif = match &item.exif_key {
+            Some(key) => Some(self.work.get_bytes(key).await?),
+            None => None,
+        };
+        let r = &item.rendition;
+        let format = r
+            .format
+            .resolve(item.source_format, image.color().has_alpha());
+        let opts = EncodeOptions {
+            format,
+            quality: r.quality(),
+            progressive: r.progressive,
+            lossless: r.lossless,
+            exif,
+        };
+        let bytes = blocking(move || Ok(imaging::encode(&image, &opts)?)).await?;
+        let key = keys::rendition_key(&item.owner, &item.image_id, &r.name, format.extension());
+        let size = bytes.len() as u64;
+        self.renditions
+            .put(
+                &key,
+                bytes,
+                PutOptions {
+                    content_type: Some(format.mime().to_string()),
+                    cache_control: Some(RENDITION_CACHE_CONTROL.to_string()),
+                    metadata: BTreeMap::new(),
+                },
+            )
+            .await?;
+        let record = RenditionRecord {
+            name: r.name.clone(),
+            key,
+            format,
+            width: item.width,
+            height: item.height,
+            bytes: size,
+            ms: item.ms + elapsed_ms(started),
+        };
+        self.metadata.put_rendition(&item.image_id, &record).await?;
+        Ok(record)
+    }
+
+    /// Records the outcome and announces it.
+    pub async fn notify(&self, input: NotifyInput) -> Result<NotifyOutput, StepError> {
+        match input {
+            NotifyInput::Success {
+                job,
+                sha256,
+                renditions,
+            } => self.notify_success(*job, sha256, renditions).await,
+            NotifyInput::Failure {
+                state,
+                execution_id,
+            } => self.notify_failure(*state, execution_id).await,
+        }
+    }
+
+    async fn notify_success(
+        &self,
+        job: Job,
+        sha256: Option<String>,
+        renditions: Vec<RenditionRecord>,
+    ) -> Result<NotifyOutput, StepError> {
+        self.metadata.complete(&job.image_id, sha256.as_deref()).await?;
+        self.notifier
+            .publish(&Event {
+                kind: EventKind::Completed,
+                image_id: job.image_id.clone(),
+                owner: job.owner.clone(),
+                status: Status::Complete,
+                source_key: job.source.key.clone(),
+                renditions: renditions.clone(),
+                error: None,
+                execution_id: Some(job.execution_id.clone()),
+                at: Utc::now(),
+            })
+            .await?;
+        self.work.clear(&keys::work_prefix(&job.image_id)).await?;
+        info!(image_id = %job.image_id, renditions = renditions.len(), "complete");
+        Ok(NotifyOutput {
+            image_id: job.image_id,
+            owner: job.owner,
+            status: Status::Complete,
+            renditions,
+            error: None,
+        })
+    }
+
+    async fn notify_failure(
+        &self,
+        state: FailedState,
+        execution_id: String,
+    ) -> Result<NotifyOutput, StepError> {
+        let kind = ErrorKind::from_name(&state.error.error);
+        let status = match kind {
+            Some(k) if k.is_rejection() => Status::Rejected,
+            _ => Status::Failed,
+        };
+        let error = ErrorInfo {
+            kind: state.error.error.clone(),
+            message: cause_message(state.error.cause.as_deref()),
+        };
+        let ident = match &state.job {
+            Some(job) => UploadIdentity {
+                owner: job.owner.clone(),
+                id: job.image_id.clone(),
+                name: job.name.clone(),
+            },
+            None => keys::identify(&state.upload.key, state.upload.etag.as_deref())?,
+        };
+        if status == Status::Rejected {
+            self.quarantine(&state.upload.key, &ident, &error).await?;
+        }
+        let now = Utc::now();
+        let fallback = ImageRecord {
+            id: ident.id.clone(),
+            owner: ident.owner.clone(),
+            status,
+            source: state.job.as_ref().map(|j| j.source.clone()).unwrap_or(SourceInfo {
+                key: state.upload.key.clone(),
+                etag: state.upload.etag.clone(),
+                bytes: state.upload.size.unwrap_or(0),
+                format: None,
+                width: None,
+                height: None,
+                sha256: None,
+            }),
+            recipe: state.job.as_ref().map(|j| j.recipe.clone()),
+            renditions: Vec::new(),
+            error: Some(error.clone()),
+            created_at: now,
+            updated_at: now,
+            execution_id: Some(execution_id.clone()),
+            tags: state.upload.tags.clone(),
+        };
+        self.metadata.fail(&ident.id, status, &error, &fallback).await?;
+        self.notifier
+            .publish(&Event {
+                kind: if status == Status::Rejected {
+                    EventKind::Rejected
+                } else {
+                    EventKind::Failed
+                },
+                image_id: ident.id.clone(),
+                owner: ident.owner.clone(),
+                status,
+                source_key: state.upload.key.clone(),
+                renditions: Vec::new(),
+                error: Some(error.clone()),
+                execution_id: Some(execution_id),
+                at: now,
+            })
+            .await?;
+        self.work.clear(&keys::work_prefix(&ident.id)).await?;
+        warn!(image_id = %ident.id, status = %status, error = %error.kind, message = %error.message, "not processed");
+        Ok(NotifyOutput {
+            image_id: ident.id,
+            owner: ident.owner,
+            status,
+            renditions: Vec::new(),
+            error: Some(error),
+        })
+    }
+
+    /// Copies a rejected original under `quarantine/` with the reason beside it. The original
+    /// stays where it was: nothing a user sent is ever deleted by a rejection.
+    async fn quarantine(
+        &self,
+        key: &str,
+        ident: &UploadIdentity,
+        error: &ErrorInfo,
+    ) -> Result<(), StepError> {
+        let target = keys::quarantine_key(&ident.owner, &ident.id, &ident.name);
+        match self.uploads.copy(key, &target).await {
+            Ok(()) => {}
+            // Nothing to keep if the object itself is gone; the record still says why.
+            Err(crate::PortError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let reason = serde_json::json!({
+            "imageId": ident.id,
+            "owner": ident.owner,
+            "sourceKey": key,
+            "error": error,
+            "at": Utc::now(),
+        });
+        self.uploads
+            .put(
+                &format!("{target}.reason.json"),
+                reason.to_string().into_bytes(),
+                PutOptions {
+                    content_type: Some("application/json".into()),
+                    ..PutOptions::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the AWAITING_UPLOAD record of an API upload.
+    pub async fn expect_upload(&self, record: &ImageRecord) -> Result<bool, StepError> {
+        let expires = Utc::now() + Duration::hours(AWAITING_UPLOAD_TTL_HOURS);
+        Ok(self.metadata.create_awaiting(record, expires).await?)
+    }
+}
+
+/// Lambda causes are JSON (`{"errorType", "errorMessage"}`); show the message when there is one.
+fn cause_message(cause: Option<&str>) -> String {
+    let Some(cause) = cause else {
+        return String::new();
+    };
+    serde_json::from_str::<serde_json::Value>(cause)
+        .ok()
+        .and_then(|v| v.get("errorMessage").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| cause.to_string())
+}
+
+/// Tags from the upload and from `x-amz-meta-tags` (comma separated), cleaned and bounded.
+fn tags_of(upload: &Upload, metadata: &BTreeMap<String, String>) -> Vec<String> {
+    let from_meta = metadata
+        .get("tags")
+        .map(|t| t.split(',').map(str::to_string).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut tags: Vec<String> = upload
+        .tags
+        .iter()
+        .cloned()
+        .chain(from_meta)
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty() && t.len() <= 64 && t.chars().all(|c| c.is_alphanumeric() || "-_:.".contains(c)))
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags.truncate(MAX_TAGS);
+    tags
+}
