@@ -8,6 +8,7 @@ mod color;
 mod decode;
 mod encode;
 mod error;
+mod finish;
 mod format;
 mod ops;
 mod resize;
@@ -18,6 +19,7 @@ pub use encode::{
     EncodeOptions, OutputFormat, decode_intermediate, encode, encode_intermediate, exif_of,
 };
 pub use error::Error;
+pub use finish::finish;
 pub use format::{Format, sniff};
 pub use ops::{Operation, apply};
 pub use resize::{Fit, Gravity, Plan, ResizeSpec, plan, resize, resize_exact};
