@@ -1,1 +1,279 @@
-fn main() {}
+//! The `imgpipe` command: the pipeline on one machine (process, inspect, history, presets).
+
+mod process;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use pipeline::model::{ListQuery, Status};
+use pipeline::{Config, Presets};
+
+#[derive(Parser)]
+#[command(
+    name = "imgpipe",
+    version,
+    about = "Image pipeline: validate, resize, filter and store renditions of your images",
+    long_about = "Image pipeline: validate, resize, filter and store renditions of your images.\n\n\
+        On one machine imgpipe keeps originals, renditions, a SQLite record of every job and an \
+        events log in a data directory (default ./imgpipe-data). The same steps and state \
+        machine run on AWS Lambda + Step Functions when deployed.",
+    after_help = "Examples:\n  imgpipe process photos/ --preset web --out out/\n  \
+        imgpipe process a.jpg --resize 800x600 --fit cover --op grayscale --op blur=2 --format webp --out out/\n  \
+        imgpipe inspect photo.jpg\n  imgpipe history"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log more (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Process image files or folders into renditions.
+    Process(process::ProcessArgs),
+    /// List the presets (named recipes).
+    Presets(PresetsArgs),
+    /// Show what an image file is and whether it would be accepted.
+    Inspect(InspectArgs),
+    /// List past jobs from the data directory.
+    History(HistoryArgs),
+}
+
+/// Options shared by the commands that use the pipeline's configuration.
+#[derive(Args, Clone)]
+pub struct CommonArgs {
+    /// Data directory: originals, renditions, the SQLite database and events.jsonl.
+    #[arg(long, env = "IMGPIPE_DATA", default_value = "imgpipe-data")]
+    pub data: PathBuf,
+    /// A presets JSON file to use instead of the built-in presets.
+    #[arg(long, env = "IMGPIPE_PRESETS")]
+    pub presets: Option<PathBuf>,
+    /// Largest accepted image, in pixels (width x height).
+    #[arg(long, env = "IMGPIPE_MAX_PIXELS", default_value_t = imaging::Limits::default().max_pixels)]
+    pub max_pixels: u64,
+    /// Largest accepted file, in bytes.
+    #[arg(long, env = "IMGPIPE_MAX_BYTES", default_value_t = imaging::Limits::default().max_bytes)]
+    pub max_bytes: u64,
+}
+
+impl CommonArgs {
+    pub fn config(&self) -> Result<Config> {
+        let presets = match &self.presets {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading presets file {}", path.display()))?;
+                Presets::from_json(&text).with_context(|| format!("in {}", path.display()))?
+            }
+            None => Presets::builtin(),
+        };
+        let limits = imaging::Limits {
+            max_pixels: self.max_pixels,
+            max_bytes: self.max_bytes,
+            ..imaging::Limits::default()
+        };
+        Ok(Config {
+            limits,
+            presets,
+            ..Config::default()
+        })
+    }
+}
+
+#[derive(Args)]
+struct PresetsArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The image file.
+    file: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct HistoryArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Only jobs with this status (COMPLETE, REJECTED, FAILED, PROCESSING, AWAITING_UPLOAD).
+    #[arg(long)]
+    status: Option<Status>,
+    /// Only jobs with this tag.
+    #[arg(long)]
+    tag: Option<String>,
+    /// How many jobs, newest first.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Process(args) => process::run(args).await,
+            Command::Presets(args) => presets(args).map(|()| true),
+            Command::Inspect(args) => inspect(args),
+            Command::History(args) => history(args).await.map(|()| true),
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn presets(args: PresetsArgs) -> Result<()> {
+    let config = args.common.config()?;
+    if args.json {
+        let map: serde_json::Map<String, serde_json::Value> = config
+            .presets
+            .iter()
+            .map(|(name, recipe)| Ok((name.to_string(), serde_json::to_value(recipe)?)))
+            .collect::<Result<_>>()?;
+        println!("{}", serde_json::to_string_pretty(&map)?);
+        return Ok(());
+    }
+    for (name, recipe) in config.presets.iter() {
+        let marker = if name == config.default_preset { " (default)" } else { "" };
+        println!("{name}{marker}: {}", recipe.description.as_deref().unwrap_or(""));
+        for r in &recipe.renditions {
+            println!("  {:<10} {}", r.name, process::describe_rendition(r));
+        }
+    }
+    Ok(())
+}
+
+fn inspect(args: InspectArgs) -> Result<bool> {
+    let config = args.common.config()?;
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let (header, error) = match imaging::probe(&bytes, &config.limits) {
+        Ok(h) if !h.format.is_decodable() => {
+            let e = imaging::Error::Unsupported(format!("{:?}", h.format));
+            (Some(h), Some(pipeline::StepError::from(e)))
+        }
+        Ok(h) => (Some(h), None),
+        Err(e) => (None, Some(pipeline::StepError::from(e))),
+    };
+    if args.json {
+        let value = serde_json::json!({
+            "file": args.file,
+            "bytes": bytes.len(),
+            "header": header,
+            "upright": header.as_ref().map(|h| {
+                let (w, ht) = h.oriented_dims();
+                serde_json::json!({ "width": w, "height": ht })
+            }),
+            "accepted": error.is_none(),
+            "error": error.as_ref().map(|e| serde_json::json!({"type": e.name(), "message": e.message})),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(error.is_none());
+    }
+    println!("file:        {}", args.file.display());
+    println!("bytes:       {}", bytes.len());
+    if let Some(h) = &header {
+        let (w, ht) = h.oriented_dims();
+        println!("format:      {:?}", h.format);
+        println!("stored:      {}x{}", h.width, h.height);
+        println!("orientation: {} (upright {w}x{ht})", h.orientation);
+        let alpha = if h.has_alpha { " with alpha" } else { "" };
+        println!("colour:      {}{alpha}", h.color);
+        let first = if h.frames > 1 { " (the first is used)" } else { "" };
+        println!("frames:      {}{first}", h.frames);
+    }
+    match &error {
+        None => println!("validation:  accepted"),
+        Some(e) => println!("validation:  rejected: {} ({})", e.name(), e.message),
+    }
+    Ok(error.is_none())
+}
+
+async fn history(args: HistoryArgs) -> Result<()> {
+    let db = args.common.data.join("imgpipe.db");
+    if !db.exists() {
+        anyhow::bail!(
+            "no jobs yet: {} does not exist (run `imgpipe process` first, or pass --data)",
+            db.display()
+        );
+    }
+    let metadata = local::SqliteMetadata::open(&db)?;
+    use pipeline::ports::MetadataStore;
+    let page = metadata
+        .list(&ListQuery {
+            owner: None,
+            status: args.status,
+            tag: args.tag.clone(),
+            limit: args.limit,
+            ..ListQuery::default()
+        })
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&page.items)?);
+        return Ok(());
+    }
+    if page.items.is_empty() {
+        println!("no jobs match");
+    }
+    for r in &page.items {
+        let name = r.source.key.rsplit('/').next().unwrap_or(&r.source.key);
+        println!(
+            "{}  {:<9} {}  {}",
+            r.created_at.format("%Y-%m-%d %H:%M:%S"),
+            r.status.as_str(),
+            r.id,
+            name
+        );
+        for rend in &r.renditions {
+            println!(
+                "    {:<10} {:>5}x{:<5} {:>9} bytes  {:?}  {}",
+                rend.name, rend.width, rend.height, rend.bytes, rend.format, rend.key
+            );
+        }
+        if let Some(e) = &r.error {
+            println!("    error: {}: {}", e.kind, e.message);
+        }
+    }
+    Ok(())
+}

@@ -541,7 +541,7 @@ fn generic_header(bytes: &[u8], format: Format, limits: &Limits) -> Result<Heade
     let orientation = decoder
         .orientation()
         .ok()
-        .map(|o| orientation_number(o))
+        .map(orientation_number)
         .unwrap_or(1);
     Ok(Header {
         format,

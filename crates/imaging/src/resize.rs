@@ -260,9 +260,11 @@ mod tests {
     }
 
     /// (source, width, height, fit, without enlargement) -> output size, as sharp gives it.
+    type Case = ((u32, u32), Option<u32>, Option<u32>, Fit, bool, (u32, u32));
+
     #[test]
     fn fit_modes_give_sharps_dimensions() {
-        let cases: &[((u32, u32), Option<u32>, Option<u32>, Fit, bool, (u32, u32))] = &[
+        let cases: &[Case] = &[
             ((5640, 3172), Some(256), Some(256), Fit::Cover, false, (256, 256)),
             ((5640, 3172), Some(1024), Some(1024), Fit::Inside, false, (1024, 576)),
             ((5640, 3172), Some(2048), Some(2048), Fit::Inside, true, (2048, 1152)),

@@ -1,1 +1,27 @@
-//! imgpipe on one machine: filesystem object store, SQLite metadata, notifier, and the runner that executes the state machine definition.
+//! imgpipe on one machine: filesystem object store, SQLite metadata, JSON-lines notifier, and
+//! the runner that executes the state machine definition with the pipeline's steps.
+
+pub mod asl;
+mod fs_store;
+mod notifier;
+mod runner;
+mod sqlite;
+
+use std::path::PathBuf;
+
+pub use fs_store::FsStore;
+pub use notifier::JsonlNotifier;
+pub use runner::{DEFINITION, ExecutionStatus, LocalPipeline, Outcome, StepExecutor};
+pub use sqlite::SqliteMetadata;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Port(#[from] pipeline::PortError),
+    #[error("state machine: {0}")]
+    Asl(#[from] asl::AslError),
+    #[error("{0}")]
+    Other(String),
+}

@@ -1,0 +1,560 @@
+//! `imgpipe process`: every input through the local pipeline, in parallel, renditions exported
+//! to the output folder.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use futures::StreamExt;
+use imaging::{Fit, Gravity, Operation, OutputFormat, ResizeSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+use local::{ExecutionStatus, LocalPipeline};
+use pipeline::io::Upload;
+use pipeline::model::{ImageRecord, Status};
+use pipeline::{Recipe, Rendition};
+use serde::Serialize;
+
+use crate::CommonArgs;
+
+/// Extensions picked up when a folder is given; files named explicitly are always tried, and
+/// their magic bytes decide what they are.
+const IMAGE_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "jpe", "png", "webp", "gif", "tif", "tiff", "bmp", "avif", "heic", "heif",
+];
+
+#[derive(Args)]
+#[command(after_help = "Recipe options (one of):\n  \
+    --preset NAME        a named recipe (see `imgpipe presets`); default: web\n  \
+    --recipe FILE        a recipe JSON file\n  \
+    --resize/--op/...    one rendition described on the command line\n\n\
+    Operations (--op, repeatable, applied in order): rotate=DEG, flip, flop, \
+    crop=LEFT,TOP,WIDTH,HEIGHT, grayscale, sepia, blur=SIGMA, sharpen=SIGMA[,AMOUNT], \
+    brightness=F, contrast=F, saturation=F, hue=DEG, gamma=G, invert, tint=#RRGGBB\n\n\
+    Outputs are written as OUT/<file stem>-<rendition>.<ext>.")]
+pub struct ProcessArgs {
+    /// Image files and folders (folders are searched recursively for image files).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Where the renditions are written.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Use a named preset.
+    #[arg(long, conflicts_with_all = ["recipe", "resize", "ops", "format"])]
+    pub preset: Option<String>,
+    /// Use a recipe JSON file ({"renditions": [...]}).
+    #[arg(long, conflicts_with_all = ["resize", "ops", "format"])]
+    pub recipe: Option<PathBuf>,
+    /// Resize to WIDTHxHEIGHT, WIDTHx or xHEIGHT.
+    #[arg(long, value_name = "WxH")]
+    pub resize: Option<String>,
+    /// How to fit the resize box.
+    #[arg(long, value_enum, default_value = "cover", requires = "resize")]
+    pub fit: FitArg,
+    /// Which part cover keeps.
+    #[arg(long, value_enum, default_value = "center", requires = "resize")]
+    pub gravity: GravityArg,
+    /// Never enlarge a smaller source.
+    #[arg(long, requires = "resize")]
+    pub without_enlargement: bool,
+    /// An operation, e.g. grayscale or blur=2 (repeatable, in order).
+    #[arg(long = "op", value_name = "OP[=ARGS]")]
+    pub ops: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Quality for JPEG, WebP and AVIF (1-100).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: Option<u8>,
+    /// Keep EXIF metadata (including GPS) in the outputs.
+    #[arg(long)]
+    pub keep_metadata: bool,
+    /// How many images at once (default: the number of CPU cores).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// Print one JSON document with every result instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FitArg {
+    Cover,
+    Contain,
+    Fill,
+    Inside,
+    Outside,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum GravityArg {
+    Center,
+    North,
+    Northeast,
+    East,
+    Southeast,
+    South,
+    Southwest,
+    West,
+    Northwest,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FormatArg {
+    Jpeg,
+    Png,
+    Webp,
+    Avif,
+    Same,
+}
+
+/// What one input became.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FileResult {
+    input: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_id: Option<String>,
+    status: String,
+    outputs: Vec<Output>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
+    ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Output {
+    rendition: String,
+    path: PathBuf,
+    width: u32,
+    height: u32,
+    bytes: u64,
+}
+
+pub fn describe_rendition(r: &Rendition) -> String {
+    let mut parts = Vec::new();
+    if let Some(spec) = &r.resize {
+        let dim = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_default();
+        parts.push(format!(
+            "{}x{} {:?}{}",
+            dim(spec.width),
+            dim(spec.height),
+            spec.fit,
+            if spec.without_enlargement { " (never enlarge)" } else { "" }
+        ));
+    }
+    for op in &r.operations {
+        parts.push(serde_json::to_string(op).unwrap_or_default());
+    }
+    parts.push(format!("{:?} q{}", r.format, r.quality()).to_lowercase());
+    parts.join(", ")
+}
+
+fn parse_resize(text: &str) -> Result<(Option<u32>, Option<u32>)> {
+    let (w, h) = text
+        .to_ascii_lowercase()
+        .split_once('x')
+        .map(|(w, h)| (w.to_string(), h.to_string()))
+        .with_context(|| format!("--resize `{text}`: expected WIDTHxHEIGHT, WIDTHx or xHEIGHT"))?;
+    let num = |s: &str| -> Result<Option<u32>> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse::<u32>()
+            .map(Some)
+            .with_context(|| format!("--resize `{text}`: `{s}` is not a whole number"))
+    };
+    let (w, h) = (num(&w)?, num(&h)?);
+    if w.is_none() && h.is_none() {
+        bail!("--resize `{text}`: give a width, a height or both");
+    }
+    Ok((w, h))
+}
+
+/// `blur=2`, `sharpen=1,0.5`, `crop=0,0,100,100`, `tint=#ff8800`, `grayscale`.
+pub fn parse_op(text: &str) -> Result<Operation> {
+    let (name, args) = match text.split_once('=') {
+        Some((n, a)) => (n.trim().to_ascii_lowercase(), Some(a.trim())),
+        None => (text.trim().to_ascii_lowercase(), None),
+    };
+    let nums = |want: std::ops::RangeInclusive<usize>| -> Result<Vec<f32>> {
+        let list: Vec<f32> = match args {
+            None => Vec::new(),
+            Some(a) => a
+                .split(',')
+                .map(|p| p.trim().parse::<f32>().with_context(|| format!("--op {text}: `{p}` is not a number")))
+                .collect::<Result<_>>()?,
+        };
+        if !want.contains(&list.len()) {
+            bail!("--op {text}: {name} takes {want:?} numbers");
+        }
+        Ok(list)
+    };
+    let one = || -> Result<f32> { Ok(nums(1..=1)?[0]) };
+    let as_u32 = |v: f32| -> Result<u32> {
+        if v < 0.0 || v.fract() != 0.0 || v > u32::MAX as f32 {
+            bail!("--op {text}: crop takes whole, non-negative numbers");
+        }
+        Ok(v as u32)
+    };
+    let op = match name.as_str() {
+        "rotate" => Operation::Rotate { angle: one()?, background: None },
+        "flip" => Operation::Flip,
+        "flop" => Operation::Flop,
+        "crop" | "extract" => {
+            let v = nums(4..=4)?;
+            Operation::Crop { left: as_u32(v[0])?, top: as_u32(v[1])?, width: as_u32(v[2])?, height: as_u32(v[3])? }
+        }
+        "grayscale" | "greyscale" => Operation::Grayscale,
+        "sepia" => Operation::Sepia,
+        "blur" => Operation::Blur { sigma: one()? },
+        "sharpen" => {
+            let v = nums(1..=2)?;
+            Operation::Sharpen { sigma: v[0], amount: v.get(1).copied().unwrap_or(1.0) }
+        }
+        "brightness" => Operation::Brightness { factor: one()? },
+        "contrast" => Operation::Contrast { factor: one()? },
+        "saturation" => Operation::Saturation { factor: one()? },
+        "hue" => Operation::Hue { degrees: one()? },
+        "gamma" => Operation::Gamma { gamma: one()? },
+        "invert" | "negate" => Operation::Invert,
+        "tint" => {
+            let color = args
+                .context("--op tint needs a colour, e.g. tint=#ff8800")?
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--op {text}: {e}"))?;
+            Operation::Tint { color }
+        }
+        other => bail!(
+            "--op {text}: unknown operation `{other}` (rotate, flip, flop, crop, grayscale, sepia, blur, sharpen, brightness, contrast, saturation, hue, gamma, invert, tint)"
+        ),
+    };
+    if let Err((field, msg)) = op.validate() {
+        bail!("--op {text}: {field}: {msg}");
+    }
+    Ok(op)
+}
+
+/// The recipe the flags describe: (preset name, or an explicit recipe).
+fn recipe_of(args: &ProcessArgs, config: &pipeline::Config) -> Result<(Option<String>, Option<Recipe>)> {
+    if let Some(path) = &args.recipe {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading recipe {}", path.display()))?;
+        let recipe = Recipe::from_json(&text).with_context(|| format!("in {}", path.display()))?;
+        return Ok((None, Some(recipe)));
+    }
+    let ad_hoc = args.resize.is_some() || !args.ops.is_empty() || args.format.is_some() || args.quality.is_some() || args.keep_metadata;
+    if !ad_hoc {
+        let name = args.preset.clone().unwrap_or_else(|| config.default_preset.clone());
+        config.presets.get(&name)?;
+        return Ok((Some(name), None));
+    }
+    let resize = match &args.resize {
+        Some(text) => {
+            let (width, height) = parse_resize(text)?;
+            Some(ResizeSpec {
+                width,
+                height,
+                fit: match args.fit {
+                    FitArg::Cover => Fit::Cover,
+                    FitArg::Contain => Fit::Contain,
+                    FitArg::Fill => Fit::Fill,
+                    FitArg::Inside => Fit::Inside,
+                    FitArg::Outside => Fit::Outside,
+                },
+                gravity: match args.gravity {
+                    GravityArg::Center => Gravity::Center,
+                    GravityArg::North => Gravity::North,
+                    GravityArg::Northeast => Gravity::NorthEast,
+                    GravityArg::East => Gravity::East,
+                    GravityArg::Southeast => Gravity::SouthEast,
+                    GravityArg::South => Gravity::South,
+                    GravityArg::Southwest => Gravity::SouthWest,
+                    GravityArg::West => Gravity::West,
+                    GravityArg::Northwest => Gravity::NorthWest,
+                },
+                without_enlargement: args.without_enlargement,
+                background: None,
+            })
+        }
+        None => None,
+    };
+    let recipe = Recipe {
+        description: None,
+        renditions: vec![Rendition {
+            name: "out".to_string(),
+            resize,
+            operations: args.ops.iter().map(|o| parse_op(o)).collect::<Result<_>>()?,
+            format: match args.format {
+                None | Some(FormatArg::Same) => OutputFormat::Same,
+                Some(FormatArg::Jpeg) => OutputFormat::Jpeg,
+                Some(FormatArg::Png) => OutputFormat::Png,
+                Some(FormatArg::Webp) => OutputFormat::Webp,
+                Some(FormatArg::Avif) => OutputFormat::Avif,
+            },
+            quality: args.quality,
+            progressive: false,
+            lossless: false,
+            keep_metadata: args.keep_metadata,
+        }],
+    };
+    recipe.validate()?;
+    Ok((None, Some(recipe)))
+}
+
+fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
+        if depth > 64 {
+            return Ok(());
+        }
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading folder {}", dir.display()))?
+            .collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, out, depth + 1)?;
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input).with_context(|| format!("{}", input.display()))?;
+        if meta.is_dir() {
+            walk(input, &mut files, 0)?;
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Output stems, unique within the run: `a.jpg` and `x/a.png` become `a` and `a-2`.
+fn unique_stems(files: &[PathBuf]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    files
+        .iter()
+        .map(|f| {
+            let stem = pipeline::keys::sanitise_name(
+                &f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            );
+            let mut candidate = stem.clone();
+            let mut n = 2;
+            while !seen.insert(candidate.clone()) {
+                candidate = format!("{stem}-{n}");
+                n += 1;
+            }
+            candidate
+        })
+        .collect()
+}
+
+pub async fn run(args: ProcessArgs) -> Result<bool> {
+    let config = args.common.config()?;
+    let (preset, recipe) = recipe_of(&args, &config)?;
+    let files = collect_inputs(&args.inputs)?;
+    if files.is_empty() {
+        bail!("no image files found in the inputs given");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating output folder {}", args.out.display()))?;
+    let pipeline = Arc::new(
+        LocalPipeline::open(&args.common.data, config)
+            .with_context(|| format!("opening data directory {}", args.common.data.display()))?,
+    );
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .max(1);
+    let stems = unique_stems(&files);
+    let bar = if !args.json && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let recipe_json = recipe.as_ref().map(serde_json::to_value).transpose()?;
+    let results: Vec<FileResult> = futures::stream::iter(files.into_iter().zip(stems))
+        .map(|(file, stem)| {
+            let pipeline = pipeline.clone();
+            let preset = preset.clone();
+            let recipe = recipe_json.clone();
+            let out = args.out.clone();
+            let bar = bar.clone();
+            async move {
+                let result = process_one(&pipeline, &file, &stem, &out, preset, recipe).await;
+                bar.inc(1);
+                if result.status != Status::Complete.as_str() {
+                    bar.println(format!(
+                        "{}: {} {}",
+                        file.display(),
+                        result.status,
+                        result.error.as_ref().map(|e| e.to_string()).unwrap_or_default()
+                    ));
+                }
+                result
+            }
+        })
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    let count = |s: &str| results.iter().filter(|r| r.status == s).count();
+    let ok = count(Status::Complete.as_str());
+    let rejected = count(Status::Rejected.as_str());
+    let failed = results.len() - ok - rejected;
+    if args.json {
+        let doc = serde_json::json!({
+            "results": results,
+            "summary": { "images": results.len(), "ok": ok, "rejected": rejected, "failed": failed, "seconds": elapsed.as_secs_f64() },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for r in &results {
+            for o in &r.outputs {
+                println!("{}  {}x{}  {} bytes", o.path.display(), o.width, o.height, o.bytes);
+            }
+        }
+        println!(
+            "{} image{}: {ok} ok, {rejected} rejected, {failed} failed in {:.2} s",
+            results.len(),
+            if results.len() == 1 { "" } else { "s" },
+            elapsed.as_secs_f64()
+        );
+    }
+    Ok(ok == results.len())
+}
+
+async fn process_one(
+    pipeline: &LocalPipeline,
+    file: &Path,
+    stem: &str,
+    out: &Path,
+    preset: Option<String>,
+    recipe: Option<serde_json::Value>,
+) -> FileResult {
+    let started = Instant::now();
+    let mut result = FileResult {
+        input: file.to_path_buf(),
+        image_id: None,
+        status: Status::Failed.as_str().to_string(),
+        outputs: Vec::new(),
+        error: None,
+        ms: 0,
+    };
+    let outcome = async {
+        let upload = pipeline.ingest(file, "local")?;
+        let upload = Upload { preset, recipe, ..upload };
+        pipeline.run(&upload).await.map_err(anyhow::Error::from)
+    }
+    .await;
+    match outcome {
+        Err(e) => result.error = Some(serde_json::json!({"type": "Internal", "message": format!("{e:#}")})),
+        Ok(outcome) => {
+            if let ExecutionStatus::Failed { error, cause } = &outcome.execution.status
+                && outcome.record.as_ref().is_none_or(|r| r.error.is_none())
+            {
+                result.error = Some(serde_json::json!({"type": error, "message": cause}));
+            }
+            if let Some(record) = outcome.record {
+                result.image_id = Some(record.id.clone());
+                result.status = record.status.as_str().to_string();
+                if let Some(e) = &record.error {
+                    result.error = Some(serde_json::json!({"type": e.kind, "message": e.message}));
+                }
+                if record.status == Status::Complete {
+                    match export(pipeline, &record, stem, out) {
+                        Ok(outputs) => result.outputs = outputs,
+                        Err(e) => {
+                            result.status = Status::Failed.as_str().to_string();
+                            result.error = Some(serde_json::json!({"type": "Export", "message": format!("{e:#}")}));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    result.ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    result
+}
+
+fn export(pipeline: &LocalPipeline, record: &ImageRecord, stem: &str, out: &Path) -> Result<Vec<Output>> {
+    record
+        .renditions
+        .iter()
+        .map(|r| {
+            let ext = r.format.extension();
+            let path = out.join(format!("{stem}-{}.{ext}", r.name));
+            pipeline
+                .store
+                .export(&r.key, &path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(Output {
+                rendition: r.name.clone(),
+                path,
+                width: r.width,
+                height: r.height,
+                bytes: r.bytes,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_operations() {
+        assert_eq!(parse_op("grayscale").unwrap(), Operation::Grayscale);
+        assert_eq!(parse_op("blur=2").unwrap(), Operation::Blur { sigma: 2.0 });
+        assert_eq!(parse_op("sharpen=1,0.5").unwrap(), Operation::Sharpen { sigma: 1.0, amount: 0.5 });
+        assert_eq!(
+            parse_op("crop=1,2,30,40").unwrap(),
+            Operation::Crop { left: 1, top: 2, width: 30, height: 40 }
+        );
+        assert!(parse_op("blur").unwrap_err().to_string().contains("blur"));
+        assert!(parse_op("crop=1,2,3").is_err());
+        assert!(parse_op("explode").unwrap_err().to_string().contains("unknown operation"));
+        assert!(parse_op("tint=#zz0000").is_err());
+    }
+
+    #[test]
+    fn parses_resize_boxes() {
+        assert_eq!(parse_resize("800x600").unwrap(), (Some(800), Some(600)));
+        assert_eq!(parse_resize("800x").unwrap(), (Some(800), None));
+        assert_eq!(parse_resize("x600").unwrap(), (None, Some(600)));
+        assert!(parse_resize("x").is_err());
+        assert!(parse_resize("big").is_err());
+    }
+
+    #[test]
+    fn stems_are_unique() {
+        let files = [PathBuf::from("a.jpg"), PathBuf::from("x/a.png"), PathBuf::from("b c.jpg")];
+        assert_eq!(unique_stems(&files), ["a", "a-2", "b_c"]);
+    }
+}

@@ -1,0 +1,407 @@
+//! A directory as the object store. Keys map to paths below the root and can never leave it;
+//! writes go to a temporary file in the same directory and are renamed into place, so a
+//! reader never sees half an object.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use async_trait::async_trait;
+use pipeline::PortError;
+use pipeline::ports::{ObjectInfo, ObjectStore, PutOptions};
+
+/// User metadata lives beside the objects, under this folder of the root, so listing the
+/// object keys never shows it.
+const META_DIR: &str = ".meta";
+
+pub struct FsStore {
+    root: PathBuf,
+}
+
+fn port_err(key: &str, e: io::Error) -> PortError {
+    match e.kind() {
+        io::ErrorKind::NotFound => PortError::NotFound(key.to_string()),
+        io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            PortError::Transient(format!("{key}: {e}"))
+        }
+        _ => PortError::Permanent(format!("{key}: {e}")),
+    }
+}
+
+/// Runs blocking file work off the async executor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PortError> + Send + 'static,
+) -> Result<T, PortError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PortError::Permanent(format!("file worker stopped: {e}")))?
+}
+
+/// Checks a key segment by segment: no empty, `.` or `..` segments, no backslashes or NULs,
+/// nothing absolute.
+pub fn check_key(key: &str) -> Result<(), PortError> {
+    let bad = key.is_empty()
+        || key.len() > 1024
+        || key.starts_with('/')
+        || key.contains(['\\', '\0'])
+        || key
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == ".." || seg == META_DIR);
+    if bad {
+        return Err(PortError::Permanent(format!(
+            "`{key}` is not a valid object key"
+        )));
+    }
+    Ok(())
+}
+
+impl FsStore {
+    pub fn open(root: impl Into<PathBuf>) -> Result<FsStore, PortError> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(|e| port_err(&root.display().to_string(), e))?;
+        Ok(FsStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file behind a key (which need not exist).
+    pub fn path_of(&self, key: &str) -> Result<PathBuf, PortError> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn meta_path(&self, key: &str) -> PathBuf {
+        self.root.join(META_DIR).join(format!("{key}.json"))
+    }
+
+    /// Hard-links (or, across file systems, copies) an object to a path outside the store,
+    /// so exporting renditions costs no second write.
+    pub fn export(&self, key: &str, dest: &Path) -> Result<(), PortError> {
+        let src = self.path_of(key)?;
+        let _ = fs::remove_file(dest);
+        if fs::hard_link(&src, dest).is_err() {
+            fs::copy(&src, dest).map_err(|e| port_err(key, e))?;
+        }
+        Ok(())
+    }
+
+    /// Puts a local file into the store (copied, never moved: the user's file stays theirs).
+    pub fn put_file(&self, key: &str, src: &Path) -> Result<u64, PortError> {
+        let dest = self.path_of(key)?;
+        let dir = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| port_err(key, e))?;
+        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| port_err(key, e))?;
+        let size = fs::copy(src, tmp.path()).map_err(|e| port_err(key, e))?;
+        tmp.persist(&dest).map_err(|e| port_err(key, e.error))?;
+        Ok(size)
+    }
+}
+
+fn write_atomic(dest: &Path, body: &[u8]) -> io::Result<()> {
+    let dir = dest
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(body)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(dest).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Size and modification time identify a version well enough locally, without hashing.
+fn etag_of(meta: &fs::Metadata) -> String {
+    let nanos = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("\"{:x}-{:x}\"", meta.len(), nanos)
+}
+
+fn content_type_of(key: &str) -> Option<String> {
+    let ext = key.rsplit_once('.')?.1.to_ascii_lowercase();
+    Some(
+        match ext.as_str() {
+            "jpg" | "jpeg" => "image/jpeg",
+            "png" => "image/png",
+            "webp" => "image/webp",
+            "avif" => "image/avif",
+            "gif" => "image/gif",
+            "json" => "application/json",
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+fn walk(dir: &Path, root: &Path, out: &mut Vec<String>, depth: usize) -> io::Result<()> {
+    // Keys have at most a handful of segments; the bound stops a symlink loop.
+    if depth > 32 {
+        return Ok(());
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            if depth == 0 && entry.file_name() == META_DIR {
+                continue;
+            }
+            walk(&path, root, out, depth + 1)?;
+        } else if ft.is_file()
+            && let Ok(rel) = path.strip_prefix(root)
+            && let Some(key) = rel.to_str()
+            && !key.split('/').any(|s| s.starts_with(".tmp"))
+        {
+            out.push(key.to_string());
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ObjectStore for FsStore {
+    async fn head(&self, key: &str) -> Result<ObjectInfo, PortError> {
+        let path = self.path_of(key)?;
+        let meta_path = self.meta_path(key);
+        let key = key.to_string();
+        blocking(move || {
+            let meta = fs::metadata(&path).map_err(|e| port_err(&key, e))?;
+            if !meta.is_file() {
+                return Err(PortError::NotFound(key));
+            }
+            let metadata: BTreeMap<String, String> = fs::read(&meta_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            Ok(ObjectInfo {
+                size: meta.len(),
+                etag: Some(etag_of(&meta)),
+                content_type: content_type_of(&key),
+                metadata,
+            })
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, PortError> {
+        let path = self.path_of(key)?;
+        let key = key.to_string();
+        blocking(move || fs::read(&path).map_err(|e| port_err(&key, e))).await
+    }
+
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>, PortError> {
+        let path = self.path_of(key)?;
+        let key = key.to_string();
+        blocking(move || {
+            let mut f = fs::File::open(&path).map_err(|e| port_err(&key, e))?;
+            f.seek(SeekFrom::Start(start))
+                .map_err(|e| port_err(&key, e))?;
+            let mut buf = Vec::new();
+            f.take(len)
+                .read_to_end(&mut buf)
+                .map_err(|e| port_err(&key, e))?;
+            Ok(buf)
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>, opts: PutOptions) -> Result<String, PortError> {
+        let path = self.path_of(key)?;
+        let meta_path = self.meta_path(key);
+        let key = key.to_string();
+        blocking(move || {
+            write_atomic(&path, &body).map_err(|e| port_err(&key, e))?;
+            if !opts.metadata.is_empty() {
+                let json = serde_json::to_vec(&opts.metadata)
+                    .map_err(|e| PortError::Permanent(e.to_string()))?;
+                write_atomic(&meta_path, &json).map_err(|e| port_err(&key, e))?;
+            }
+            let meta = fs::metadata(&path).map_err(|e| port_err(&key, e))?;
+            Ok(etag_of(&meta))
+        })
+        .await
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<(), PortError> {
+        let src = self.path_of(from)?;
+        let dest = self.path_of(to)?;
+        let from = from.to_string();
+        blocking(move || {
+            if !src.is_file() {
+                return Err(PortError::NotFound(from));
+            }
+            let dir = dest
+                .parent()
+                .ok_or_else(|| PortError::Permanent("no parent directory".into()))?;
+            fs::create_dir_all(dir).map_err(|e| port_err(&from, e))?;
+            let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| port_err(&from, e))?;
+            fs::copy(&src, tmp.path()).map_err(|e| port_err(&from, e))?;
+            tmp.persist(&dest).map_err(|e| port_err(&from, e.error))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        let path = self.path_of(key)?;
+        let meta_path = self.meta_path(key);
+        let root = self.root.clone();
+        let key = key.to_string();
+        blocking(move || {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(port_err(&key, e)),
+            }
+            let _ = fs::remove_file(meta_path);
+            // Tidy now-empty folders so a deleted image leaves nothing behind.
+            let mut dir = path.parent().map(Path::to_path_buf);
+            while let Some(d) = dir {
+                if d == root || fs::remove_dir(&d).is_err() {
+                    break;
+                }
+                dir = d.parent().map(Path::to_path_buf);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError> {
+        let root = self.root.clone();
+        // Walk only the folder the prefix names, not the whole store.
+        let dir = match prefix.rfind('/') {
+            Some(i) => {
+                check_key(&prefix[..i])?;
+                root.join(&prefix[..i])
+            }
+            None => root.clone(),
+        };
+        let prefix = prefix.to_string();
+        blocking(move || {
+            let mut keys = Vec::new();
+            let depth = dir
+                .strip_prefix(&root)
+                .map(|p| p.components().count())
+                .unwrap_or(0);
+            walk(&dir, &root, &mut keys, depth).map_err(|e| port_err(&prefix, e))?;
+            keys.retain(|k| k.starts_with(&prefix));
+            keys.sort();
+            Ok(keys)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_range_list_copy_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let mut meta = BTreeMap::new();
+        meta.insert("preset".to_string(), "web".to_string());
+        store
+            .put(
+                "uploads/u/1/a.jpg",
+                b"0123456789".to_vec(),
+                PutOptions {
+                    metadata: meta,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.get("uploads/u/1/a.jpg").await.unwrap(), b"0123456789");
+        assert_eq!(
+            store.get_range("uploads/u/1/a.jpg", 2, 3).await.unwrap(),
+            b"234"
+        );
+        assert_eq!(
+            store.get_range("uploads/u/1/a.jpg", 8, 100).await.unwrap(),
+            b"89"
+        );
+        let info = store.head("uploads/u/1/a.jpg").await.unwrap();
+        assert_eq!(info.size, 10);
+        assert_eq!(info.metadata.get("preset").map(String::as_str), Some("web"));
+        assert_eq!(info.content_type.as_deref(), Some("image/jpeg"));
+
+        store
+            .copy("uploads/u/1/a.jpg", "quarantine/u/1/a.jpg")
+            .await
+            .unwrap();
+        store
+            .put("uploads/u/2/b.png", vec![1], PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list("uploads/").await.unwrap(),
+            ["uploads/u/1/a.jpg", "uploads/u/2/b.png"]
+        );
+        assert_eq!(
+            store.list("uploads/u/1").await.unwrap(),
+            ["uploads/u/1/a.jpg"]
+        );
+        assert_eq!(
+            store.list("").await.unwrap().len(),
+            3,
+            "metadata files are not objects"
+        );
+
+        store.delete("uploads/u/1/a.jpg").await.unwrap();
+        store.delete("uploads/u/1/a.jpg").await.unwrap();
+        assert!(matches!(
+            store.get("uploads/u/1/a.jpg").await,
+            Err(PortError::NotFound(_))
+        ));
+        assert!(
+            !dir.path().join("uploads/u/1").exists(),
+            "empty folders are tidied"
+        );
+        assert_eq!(
+            store.get("quarantine/u/1/a.jpg").await.unwrap(),
+            b"0123456789"
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_cannot_escape_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path().join("store")).unwrap();
+        for key in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "a\\..\\b",
+            "",
+            "./a",
+            ".meta/x",
+            "a/\0",
+        ] {
+            assert!(
+                store
+                    .put(key, vec![1], PutOptions::default())
+                    .await
+                    .is_err(),
+                "{key:?}"
+            );
+            assert!(store.get(key).await.is_err(), "{key:?}");
+        }
+        assert!(!dir.path().join("x").exists());
+    }
+}

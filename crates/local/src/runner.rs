@@ -1,0 +1,137 @@
+//! The local pipeline: the steps over the local ports, driven by the ASL interpreter through
+//! the very definition the cloud runs (statemachine/image_pipeline.asl.json).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pipeline::io::Upload;
+use pipeline::memory::MemoryWorkStore;
+use pipeline::model::ImageRecord;
+use pipeline::ports::{MetadataStore, Notifier, ObjectStore};
+use pipeline::{Config, StepName, Steps, keys};
+use serde_json::Value;
+
+use crate::asl::{self, Execution, RunOptions, Runner, StateMachine, TaskExecutor, TaskFailure};
+use crate::{FsStore, JsonlNotifier, LocalError, SqliteMetadata};
+
+/// The state machine definition, compiled in so the binary needs no files beside it.
+pub const DEFINITION: &str = include_str!("../../../statemachine/image_pipeline.asl.json");
+
+/// Calls a step for each Task resource, the way Lambda would: JSON in, JSON out, and a
+/// failure as (errorType, Cause JSON) exactly as Step Functions reports a Lambda error.
+pub struct StepExecutor {
+    pub steps: Steps,
+}
+
+#[async_trait]
+impl TaskExecutor for StepExecutor {
+    async fn invoke(&self, resource: &str, input: Value) -> Result<Value, TaskFailure> {
+        let Some(step) = StepName::from_resource(resource) else {
+            return Err(TaskFailure {
+                error: "States.Runtime".to_string(),
+                cause: format!("no step is mapped to resource {resource}"),
+            });
+        };
+        self.steps
+            .invoke(step, input)
+            .await
+            .map_err(|e| TaskFailure {
+                error: e.name().to_string(),
+                cause: serde_json::json!({"errorType": e.name(), "errorMessage": e.message})
+                    .to_string(),
+            })
+    }
+}
+
+/// Everything `imgpipe` needs on one machine.
+pub struct LocalPipeline {
+    pub data: PathBuf,
+    pub steps: Steps,
+    pub store: Arc<FsStore>,
+    pub runner: Runner<StepExecutor>,
+}
+
+/// What one execution ended with.
+pub struct Outcome {
+    pub execution: Execution,
+    pub record: Option<ImageRecord>,
+}
+
+impl LocalPipeline {
+    /// Opens (creating if needed) a data directory: `objects/`, `imgpipe.db`, `events.jsonl`.
+    pub fn open(data: &Path, config: Config) -> Result<LocalPipeline, LocalError> {
+        std::fs::create_dir_all(data).map_err(|e| LocalError::Io(data.to_path_buf(), e))?;
+        let store = Arc::new(FsStore::open(data.join("objects"))?);
+        let metadata = Arc::new(SqliteMetadata::open(&data.join("imgpipe.db"))?);
+        let notifier = Arc::new(JsonlNotifier::open(&data.join("events.jsonl"))?);
+        Self::with_ports(data, config, store.clone(), store, metadata, notifier)
+    }
+
+    /// Builds the pipeline over given ports: the seam where tests inject faults.
+    pub fn with_ports(
+        data: &Path,
+        config: Config,
+        store: Arc<FsStore>,
+        objects: Arc<dyn ObjectStore>,
+        metadata: Arc<dyn MetadataStore>,
+        notifier: Arc<dyn Notifier>,
+    ) -> Result<LocalPipeline, LocalError> {
+        let steps = Steps {
+            config: Arc::new(config),
+            uploads: objects.clone(),
+            renditions: objects,
+            work: Arc::new(MemoryWorkStore::new()),
+            metadata,
+            notifier,
+        };
+        let machine = Arc::new(StateMachine::from_json(DEFINITION)?);
+        let runner = Runner::new(
+            machine,
+            Arc::new(StepExecutor {
+                steps: steps.clone(),
+            }),
+            RunOptions::default(),
+        );
+        Ok(LocalPipeline {
+            data: data.to_path_buf(),
+            steps,
+            store,
+            runner,
+        })
+    }
+
+    /// Shortens retry back-off (tests); 1.0 is real time.
+    pub fn set_retry_delay_scale(&mut self, scale: f64) {
+        self.runner.options_mut().retry_delay_scale = scale;
+    }
+
+    /// Copies a file into the store as a new upload of `owner`; returns the execution input.
+    pub fn ingest(&self, path: &Path, owner: &str) -> Result<Upload, LocalError> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("upload");
+        let key = keys::upload_key(owner, &keys::new_image_id(), name);
+        let size = self.store.put_file(&key, path)?;
+        Ok(Upload {
+            key,
+            size: Some(size),
+            ..Upload::default()
+        })
+    }
+
+    /// Runs the state machine on one upload and returns how it ended with the record.
+    pub async fn run(&self, upload: &Upload) -> Result<Outcome, LocalError> {
+        let execution_id = format!("local:{}", ulid::Ulid::new());
+        let input = serde_json::to_value(upload).map_err(|e| LocalError::Other(e.to_string()))?;
+        let execution = self.runner.run(&execution_id, input).await?;
+        let id = keys::identify(&upload.key, upload.etag.as_deref())
+            .map_err(|e| LocalError::Other(e.to_string()))?
+            .id;
+        let record = self.steps.metadata.get(&id).await?;
+        Ok(Outcome { execution, record })
+    }
+}
+
+pub use asl::ExecutionStatus;

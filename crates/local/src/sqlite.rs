@@ -1,0 +1,543 @@
+//! The metadata table in SQLite: the same fields as the DynamoDB table, the owner+createdAt
+//! and status+updatedAt indexes, and the same conditional writes (inside one IMMEDIATE
+//! transaction each, so concurrent duplicates still make one record).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use pipeline::PortError;
+use pipeline::memory::rules::{self, BeginDecision};
+use pipeline::model::{
+    ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
+};
+use pipeline::ports::{Begin, MetadataStore};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS images (
+    id           TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    recipe       TEXT,
+    error_type   TEXT,
+    error_message TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    execution_id TEXT,
+    tags         TEXT NOT NULL DEFAULT '[]',
+    expires_at   INTEGER
+);
+CREATE INDEX IF NOT EXISTS images_by_owner ON images (owner, created_at);
+CREATE INDEX IF NOT EXISTS images_by_status ON images (status, updated_at);
+CREATE TABLE IF NOT EXISTS renditions (
+    image_id TEXT NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    name     TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    format   TEXT NOT NULL,
+    width    INTEGER NOT NULL,
+    height   INTEGER NOT NULL,
+    bytes    INTEGER NOT NULL,
+    ms       INTEGER NOT NULL,
+    PRIMARY KEY (image_id, name)
+);
+";
+
+pub struct SqliteMetadata {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn db_err(e: rusqlite::Error) -> PortError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            PortError::Transient(format!("database busy: {e}"))
+        }
+        other => PortError::Permanent(format!("database: {other}")),
+    }
+}
+
+fn json_err(e: serde_json::Error) -> PortError {
+    PortError::Permanent(format!("stored record does not parse: {e}"))
+}
+
+/// Fixed-width UTC timestamps, so text order is time order in indexes and cursors.
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, PortError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| PortError::Permanent(format!("stored time `{s}`: {e}")))
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SqliteMetadata {
+    pub fn open(path: &Path) -> Result<SqliteMetadata, PortError> {
+        let conn = Connection::open(path).map_err(db_err)?;
+        Self::init(conn)
+    }
+
+    pub fn in_memory() -> Result<SqliteMetadata, PortError> {
+        Self::init(Connection::open_in_memory().map_err(db_err)?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteMetadata, PortError> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        Ok(SqliteMetadata {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection off the async executor.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, PortError> + Send + 'static,
+    ) -> Result<T, PortError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
+            .await
+            .map_err(|e| PortError::Permanent(format!("database worker stopped: {e}")))?
+    }
+}
+
+fn insert(conn: &Connection, r: &ImageRecord, expires_at: Option<i64>) -> Result<(), PortError> {
+    conn.execute(
+        "INSERT INTO images (id, owner, status, source, recipe, error_type, error_message,
+             created_at, updated_at, execution_id, tags, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            r.id,
+            r.owner,
+            r.status.as_str(),
+            serde_json::to_string(&r.source).map_err(json_err)?,
+            r.recipe
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(json_err)?,
+            r.error.as_ref().map(|e| e.kind.clone()),
+            r.error.as_ref().map(|e| e.message.clone()),
+            ts(&r.created_at),
+            ts(&r.updated_at),
+            r.execution_id,
+            serde_json::to_string(&r.tags).map_err(json_err)?,
+            expires_at,
+        ],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+const COLUMNS: &str = "id, owner, status, source, recipe, error_type, error_message, created_at, updated_at, execution_id, tags";
+
+fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
+    Ok(RawRecord {
+        id: row.get(0)?,
+        owner: row.get(1)?,
+        status: row.get(2)?,
+        source: row.get(3)?,
+        recipe: row.get(4)?,
+        error_type: row.get(5)?,
+        error_message: row.get(6)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+        execution_id: row.get(9)?,
+        tags: row.get(10)?,
+    })
+}
+
+struct RawRecord {
+    id: String,
+    owner: String,
+    status: String,
+    source: String,
+    recipe: Option<String>,
+    error_type: Option<String>,
+    error_message: Option<String>,
+    created_at: String,
+    updated_at: String,
+    execution_id: Option<String>,
+    tags: String,
+}
+
+impl RawRecord {
+    fn into_record(self, conn: &Connection) -> Result<ImageRecord, PortError> {
+        let source: SourceInfo = serde_json::from_str(&self.source).map_err(json_err)?;
+        let recipe = self
+            .recipe
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(json_err)?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, key, format, width, height, bytes, ms FROM renditions
+                 WHERE image_id = ?1 ORDER BY width * height DESC, name",
+            )
+            .map_err(db_err)?;
+        let renditions = stmt
+            .query_map([&self.id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, u32>(3)?,
+                    row.get::<_, u32>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, i64>(6)?,
+                ))
+            })
+            .map_err(db_err)?
+            .map(|row| {
+                let (name, key, format, width, height, bytes, ms) = row.map_err(db_err)?;
+                Ok(RenditionRecord {
+                    name,
+                    key,
+                    format: serde_json::from_value(serde_json::Value::String(format))
+                        .map_err(json_err)?,
+                    width,
+                    height,
+                    bytes: u64::try_from(bytes).unwrap_or(0),
+                    ms: u64::try_from(ms).unwrap_or(0),
+                })
+            })
+            .collect::<Result<Vec<_>, PortError>>()?;
+        Ok(ImageRecord {
+            status: self.status.parse().map_err(PortError::Permanent)?,
+            error: match (self.error_type, self.error_message) {
+                (Some(kind), message) => Some(ErrorInfo {
+                    kind,
+                    message: message.unwrap_or_default(),
+                }),
+                _ => None,
+            },
+            created_at: parse_ts(&self.created_at)?,
+            updated_at: parse_ts(&self.updated_at)?,
+            tags: serde_json::from_str(&self.tags).map_err(json_err)?,
+            id: self.id,
+            owner: self.owner,
+            source,
+            recipe,
+            renditions,
+            execution_id: self.execution_id,
+        })
+    }
+}
+
+fn get(conn: &Connection, id: &str) -> Result<Option<ImageRecord>, PortError> {
+    let raw = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM images WHERE id = ?1"),
+            [id],
+            read_record,
+        )
+        .optional()
+        .map_err(db_err)?;
+    raw.map(|r| r.into_record(conn)).transpose()
+}
+
+/// Opaque page cursor: the last item's (createdAt, id), hex-encoded.
+fn encode_cursor(r: &ImageRecord) -> String {
+    let s = format!("{}|{}", ts(&r.created_at), r.id);
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(c: &str) -> Result<(String, String), PortError> {
+    let bad = || PortError::Permanent("cursor: not a cursor this server issued".to_string());
+    if !c.len().is_multiple_of(2) || c.len() > 512 {
+        return Err(bad());
+    }
+    let bytes = (0..c.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(c.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
+        .collect::<Result<Vec<u8>, _>>()?;
+    let s = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (t, id) = s.split_once('|').ok_or_else(bad)?;
+    parse_ts(t).map_err(|_| bad())?;
+    Ok((t.to_string(), id.to_string()))
+}
+
+#[async_trait]
+impl MetadataStore for SqliteMetadata {
+    async fn create_awaiting(
+        &self,
+        record: &ImageRecord,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        let mut r = record.clone();
+        r.status = Status::AwaitingUpload;
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            if get(&tx, &r.id)?.is_some() {
+                return Ok(false);
+            }
+            insert(&tx, &r, Some(expires_at.timestamp()))?;
+            tx.commit().map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn begin(&self, record: &ImageRecord) -> Result<Begin, PortError> {
+        let r = record.clone();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let existing = get(&tx, &r.id)?;
+            let out = match rules::begin(existing.as_ref(), &r) {
+                BeginDecision::Insert => {
+                    insert(&tx, &r, None)?;
+                    Begin::Started(r)
+                }
+                BeginDecision::Claim => {
+                    let old = existing.unwrap_or_else(|| r.clone());
+                    let tags = if r.tags.is_empty() {
+                        old.tags.clone()
+                    } else {
+                        r.tags.clone()
+                    };
+                    tx.execute(
+                        "UPDATE images SET status = ?2, source = ?3, recipe = ?4, updated_at = ?5,
+                             execution_id = ?6, tags = ?7, expires_at = NULL
+                         WHERE id = ?1 AND status = 'AWAITING_UPLOAD'",
+                        params![
+                            r.id,
+                            Status::Processing.as_str(),
+                            serde_json::to_string(&r.source).map_err(json_err)?,
+                            r.recipe
+                                .as_ref()
+                                .map(serde_json::to_string)
+                                .transpose()
+                                .map_err(json_err)?,
+                            ts(&r.updated_at),
+                            r.execution_id,
+                            serde_json::to_string(&tags).map_err(json_err)?,
+                        ],
+                    )
+                    .map_err(db_err)?;
+                    Begin::Started(get(&tx, &r.id)?.unwrap_or(r))
+                }
+                BeginDecision::Retry => Begin::Started(existing.unwrap_or(r)),
+                BeginDecision::Duplicate => Begin::Duplicate(existing.unwrap_or(r)),
+            };
+            tx.commit().map_err(db_err)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError> {
+        let id = id.to_string();
+        self.with(move |conn| get(conn, &id)).await
+    }
+
+    async fn put_rendition(&self, id: &str, r: &RenditionRecord) -> Result<(), PortError> {
+        let id = id.to_string();
+        let r = r.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            let format = serde_json::to_value(r.format)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let changed = tx
+                .execute(
+                    "UPDATE images SET updated_at = ?2 WHERE id = ?1",
+                    params![id, ts(&Utc::now())],
+                )
+                .map_err(db_err)?;
+            if changed == 0 {
+                return Err(PortError::NotFound(id));
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO renditions (image_id, name, key, format, width, height, bytes, ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    id,
+                    r.name,
+                    r.key,
+                    format,
+                    r.width,
+                    r.height,
+                    i64::try_from(r.bytes).unwrap_or(i64::MAX),
+                    i64::try_from(r.ms).unwrap_or(i64::MAX)
+                ],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn complete(&self, id: &str, sha256: Option<&str>) -> Result<(), PortError> {
+        let id = id.to_string();
+        let sha256 = sha256.map(str::to_string);
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let Some(mut record) = get(&tx, &id)? else {
+                return Err(PortError::NotFound(id));
+            };
+            if record.status != Status::Processing && record.status != Status::Complete {
+                return Err(PortError::Permanent(format!(
+                    "{id} is {}, not PROCESSING",
+                    record.status
+                )));
+            }
+            if let Some(s) = sha256 {
+                record.source.sha256 = Some(s);
+            }
+            tx.execute(
+                "UPDATE images SET status = 'COMPLETE', source = ?2, updated_at = ?3 WHERE id = ?1",
+                params![
+                    id,
+                    serde_json::to_string(&record.source).map_err(json_err)?,
+                    ts(&Utc::now())
+                ],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn fail(
+        &self,
+        id: &str,
+        status: Status,
+        error: &ErrorInfo,
+        fallback: &ImageRecord,
+    ) -> Result<(), PortError> {
+        let id = id.to_string();
+        let error = error.clone();
+        let fallback = fallback.clone();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            match get(&tx, &id)? {
+                None => {
+                    let mut r = fallback;
+                    r.id = id;
+                    r.status = status;
+                    r.error = Some(error);
+                    insert(&tx, &r, None)?;
+                }
+                Some(existing) if rules::may_fail(&existing, fallback.execution_id.as_deref()) => {
+                    tx.execute(
+                        "UPDATE images SET status = ?2, error_type = ?3, error_message = ?4,
+                             updated_at = ?5, expires_at = NULL,
+                             execution_id = COALESCE(execution_id, ?6)
+                         WHERE id = ?1",
+                        params![
+                            id,
+                            status.as_str(),
+                            error.kind,
+                            error.message,
+                            ts(&Utc::now()),
+                            fallback.execution_id
+                        ],
+                    )
+                    .map_err(db_err)?;
+                }
+                Some(_) => {}
+            }
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
+        let q = query.clone();
+        self.with(move |conn| {
+            let mut sql = format!("SELECT {COLUMNS} FROM images WHERE 1 = 1");
+            let mut args: Vec<Box<dyn rusqlite::ToSql + Send>> = Vec::new();
+            let mut arg = |sql: &mut String, clause: &str, v: Box<dyn rusqlite::ToSql + Send>| {
+                args.push(v);
+                sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+            };
+            if let Some(owner) = &q.owner {
+                arg(&mut sql, " AND owner = ?", Box::new(owner.clone()));
+            }
+            if let Some(status) = q.status {
+                arg(&mut sql, " AND status = ?", Box::new(status.as_str()));
+            }
+            if let Some(since) = &q.since {
+                arg(&mut sql, " AND created_at >= ?", Box::new(ts(since)));
+            }
+            if let Some(until) = &q.until {
+                arg(&mut sql, " AND created_at < ?", Box::new(ts(until)));
+            }
+            if let Some(tag) = &q.tag {
+                arg(
+                    &mut sql,
+                    " AND EXISTS (SELECT 1 FROM json_each(images.tags) WHERE json_each.value = ?)",
+                    Box::new(tag.clone()),
+                );
+            }
+            if let Some(cursor) = &q.cursor {
+                let (t, id) = decode_cursor(cursor)?;
+                arg(&mut sql, " AND (created_at < ?", Box::new(t.clone()));
+                arg(&mut sql, " OR (created_at = ?", Box::new(t));
+                arg(&mut sql, " AND id < ?))", Box::new(id));
+            }
+            let limit = if q.limit == 0 { 50 } else { q.limit.min(1000) };
+            sql.push_str(&format!(
+                " ORDER BY created_at DESC, id DESC LIMIT {}",
+                limit + 1
+            ));
+            let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+            let params: Vec<&dyn rusqlite::ToSql> = args
+                .iter()
+                .map(|a| a.as_ref() as &dyn rusqlite::ToSql)
+                .collect();
+            let raws = stmt
+                .query_map(params.as_slice(), read_record)
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            let mut items = raws
+                .into_iter()
+                .map(|r| r.into_record(conn))
+                .collect::<Result<Vec<_>, _>>()?;
+            let cursor = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(encode_cursor)
+            } else {
+                None
+            };
+            Ok(Page { items, cursor })
+        })
+        .await
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, PortError> {
+        let id = id.to_string();
+        self.with(move |conn| {
+            let n = conn
+                .execute("DELETE FROM images WHERE id = ?1", [&id])
+                .map_err(db_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}

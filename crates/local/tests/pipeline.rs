@@ -1,0 +1,298 @@
+//! The local runner executing statemachine/image_pipeline.asl.json over a real directory store,
+//! SQLite and the events file: success, rejection, retried and permanent faults.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use imaging::{EncodeOptions, Format, Image, image};
+use local::{ExecutionStatus, FsStore, JsonlNotifier, LocalPipeline, SqliteMetadata};
+use pipeline::memory::{Fault, Flaky};
+use pipeline::model::Status;
+use pipeline::ports::{MetadataStore, ObjectStore};
+use pipeline::{Config, StepName};
+
+fn photo(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128])
+    });
+    imaging::encode(
+        &Image::ImageRgb8(img),
+        &EncodeOptions {
+            format: Format::Jpeg,
+            quality: 90,
+            progressive: false,
+            lossless: false,
+            exif: None,
+        },
+    )
+    .unwrap()
+}
+
+fn write(dir: &Path, name: &str, body: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn events(data: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(data.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A pipeline whose object store fails as told.
+fn faulty(data: &Path, ops: &[&'static str], fault: Fault) -> (LocalPipeline, Arc<Flaky>) {
+    std::fs::create_dir_all(data).unwrap();
+    let store = Arc::new(FsStore::open(data.join("objects")).unwrap());
+    let flaky = Arc::new(Flaky::new(store.clone(), ops, fault));
+    let mut p = LocalPipeline::with_ports(
+        data,
+        Config::default(),
+        store,
+        flaky.clone(),
+        Arc::new(SqliteMetadata::open(&data.join("imgpipe.db")).unwrap()),
+        Arc::new(JsonlNotifier::open(&data.join("events.jsonl")).unwrap()),
+    )
+    .unwrap();
+    p.set_retry_delay_scale(0.0);
+    (p, flaky)
+}
+
+#[test]
+fn every_state_in_the_definition_is_one_the_runner_executes() {
+    let machine =
+        local::asl::StateMachine::from_json(local::DEFINITION).expect("definition loads strictly");
+    let resources = machine.task_resources();
+    assert!(!resources.is_empty());
+    for r in &resources {
+        assert!(
+            StepName::from_resource(r).is_some(),
+            "no step for resource {r}"
+        );
+    }
+    for step in StepName::ALL {
+        assert!(
+            resources.iter().any(|r| r == step.resource()),
+            "{step:?} is never called"
+        );
+    }
+}
+
+#[tokio::test]
+async fn web_preset_completes_with_renditions_record_and_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let p = LocalPipeline::open(&data, Config::default()).unwrap();
+    let src = write(tmp.path(), "beach.jpg", &photo(2600, 1400));
+    let upload = p.ingest(&src, "local").unwrap();
+    let outcome = p.run(&upload).await.unwrap();
+    assert_eq!(outcome.execution.status, ExecutionStatus::Succeeded);
+    let record = outcome.record.unwrap();
+    assert_eq!(record.status, Status::Complete);
+    let mut dims: Vec<_> = record
+        .renditions
+        .iter()
+        .map(|r| (r.name.clone(), r.width, r.height))
+        .collect();
+    dims.sort();
+    assert_eq!(
+        dims,
+        [
+            ("large".into(), 2048, 1103),
+            ("medium".into(), 1024, 551),
+            ("thumb".into(), 256, 256)
+        ]
+    );
+    for r in &record.renditions {
+        let bytes = p.store.get(&r.key).await.unwrap();
+        assert_eq!(bytes.len() as u64, r.bytes);
+    }
+    let ev = events(&data);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["kind"], "completed");
+    assert_eq!(ev[0]["imageId"], record.id.as_str());
+    // The record survives a reopen: it is in the SQLite file, not in memory.
+    let db = SqliteMetadata::open(&data.join("imgpipe.db")).unwrap();
+    assert_eq!(
+        db.get(&record.id).await.unwrap().unwrap().status,
+        Status::Complete
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_upload_is_rejected_quarantined_and_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let p = LocalPipeline::open(&data, Config::default()).unwrap();
+    let mut body = photo(600, 400);
+    body.truncate(body.len() * 2 / 3);
+    let src = write(tmp.path(), "cut.jpg", &body);
+    let upload = p.ingest(&src, "local").unwrap();
+    let outcome = p.run(&upload).await.unwrap();
+    assert!(matches!(
+        outcome.execution.status,
+        ExecutionStatus::Failed { .. }
+    ));
+    let record = outcome.record.unwrap();
+    assert_eq!(record.status, Status::Rejected);
+    assert_eq!(record.error.as_ref().unwrap().kind, "InvalidImage");
+    assert_eq!(
+        p.store.get(&upload.key).await.unwrap(),
+        body,
+        "original kept as it was"
+    );
+    let quarantined = p.store.list("quarantine/").await.unwrap();
+    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+    let ev = events(&data);
+    assert_eq!(ev[0]["kind"], "rejected");
+}
+
+#[tokio::test]
+async fn transient_store_faults_are_retried_and_the_job_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (p, flaky) = faulty(&data, &["get", "put"], Fault::Transient(2));
+    let src = write(tmp.path(), "a.jpg", &photo(800, 600));
+    let upload = p.ingest(&src, "local").unwrap();
+    let outcome = p.run(&upload).await.unwrap();
+    assert_eq!(outcome.execution.status, ExecutionStatus::Succeeded);
+    assert_eq!(outcome.record.unwrap().status, Status::Complete);
+    assert_eq!(
+        flaky.failures(),
+        2,
+        "both injected faults happened and were retried past"
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_fault_ends_failed_with_an_alert_and_the_original_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (p, flaky) = faulty(&data, &["put"], Fault::Permanent);
+    let original = photo(800, 600);
+    let src = write(tmp.path(), "a.jpg", &original);
+    let upload = p.ingest(&src, "local").unwrap();
+    let outcome = p.run(&upload).await.unwrap();
+    assert!(flaky.failures() >= 1);
+    assert!(matches!(
+        outcome.execution.status,
+        ExecutionStatus::Failed { .. }
+    ));
+    let record = outcome.record.unwrap();
+    assert_eq!(record.status, Status::Failed);
+    assert_eq!(record.error.unwrap().kind, "Internal");
+    assert_eq!(p.store.get(&upload.key).await.unwrap(), original);
+    let ev = events(&data);
+    assert_eq!(ev.last().unwrap()["kind"], "failed");
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_claims_make_one_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Arc::new(SqliteMetadata::open(&tmp.path().join("t.db")).unwrap());
+    let now = chrono::Utc::now();
+    let record = |exec: &str| pipeline::model::ImageRecord {
+        id: "01SAME".into(),
+        owner: "o".into(),
+        status: Status::Processing,
+        source: pipeline::model::SourceInfo {
+            key: "uploads/o/01SAME/a.jpg".into(),
+            etag: None,
+            bytes: 1,
+            format: None,
+            width: None,
+            height: None,
+            sha256: None,
+        },
+        recipe: None,
+        renditions: vec![],
+        error: None,
+        created_at: now,
+        updated_at: now,
+        execution_id: Some(exec.into()),
+        tags: vec![],
+    };
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let db = db.clone();
+        let r = record(&format!("exec-{i}"));
+        tasks.push(tokio::spawn(async move { db.begin(&r).await.unwrap() }));
+    }
+    let mut started = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), pipeline::ports::Begin::Started(_)) {
+            started += 1;
+        }
+    }
+    assert_eq!(started, 1);
+    assert_eq!(db.list(&Default::default()).await.unwrap().items.len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_lists_newest_first_with_filters_and_cursor() {
+    let db = SqliteMetadata::in_memory().unwrap();
+    let base = chrono::Utc::now();
+    for i in 0..5 {
+        let t = base + chrono::Duration::seconds(i);
+        let r = pipeline::model::ImageRecord {
+            id: format!("id{i}"),
+            owner: if i % 2 == 0 {
+                "even".into()
+            } else {
+                "odd".into()
+            },
+            status: Status::Processing,
+            source: pipeline::model::SourceInfo {
+                key: format!("uploads/x/id{i}/a.jpg"),
+                etag: None,
+                bytes: 1,
+                format: None,
+                width: None,
+                height: None,
+                sha256: None,
+            },
+            recipe: None,
+            renditions: vec![],
+            error: None,
+            created_at: t,
+            updated_at: t,
+            execution_id: Some(format!("e{i}")),
+            tags: if i == 4 { vec!["cats".into()] } else { vec![] },
+        };
+        db.begin(&r).await.unwrap();
+    }
+    let q = |owner: Option<&str>, limit, cursor: Option<String>| pipeline::model::ListQuery {
+        owner: owner.map(str::to_string),
+        limit,
+        cursor,
+        ..Default::default()
+    };
+    let page = db.list(&q(Some("even"), 2, None)).await.unwrap();
+    let ids: Vec<_> = page.items.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["id4", "id2"]);
+    let page2 = db.list(&q(Some("even"), 2, page.cursor)).await.unwrap();
+    assert_eq!(
+        page2
+            .items
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        ["id0"]
+    );
+    assert!(page2.cursor.is_none());
+    let tagged = db
+        .list(&pipeline::model::ListQuery {
+            tag: Some("cats".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tagged.items.len(), 1);
+    assert!(
+        db.list(&q(None, 2, Some("zz".into()))).await.is_err(),
+        "a forged cursor is refused"
+    );
+}
