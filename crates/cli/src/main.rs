@@ -138,7 +138,10 @@ fn init_tracing(verbose: u8) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -175,8 +178,15 @@ fn presets(args: PresetsArgs) -> Result<()> {
         return Ok(());
     }
     for (name, recipe) in config.presets.iter() {
-        let marker = if name == config.default_preset { " (default)" } else { "" };
-        println!("{name}{marker}: {}", recipe.description.as_deref().unwrap_or(""));
+        let marker = if name == config.default_preset {
+            " (default)"
+        } else {
+            ""
+        };
+        println!(
+            "{name}{marker}: {}",
+            recipe.description.as_deref().unwrap_or("")
+        );
         for r in &recipe.renditions {
             println!("  {:<10} {}", r.name, process::describe_rendition(r));
         }
@@ -186,8 +196,8 @@ fn presets(args: PresetsArgs) -> Result<()> {
 
 fn inspect(args: InspectArgs) -> Result<bool> {
     let config = args.common.config()?;
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let (header, error) = match imaging::probe(&bytes, &config.limits) {
         Ok(h) if !h.format.is_decodable() => {
             let e = imaging::Error::Unsupported(format!("{:?}", h.format));
@@ -220,7 +230,11 @@ fn inspect(args: InspectArgs) -> Result<bool> {
         println!("orientation: {} (upright {w}x{ht})", h.orientation);
         let alpha = if h.has_alpha { " with alpha" } else { "" };
         println!("colour:      {}{alpha}", h.color);
-        let first = if h.frames > 1 { " (the first is used)" } else { "" };
+        let first = if h.frames > 1 {
+            " (the first is used)"
+        } else {
+            ""
+        };
         println!("frames:      {}{first}", h.frames);
     }
     match &error {

@@ -146,7 +146,11 @@ pub fn describe_rendition(r: &Rendition) -> String {
             dim(spec.width),
             dim(spec.height),
             spec.fit,
-            if spec.without_enlargement { " (never enlarge)" } else { "" }
+            if spec.without_enlargement {
+                " (never enlarge)"
+            } else {
+                ""
+            }
         ));
     }
     for op in &r.operations {
@@ -188,7 +192,11 @@ pub fn parse_op(text: &str) -> Result<Operation> {
             None => Vec::new(),
             Some(a) => a
                 .split(',')
-                .map(|p| p.trim().parse::<f32>().with_context(|| format!("--op {text}: `{p}` is not a number")))
+                .map(|p| {
+                    p.trim()
+                        .parse::<f32>()
+                        .with_context(|| format!("--op {text}: `{p}` is not a number"))
+                })
                 .collect::<Result<_>>()?,
         };
         if !want.contains(&list.len()) {
@@ -204,19 +212,30 @@ pub fn parse_op(text: &str) -> Result<Operation> {
         Ok(v as u32)
     };
     let op = match name.as_str() {
-        "rotate" => Operation::Rotate { angle: one()?, background: None },
+        "rotate" => Operation::Rotate {
+            angle: one()?,
+            background: None,
+        },
         "flip" => Operation::Flip,
         "flop" => Operation::Flop,
         "crop" | "extract" => {
             let v = nums(4..=4)?;
-            Operation::Crop { left: as_u32(v[0])?, top: as_u32(v[1])?, width: as_u32(v[2])?, height: as_u32(v[3])? }
+            Operation::Crop {
+                left: as_u32(v[0])?,
+                top: as_u32(v[1])?,
+                width: as_u32(v[2])?,
+                height: as_u32(v[3])?,
+            }
         }
         "grayscale" | "greyscale" => Operation::Grayscale,
         "sepia" => Operation::Sepia,
         "blur" => Operation::Blur { sigma: one()? },
         "sharpen" => {
             let v = nums(1..=2)?;
-            Operation::Sharpen { sigma: v[0], amount: v.get(1).copied().unwrap_or(1.0) }
+            Operation::Sharpen {
+                sigma: v[0],
+                amount: v.get(1).copied().unwrap_or(1.0),
+            }
         }
         "brightness" => Operation::Brightness { factor: one()? },
         "contrast" => Operation::Contrast { factor: one()? },
@@ -242,16 +261,26 @@ pub fn parse_op(text: &str) -> Result<Operation> {
 }
 
 /// The recipe the flags describe: (preset name, or an explicit recipe).
-fn recipe_of(args: &ProcessArgs, config: &pipeline::Config) -> Result<(Option<String>, Option<Recipe>)> {
+fn recipe_of(
+    args: &ProcessArgs,
+    config: &pipeline::Config,
+) -> Result<(Option<String>, Option<Recipe>)> {
     if let Some(path) = &args.recipe {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading recipe {}", path.display()))?;
         let recipe = Recipe::from_json(&text).with_context(|| format!("in {}", path.display()))?;
         return Ok((None, Some(recipe)));
     }
-    let ad_hoc = args.resize.is_some() || !args.ops.is_empty() || args.format.is_some() || args.quality.is_some() || args.keep_metadata;
+    let ad_hoc = args.resize.is_some()
+        || !args.ops.is_empty()
+        || args.format.is_some()
+        || args.quality.is_some()
+        || args.keep_metadata;
     if !ad_hoc {
-        let name = args.preset.clone().unwrap_or_else(|| config.default_preset.clone());
+        let name = args
+            .preset
+            .clone()
+            .unwrap_or_else(|| config.default_preset.clone());
         config.presets.get(&name)?;
         return Ok((Some(name), None));
     }
@@ -290,7 +319,11 @@ fn recipe_of(args: &ProcessArgs, config: &pipeline::Config) -> Result<(Option<St
         renditions: vec![Rendition {
             name: "out".to_string(),
             resize,
-            operations: args.ops.iter().map(|o| parse_op(o)).collect::<Result<_>>()?,
+            operations: args
+                .ops
+                .iter()
+                .map(|o| parse_op(o))
+                .collect::<Result<_>>()?,
             format: match args.format {
                 None | Some(FormatArg::Same) => OutputFormat::Same,
                 Some(FormatArg::Jpeg) => OutputFormat::Jpeg,
@@ -354,7 +387,9 @@ fn unique_stems(files: &[PathBuf]) -> Vec<String> {
         .iter()
         .map(|f| {
             let stem = pipeline::keys::sanitise_name(
-                &f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                &f.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             );
             let mut candidate = stem.clone();
             let mut n = 2;
@@ -382,14 +417,20 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
     );
     let jobs = args
         .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
         .max(1);
     let stems = unique_stems(&files);
     let bar = if !args.json && std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(files.len() as u64);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar
     } else {
@@ -412,7 +453,11 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
                         "{}: {} {}",
                         file.display(),
                         result.status,
-                        result.error.as_ref().map(|e| e.to_string()).unwrap_or_default()
+                        result
+                            .error
+                            .as_ref()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default()
                     ));
                 }
                 result
@@ -436,7 +481,13 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
     } else {
         for r in &results {
             for o in &r.outputs {
-                println!("{}  {}x{}  {} bytes", o.path.display(), o.width, o.height, o.bytes);
+                println!(
+                    "{}  {}x{}  {} bytes",
+                    o.path.display(),
+                    o.width,
+                    o.height,
+                    o.bytes
+                );
             }
         }
         println!(
@@ -468,12 +519,19 @@ async fn process_one(
     };
     let outcome = async {
         let upload = pipeline.ingest(file, "local")?;
-        let upload = Upload { preset, recipe, ..upload };
+        let upload = Upload {
+            preset,
+            recipe,
+            ..upload
+        };
         pipeline.run(&upload).await.map_err(anyhow::Error::from)
     }
     .await;
     match outcome {
-        Err(e) => result.error = Some(serde_json::json!({"type": "Internal", "message": format!("{e:#}")})),
+        Err(e) => {
+            result.error =
+                Some(serde_json::json!({"type": "Internal", "message": format!("{e:#}")}))
+        }
         Ok(outcome) => {
             if let ExecutionStatus::Failed { error, cause } = &outcome.execution.status
                 && outcome.record.as_ref().is_none_or(|r| r.error.is_none())
@@ -491,7 +549,9 @@ async fn process_one(
                         Ok(outputs) => result.outputs = outputs,
                         Err(e) => {
                             result.status = Status::Failed.as_str().to_string();
-                            result.error = Some(serde_json::json!({"type": "Export", "message": format!("{e:#}")}));
+                            result.error = Some(
+                                serde_json::json!({"type": "Export", "message": format!("{e:#}")}),
+                            );
                         }
                     }
                 }
@@ -502,7 +562,12 @@ async fn process_one(
     result
 }
 
-fn export(pipeline: &LocalPipeline, record: &ImageRecord, stem: &str, out: &Path) -> Result<Vec<Output>> {
+fn export(
+    pipeline: &LocalPipeline,
+    record: &ImageRecord,
+    stem: &str,
+    out: &Path,
+) -> Result<Vec<Output>> {
     record
         .renditions
         .iter()
@@ -532,14 +597,30 @@ mod tests {
     fn parses_operations() {
         assert_eq!(parse_op("grayscale").unwrap(), Operation::Grayscale);
         assert_eq!(parse_op("blur=2").unwrap(), Operation::Blur { sigma: 2.0 });
-        assert_eq!(parse_op("sharpen=1,0.5").unwrap(), Operation::Sharpen { sigma: 1.0, amount: 0.5 });
+        assert_eq!(
+            parse_op("sharpen=1,0.5").unwrap(),
+            Operation::Sharpen {
+                sigma: 1.0,
+                amount: 0.5
+            }
+        );
         assert_eq!(
             parse_op("crop=1,2,30,40").unwrap(),
-            Operation::Crop { left: 1, top: 2, width: 30, height: 40 }
+            Operation::Crop {
+                left: 1,
+                top: 2,
+                width: 30,
+                height: 40
+            }
         );
         assert!(parse_op("blur").unwrap_err().to_string().contains("blur"));
         assert!(parse_op("crop=1,2,3").is_err());
-        assert!(parse_op("explode").unwrap_err().to_string().contains("unknown operation"));
+        assert!(
+            parse_op("explode")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown operation")
+        );
         assert!(parse_op("tint=#zz0000").is_err());
     }
 
@@ -554,7 +635,11 @@ mod tests {
 
     #[test]
     fn stems_are_unique() {
-        let files = [PathBuf::from("a.jpg"), PathBuf::from("x/a.png"), PathBuf::from("b c.jpg")];
+        let files = [
+            PathBuf::from("a.jpg"),
+            PathBuf::from("x/a.png"),
+            PathBuf::from("b c.jpg"),
+        ];
         assert_eq!(unique_stems(&files), ["a", "a-2", "b_c"]);
     }
 }

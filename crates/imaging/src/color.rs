@@ -60,7 +60,10 @@ mod tests {
 
     #[test]
     fn parses_and_prints_hex() {
-        assert_eq!("#ff8000".parse::<Color>().unwrap(), Color([255, 128, 0, 255]));
+        assert_eq!(
+            "#ff8000".parse::<Color>().unwrap(),
+            Color([255, 128, 0, 255])
+        );
         assert_eq!("00000080".parse::<Color>().unwrap(), Color([0, 0, 0, 128]));
         assert_eq!(Color([1, 2, 3, 4]).to_string(), "#01020304");
         assert!("#ggg000".parse::<Color>().is_err());

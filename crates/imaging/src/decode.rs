@@ -352,7 +352,10 @@ fn image_error(format: Format, e: image::ImageError) -> Error {
         E::Unsupported(u) => Error::Unsupported(format!("{format:?} variant: {u}")),
         _ => {
             let message = e.to_string();
-            if message.contains("end of file") || message.contains("EOF") || message.contains("truncat") {
+            if message.contains("end of file")
+                || message.contains("EOF")
+                || message.contains("truncat")
+            {
                 Error::Truncated { format }
             } else {
                 Error::Decode { format, message }
@@ -368,7 +371,11 @@ fn png_header(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
             u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
             u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
         ),
-        None => return Err(Error::Truncated { format: Format::Png }),
+        None => {
+            return Err(Error::Truncated {
+                format: Format::Png,
+            });
+        }
     };
     let early = Header {
         format: Format::Png,
@@ -414,7 +421,9 @@ fn png_header(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
 fn png_error(e: &png::DecodingError) -> Error {
     match e {
         png::DecodingError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Error::Truncated { format: Format::Png }
+            Error::Truncated {
+                format: Format::Png,
+            }
         }
         other => Error::Decode {
             format: Format::Png,
@@ -426,8 +435,12 @@ fn png_error(e: &png::DecodingError) -> Error {
 /// GIF: the logical screen gives the size; the frames are counted by walking the blocks,
 /// which needs no decoding and no allocation.
 fn gif_header(bytes: &[u8]) -> Result<Header, Error> {
-    let truncated = Error::Truncated { format: Format::Gif };
-    let screen = bytes.get(6..13).ok_or(Error::Truncated { format: Format::Gif })?;
+    let truncated = Error::Truncated {
+        format: Format::Gif,
+    };
+    let screen = bytes.get(6..13).ok_or(Error::Truncated {
+        format: Format::Gif,
+    })?;
     let width = u32::from(u16::from_le_bytes([screen[0], screen[1]]));
     let height = u32::from(u16::from_le_bytes([screen[2], screen[3]]));
     let flags = screen[4];
@@ -458,24 +471,30 @@ fn gif_header(bytes: &[u8]) -> Result<Header, Error> {
         };
         match block {
             0x21 => {
-                let label = *bytes.get(i + 1).ok_or(Error::Truncated { format: Format::Gif })?;
+                let label = *bytes.get(i + 1).ok_or(Error::Truncated {
+                    format: Format::Gif,
+                })?;
                 // Graphic Control Extension: bit 0 of its packed byte = transparency.
                 if label == 0xF9 && bytes.get(i + 3).is_some_and(|p| p & 1 == 1) {
                     has_alpha = true;
                 }
-                i = skip_sub_blocks(i + 2).ok_or(Error::Truncated { format: Format::Gif })?;
+                i = skip_sub_blocks(i + 2).ok_or(Error::Truncated {
+                    format: Format::Gif,
+                })?;
             }
             0x2C => {
-                let desc = bytes
-                    .get(i + 1..i + 10)
-                    .ok_or(Error::Truncated { format: Format::Gif })?;
+                let desc = bytes.get(i + 1..i + 10).ok_or(Error::Truncated {
+                    format: Format::Gif,
+                })?;
                 let packed = desc[8];
                 i += 10;
                 if packed & 0x80 != 0 {
                     i += 3 << ((packed & 0x07) + 1);
                 }
                 // LZW minimum code size, then the image data sub-blocks.
-                i = skip_sub_blocks(i + 1).ok_or(Error::Truncated { format: Format::Gif })?;
+                i = skip_sub_blocks(i + 1).ok_or(Error::Truncated {
+                    format: Format::Gif,
+                })?;
                 frames = frames.saturating_add(1);
             }
             0x3B => break,
@@ -503,8 +522,12 @@ fn gif_header(bytes: &[u8]) -> Result<Header, Error> {
 
 fn webp_header(bytes: &[u8]) -> Result<Header, Error> {
     let webp_err = |e: image_webp::DecodingError| match e {
-        image_webp::DecodingError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Error::Truncated { format: Format::Webp }
+        image_webp::DecodingError::IoError(io)
+            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Error::Truncated {
+                format: Format::Webp,
+            }
         }
         other => Error::Decode {
             format: Format::Webp,
@@ -676,10 +699,22 @@ mod tests {
 
     #[test]
     fn scaling_keeps_at_least_the_needed_size() {
-        assert_eq!(jpeg_scale(5640, 3172, Some((1024, 576))), ScalingFactor::ONE_QUARTER);
-        assert_eq!(jpeg_scale(5640, 3172, Some((2048, 1152))), ScalingFactor::ONE_HALF);
-        assert_eq!(jpeg_scale(5640, 3172, Some((455, 256))), ScalingFactor::ONE_EIGHTH);
-        assert_eq!(jpeg_scale(5640, 3172, Some((3000, 1000))), ScalingFactor::ONE);
+        assert_eq!(
+            jpeg_scale(5640, 3172, Some((1024, 576))),
+            ScalingFactor::ONE_QUARTER
+        );
+        assert_eq!(
+            jpeg_scale(5640, 3172, Some((2048, 1152))),
+            ScalingFactor::ONE_HALF
+        );
+        assert_eq!(
+            jpeg_scale(5640, 3172, Some((455, 256))),
+            ScalingFactor::ONE_EIGHTH
+        );
+        assert_eq!(
+            jpeg_scale(5640, 3172, Some((3000, 1000))),
+            ScalingFactor::ONE
+        );
         assert_eq!(jpeg_scale(5640, 3172, None), ScalingFactor::ONE);
     }
 

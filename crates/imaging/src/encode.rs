@@ -54,7 +54,10 @@ pub fn encode(img: &Image, opts: &EncodeOptions) -> Result<Vec<u8>, Error> {
     let format = opts.format;
     let enc_err = |message: String| Error::Encode { format, message };
     if !matches!(img, Image::ImageRgb8(_) | Image::ImageRgba8(_)) {
-        return Err(enc_err(format!("expects 8-bit RGB or RGBA, got {:?}", img.color())));
+        return Err(enc_err(format!(
+            "expects 8-bit RGB or RGBA, got {:?}",
+            img.color()
+        )));
     }
     let quality = opts.quality.clamp(1, 100);
     let mut out = match format {
@@ -74,7 +77,13 @@ pub fn encode(img: &Image, opts: &EncodeOptions) -> Result<Vec<u8>, Error> {
         out = match format {
             Format::Jpeg => jpeg_with_exif(&out, &exif),
             Format::Png => png_with_exif(&out, &exif),
-            Format::Webp => webp_with_exif(&out, &exif, img.color().has_alpha(), img.width(), img.height()),
+            Format::Webp => webp_with_exif(
+                &out,
+                &exif,
+                img.color().has_alpha(),
+                img.width(),
+                img.height(),
+            ),
             _ => out,
         };
     }
@@ -95,10 +104,12 @@ fn encode_jpeg(img: &Image, quality: u8, progressive: bool) -> Result<Vec<u8>, E
             flattened = flatten_on_white(buf);
             &flattened
         }
-        _ => return Err(Error::Encode {
-            format: Format::Jpeg,
-            message: "unexpected layout".into(),
-        }),
+        _ => {
+            return Err(Error::Encode {
+                format: Format::Jpeg,
+                message: "unexpected layout".into(),
+            });
+        }
     };
     let mut c = turbojpeg::Compressor::new().map_err(err)?;
     c.set_quality(i32::from(quality)).map_err(err)?;
@@ -132,12 +143,18 @@ fn flatten_on_white(rgba: &image::RgbaImage) -> RgbImage {
 fn encode_png(img: &Image) -> Result<Vec<u8>, Error> {
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     let mut out = Vec::new();
-    let enc = PngEncoder::new_with_quality(&mut out, CompressionType::Default, FilterType::Adaptive);
-    enc.write_image(img.as_bytes(), img.width(), img.height(), img.color().into())
-        .map_err(|e| Error::Encode {
-            format: Format::Png,
-            message: e.to_string(),
-        })?;
+    let enc =
+        PngEncoder::new_with_quality(&mut out, CompressionType::Default, FilterType::Adaptive);
+    enc.write_image(
+        img.as_bytes(),
+        img.width(),
+        img.height(),
+        img.color().into(),
+    )
+    .map_err(|e| Error::Encode {
+        format: Format::Png,
+        message: e.to_string(),
+    })?;
     Ok(out)
 }
 
@@ -155,8 +172,12 @@ fn encode_webp(img: &Image, quality: u8, lossless: bool) -> Result<Vec<u8>, Erro
         )));
     }
     let encoder = match img {
-        DynamicImage::ImageRgba8(buf) => webp::Encoder::from_rgba(buf.as_raw(), img.width(), img.height()),
-        DynamicImage::ImageRgb8(buf) => webp::Encoder::from_rgb(buf.as_raw(), img.width(), img.height()),
+        DynamicImage::ImageRgba8(buf) => {
+            webp::Encoder::from_rgba(buf.as_raw(), img.width(), img.height())
+        }
+        DynamicImage::ImageRgb8(buf) => {
+            webp::Encoder::from_rgb(buf.as_raw(), img.width(), img.height())
+        }
         _ => return Err(err("unexpected layout".into())),
     };
     let mut config = webp::WebPConfig::new().map_err(|()| err("cannot set up libwebp".into()))?;
@@ -268,8 +289,12 @@ pub fn encode_intermediate(img: &Image) -> Result<Vec<u8>, Error> {
         message: e.to_string(),
     };
     match img {
-        Image::ImageRgb8(buf) => qoi::encode_to_vec(buf.as_raw(), img.width(), img.height()).map_err(err),
-        Image::ImageRgba8(buf) => qoi::encode_to_vec(buf.as_raw(), img.width(), img.height()).map_err(err),
+        Image::ImageRgb8(buf) => {
+            qoi::encode_to_vec(buf.as_raw(), img.width(), img.height()).map_err(err)
+        }
+        Image::ImageRgba8(buf) => {
+            qoi::encode_to_vec(buf.as_raw(), img.width(), img.height()).map_err(err)
+        }
         other => Err(Error::Encode {
             format: Format::Qoi,
             message: format!("expects 8-bit RGB or RGBA, got {:?}", other.color()),

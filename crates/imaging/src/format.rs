@@ -90,8 +90,17 @@ pub fn sniff(bytes: &[u8]) -> Result<Format, Error> {
         if brand == b"avif" || brand == b"avis" {
             return Ok(Format::Avif);
         }
-        if [&b"heic"[..], b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"]
-            .contains(&brand)
+        if [
+            &b"heic"[..],
+            b"heix",
+            b"hevc",
+            b"hevx",
+            b"heim",
+            b"heis",
+            b"mif1",
+            b"msf1",
+        ]
+        .contains(&brand)
         {
             return Err(Error::Unsupported("HEIC/HEIF".into()));
         }
@@ -154,11 +163,18 @@ mod tests {
     #[test]
     fn non_images_get_named_errors() {
         assert!(matches!(sniff(b""), Err(Error::Empty)));
-        assert!(matches!(sniff(b"hello, I am a text file named photo.jpg"), Err(Error::UnknownFormat)));
+        assert!(matches!(
+            sniff(b"hello, I am a text file named photo.jpg"),
+            Err(Error::UnknownFormat)
+        ));
         let svg = b"  <?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>";
         assert!(matches!(sniff(svg), Err(Error::Unsupported(k)) if k == "SVG"));
-        assert!(matches!(sniff(b"<!DOCTYPE html><html>"), Err(Error::Unsupported(k)) if k == "HTML"));
-        assert!(matches!(sniff(b"\0\0\0\x18ftypheic\0\0"), Err(Error::Unsupported(k)) if k == "HEIC/HEIF"));
+        assert!(
+            matches!(sniff(b"<!DOCTYPE html><html>"), Err(Error::Unsupported(k)) if k == "HTML")
+        );
+        assert!(
+            matches!(sniff(b"\0\0\0\x18ftypheic\0\0"), Err(Error::Unsupported(k)) if k == "HEIC/HEIF")
+        );
         assert!(matches!(sniff(b"%PDF-1.7"), Err(Error::Unsupported(_))));
         // A JPEG magic needs three bytes: two are not enough to call it one.
         assert!(matches!(sniff(b"\xFF\xD8"), Err(Error::UnknownFormat)));

@@ -220,14 +220,16 @@ pub fn resize_exact(img: &Image, width: u32, height: u32) -> Result<Image, Error
     let mut dst = fr::images::Image::new(width, height, pixel);
     // Alpha is premultiplied by the resizer for U8x4, so transparent pixels do not bleed
     // their (meaningless) colour into their neighbours.
-    let options = fr::ResizeOptions::new()
-        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3));
+    let options =
+        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3));
     fr::Resizer::new()
         .resize(&src, &mut dst, &options)
         .map_err(|e| resize_err(&e))?;
     let raw = dst.into_vec();
     let out = match pixel {
-        fr::PixelType::U8x4 => image::RgbaImage::from_raw(width, height, raw).map(Image::ImageRgba8),
+        fr::PixelType::U8x4 => {
+            image::RgbaImage::from_raw(width, height, raw).map(Image::ImageRgba8)
+        }
         _ => image::RgbImage::from_raw(width, height, raw).map(Image::ImageRgb8),
     };
     out.ok_or_else(|| Error::InvalidOperation("resize produced a buffer of the wrong size".into()))
@@ -265,20 +267,97 @@ mod tests {
     #[test]
     fn fit_modes_give_sharps_dimensions() {
         let cases: &[Case] = &[
-            ((5640, 3172), Some(256), Some(256), Fit::Cover, false, (256, 256)),
-            ((5640, 3172), Some(1024), Some(1024), Fit::Inside, false, (1024, 576)),
-            ((5640, 3172), Some(2048), Some(2048), Fit::Inside, true, (2048, 1152)),
-            ((5640, 3172), Some(1024), Some(1024), Fit::Outside, false, (1821, 1024)),
-            ((5640, 3172), Some(1024), Some(1024), Fit::Contain, false, (1024, 1024)),
-            ((5640, 3172), Some(300), Some(200), Fit::Fill, false, (300, 200)),
+            (
+                (5640, 3172),
+                Some(256),
+                Some(256),
+                Fit::Cover,
+                false,
+                (256, 256),
+            ),
+            (
+                (5640, 3172),
+                Some(1024),
+                Some(1024),
+                Fit::Inside,
+                false,
+                (1024, 576),
+            ),
+            (
+                (5640, 3172),
+                Some(2048),
+                Some(2048),
+                Fit::Inside,
+                true,
+                (2048, 1152),
+            ),
+            (
+                (5640, 3172),
+                Some(1024),
+                Some(1024),
+                Fit::Outside,
+                false,
+                (1821, 1024),
+            ),
+            (
+                (5640, 3172),
+                Some(1024),
+                Some(1024),
+                Fit::Contain,
+                false,
+                (1024, 1024),
+            ),
+            (
+                (5640, 3172),
+                Some(300),
+                Some(200),
+                Fit::Fill,
+                false,
+                (300, 200),
+            ),
             ((5640, 3172), Some(800), None, Fit::Cover, false, (800, 450)),
             ((5640, 3172), None, Some(300), Fit::Cover, false, (533, 300)),
-            ((2600, 1400), Some(2048), Some(2048), Fit::Inside, true, (2048, 1103)),
-            ((2600, 1400), Some(1024), Some(1024), Fit::Inside, true, (1024, 551)),
+            (
+                (2600, 1400),
+                Some(2048),
+                Some(2048),
+                Fit::Inside,
+                true,
+                (2048, 1103),
+            ),
+            (
+                (2600, 1400),
+                Some(1024),
+                Some(1024),
+                Fit::Inside,
+                true,
+                (1024, 551),
+            ),
             // Never enlarging: a small source stays its size, cover crops to the box.
-            ((200, 100), Some(1024), Some(1024), Fit::Inside, true, (200, 100)),
-            ((300, 100), Some(256), Some(256), Fit::Cover, true, (256, 100)),
-            ((200, 100), Some(256), Some(256), Fit::Contain, true, (256, 256)),
+            (
+                (200, 100),
+                Some(1024),
+                Some(1024),
+                Fit::Inside,
+                true,
+                (200, 100),
+            ),
+            (
+                (300, 100),
+                Some(256),
+                Some(256),
+                Fit::Cover,
+                true,
+                (256, 100),
+            ),
+            (
+                (200, 100),
+                Some(256),
+                Some(256),
+                Fit::Contain,
+                true,
+                (256, 256),
+            ),
             ((200, 100), Some(400), None, Fit::Inside, false, (400, 200)),
             ((200, 100), Some(400), None, Fit::Inside, true, (200, 100)),
             // An extreme aspect never loses an axis.
@@ -289,7 +368,11 @@ mod tests {
                 without_enlargement: we,
                 ..spec(w, h, fit)
             };
-            assert_eq!(plan(src, &s).output, want, "{src:?} {w:?}x{h:?} {fit:?} we={we}");
+            assert_eq!(
+                plan(src, &s).output,
+                want,
+                "{src:?} {w:?}x{h:?} {fit:?} we={we}"
+            );
         }
     }
 
@@ -309,19 +392,31 @@ mod tests {
 
     #[test]
     fn resize_scales_and_keeps_flat_colour() {
-        let img = Image::ImageRgb8(image::RgbImage::from_pixel(400, 300, image::Rgb([10, 200, 30])));
+        let img = Image::ImageRgb8(image::RgbImage::from_pixel(
+            400,
+            300,
+            image::Rgb([10, 200, 30]),
+        ));
         let out = resize(&img, &spec(Some(100), Some(100), Fit::Cover)).unwrap();
         assert_eq!((out.width(), out.height()), (100, 100));
         let px = out.as_rgb8().unwrap().get_pixel(50, 50).0;
         assert_eq!(px, [10, 200, 30]);
-        let rgba = Image::ImageRgba8(image::RgbaImage::from_pixel(40, 30, image::Rgba([1, 2, 3, 128])));
+        let rgba = Image::ImageRgba8(image::RgbaImage::from_pixel(
+            40,
+            30,
+            image::Rgba([1, 2, 3, 128]),
+        ));
         let out = resize_exact(&rgba, 20, 15).unwrap();
         assert_eq!(out.as_rgba8().unwrap().get_pixel(10, 7).0[3], 128);
     }
 
     #[test]
     fn contain_pads_with_the_background() {
-        let img = Image::ImageRgb8(image::RgbImage::from_pixel(200, 100, image::Rgb([255, 255, 255])));
+        let img = Image::ImageRgb8(image::RgbImage::from_pixel(
+            200,
+            100,
+            image::Rgb([255, 255, 255]),
+        ));
         let s = ResizeSpec {
             background: Some(Color([255, 0, 0, 255])),
             ..spec(Some(100), Some(100), Fit::Contain)
@@ -330,6 +425,10 @@ mod tests {
         let out = out.as_rgb8().unwrap();
         assert_eq!(out.dimensions(), (100, 100));
         assert_eq!(out.get_pixel(50, 5).0, [255, 0, 0], "top band is padding");
-        assert_eq!(out.get_pixel(50, 50).0, [255, 255, 255], "middle is the image");
+        assert_eq!(
+            out.get_pixel(50, 50).0,
+            [255, 255, 255],
+            "middle is the image"
+        );
     }
 }

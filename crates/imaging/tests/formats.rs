@@ -25,16 +25,30 @@ fn quadrants() -> RgbImage {
 }
 
 fn close(a: [u8; 3], b: [u8; 3], tol: i32) -> bool {
-    a.iter().zip(b).all(|(x, y)| (i32::from(*x) - i32::from(y)).abs() <= tol)
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| (i32::from(*x) - i32::from(y)).abs() <= tol)
 }
 
 /// Centre of each quadrant of an upright 64x32 image matches `quadrants()`.
 fn assert_quadrants(img: &Image, tol: i32, what: &str) {
-    assert_eq!((img.width(), img.height()), (64, 32), "{what}: upright size");
+    assert_eq!(
+        (img.width(), img.height()),
+        (64, 32),
+        "{what}: upright size"
+    );
     let rgb = img.to_rgb8();
-    for (x, y, want) in [(16, 8, RED), (48, 8, GREEN), (16, 24, BLUE), (48, 24, WHITE)] {
+    for (x, y, want) in [
+        (16, 8, RED),
+        (48, 8, GREEN),
+        (16, 24, BLUE),
+        (48, 24, WHITE),
+    ] {
         let got = rgb.get_pixel(x, y).0;
-        assert!(close(got, want, tol), "{what}: at ({x},{y}) got {got:?}, want {want:?}");
+        assert!(
+            close(got, want, tol),
+            "{what}: at ({x},{y}) got {got:?}, want {want:?}"
+        );
     }
 }
 
@@ -54,7 +68,8 @@ fn jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
 
 fn png_of(img: &DynamicImage) -> Vec<u8> {
     let mut out = Vec::new();
-    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
     out
 }
 
@@ -84,7 +99,8 @@ fn exif_block(orientation: u16, gps: bool) -> Vec<u8> {
 
 fn has_gps(exif: &[u8]) -> bool {
     let e = exif::Reader::new().read_raw(exif.to_vec()).unwrap();
-    e.get_field(exif::Tag::GPSLatitudeRef, exif::In::PRIMARY).is_some()
+    e.get_field(exif::Tag::GPSLatitudeRef, exif::In::PRIMARY)
+        .is_some()
 }
 
 /// What a camera stores for orientation `n` when the scene is `upright`: the inverse of the
@@ -137,7 +153,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -150,7 +170,11 @@ fn png_colour_models_decode_to_correct_rgb() {
     let img16 = image::ImageBuffer::<Rgb<u16>, _>::from_pixel(4, 4, Rgb([0xFFFF, 0x8080, 0]));
     let out = imaging::decode(&png_of(&DynamicImage::ImageRgb16(img16)), &limits, None).unwrap();
     assert_eq!(out.as_rgb8().unwrap().get_pixel(1, 1).0, [255, 128, 0]);
-    let h = imaging::probe(&png_of(&DynamicImage::ImageRgb16(image::ImageBuffer::new(2, 2))), &limits).unwrap();
+    let h = imaging::probe(
+        &png_of(&DynamicImage::ImageRgb16(image::ImageBuffer::new(2, 2))),
+        &limits,
+    )
+    .unwrap();
     assert_eq!(h.color, "rgb16");
 
     // Grey and grey + alpha.
@@ -159,7 +183,10 @@ fn png_colour_models_decode_to_correct_rgb() {
     assert_eq!(out.as_rgb8().unwrap().get_pixel(0, 0).0, [77, 77, 77]);
     let ga = image::GrayAlphaImage::from_pixel(3, 3, image::LumaA([200, 50]));
     let out = imaging::decode(&png_of(&DynamicImage::ImageLumaA8(ga)), &limits, None).unwrap();
-    assert_eq!(out.as_rgba8().unwrap().get_pixel(2, 2).0, [200, 200, 200, 50]);
+    assert_eq!(
+        out.as_rgba8().unwrap().get_pixel(2, 2).0,
+        [200, 200, 200, 50]
+    );
 
     // RGBA keeps its alpha.
     let rgba = RgbaImage::from_pixel(3, 3, Rgba([1, 2, 3, 4]));
@@ -221,7 +248,10 @@ fn cmyk_and_grey_jpegs_come_out_in_the_right_colours() {
             format: turbojpeg::PixelFormat::GRAY,
         })
         .unwrap();
-    assert_eq!(imaging::probe(&g, &Limits::default()).unwrap().color, "gray");
+    assert_eq!(
+        imaging::probe(&g, &Limits::default()).unwrap().color,
+        "gray"
+    );
     let out = imaging::decode(&g, &Limits::default(), None).unwrap();
     let [r, gg, b] = out.as_rgb8().unwrap().get_pixel(3, 3).0;
     assert!(r == gg && gg == b && (88..=92).contains(&r), "{r} {gg} {b}");
@@ -231,7 +261,11 @@ fn cmyk_and_grey_jpegs_come_out_in_the_right_colours() {
 fn gif_webp_tiff_bmp_decode_and_animations_use_the_first_frame() {
     let limits = Limits::default();
     let upright = DynamicImage::ImageRgb8(quadrants());
-    for fmt in [image::ImageFormat::Tiff, image::ImageFormat::Bmp, image::ImageFormat::Gif] {
+    for fmt in [
+        image::ImageFormat::Tiff,
+        image::ImageFormat::Bmp,
+        image::ImageFormat::Gif,
+    ] {
         let mut bytes = Vec::new();
         upright.write_to(&mut Cursor::new(&mut bytes), fmt).unwrap();
         let img = imaging::decode(&bytes, &limits, None).unwrap();
@@ -260,20 +294,29 @@ fn gif_webp_tiff_bmp_decode_and_animations_use_the_first_frame() {
         let mut enc = image::codecs::gif::GifEncoder::new(&mut gif);
         let red = RgbaImage::from_pixel(8, 8, Rgba([255, 0, 0, 255]));
         let blue = RgbaImage::from_pixel(8, 8, Rgba([0, 0, 255, 255]));
-        enc.encode_frames([image::Frame::new(red), image::Frame::new(blue)]).unwrap();
+        enc.encode_frames([image::Frame::new(red), image::Frame::new(blue)])
+            .unwrap();
     }
     let h = imaging::probe(&gif, &limits).unwrap();
     assert_eq!((h.format, h.frames), (Format::Gif, 2));
     let img = imaging::decode(&gif, &limits, None).unwrap();
     let px = img.to_rgb8().get_pixel(4, 4).0;
     assert!(close(px, [255, 0, 0], 4), "first frame is red, got {px:?}");
-    let few = Limits { max_frames: 1, ..limits };
-    assert!(matches!(imaging::probe(&gif, &few), Err(imaging::Error::TooManyFrames { frames: 2, .. })));
+    let few = Limits {
+        max_frames: 1,
+        ..limits
+    };
+    assert!(matches!(
+        imaging::probe(&gif, &few),
+        Err(imaging::Error::TooManyFrames { frames: 2, .. })
+    ));
 }
 
 #[test]
 fn jpeg_is_shrunk_on_load_but_never_below_what_is_asked() {
-    let big = RgbImage::from_fn(1600, 1200, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+    let big = RgbImage::from_fn(1600, 1200, |x, y| {
+        Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+    });
     let bytes = jpeg(&big, 85);
     let limits = Limits::default();
     let full = imaging::decode(&bytes, &limits, None).unwrap();
@@ -298,14 +341,20 @@ fn metadata_is_stripped_unless_kept_and_kept_exif_is_upright() {
         };
         let stripped = imaging::encode(&img, &opts).unwrap();
         assert_eq!(imaging::sniff(&stripped).unwrap(), format);
-        assert!(imaging::exif_of(&stripped, format).is_none(), "{format:?} carries no EXIF");
+        assert!(
+            imaging::exif_of(&stripped, format).is_none(),
+            "{format:?} carries no EXIF"
+        );
 
         opts.exif = Some(source_exif.clone());
         let kept = imaging::encode(&img, &opts).unwrap();
         let exif = imaging::exif_of(&kept, format).expect("EXIF kept");
         assert!(has_gps(&exif), "{format:?} kept the GPS block");
         let h = imaging::probe(&kept, &Limits::default()).unwrap();
-        assert_eq!(h.orientation, 1, "{format:?}: pixels are upright, so the tag says so");
+        assert_eq!(
+            h.orientation, 1,
+            "{format:?}: pixels are upright, so the tag says so"
+        );
         let back = imaging::decode(&kept, &Limits::default(), None).unwrap();
         assert_eq!((back.width(), back.height()), (64, 32));
     }
@@ -326,14 +375,20 @@ fn jpeg_output_of_transparent_images_is_flattened_on_white() {
     )
     .unwrap();
     let back = imaging::decode(&bytes, &Limits::default(), None).unwrap();
-    assert!(close(back.as_rgb8().unwrap().get_pixel(8, 8).0, [255, 255, 255], 2));
+    assert!(close(
+        back.as_rgb8().unwrap().get_pixel(8, 8).0,
+        [255, 255, 255],
+        2
+    ));
 }
 
 #[test]
 fn intermediate_round_trips_losslessly() {
     for img in [
         DynamicImage::ImageRgb8(quadrants()),
-        DynamicImage::ImageRgba8(RgbaImage::from_fn(30, 20, |x, y| Rgba([x as u8, y as u8, 7, (x * y) as u8]))),
+        DynamicImage::ImageRgba8(RgbaImage::from_fn(30, 20, |x, y| {
+            Rgba([x as u8, y as u8, 7, (x * y) as u8])
+        })),
     ] {
         let bytes = imaging::encode_intermediate(&img).unwrap();
         assert_eq!(imaging::decode_intermediate(&bytes).unwrap(), img);

@@ -130,37 +130,68 @@ fn a_header_claiming_100000_by_100000_is_refused_without_allocating_it() {
     let png = png_claiming(100_000, 100_000);
     let (result, peak) = peak_of(|| imaging::decode(&png, &limits, None));
     assert!(
-        matches!(result, Err(Error::TooManyPixels { width: 100_000, height: 100_000, .. })),
+        matches!(
+            result,
+            Err(Error::TooManyPixels {
+                width: 100_000,
+                height: 100_000,
+                ..
+            })
+        ),
         "{result:?}"
     );
-    assert!(peak < ONE_MIB, "refusing a 10-gigapixel PNG header allocated {peak} bytes");
+    assert!(
+        peak < ONE_MIB,
+        "refusing a 10-gigapixel PNG header allocated {peak} bytes"
+    );
 
     let jpeg = jpeg_claiming(65_000, 65_000);
     let (result, peak) = peak_of(|| imaging::decode(&jpeg, &limits, None));
-    assert!(matches!(result, Err(Error::TooManyPixels { .. })), "{result:?}");
-    assert!(peak < ONE_MIB, "refusing a 4-gigapixel JPEG header allocated {peak} bytes");
+    assert!(
+        matches!(result, Err(Error::TooManyPixels { .. })),
+        "{result:?}"
+    );
+    assert!(
+        peak < ONE_MIB,
+        "refusing a 4-gigapixel JPEG header allocated {peak} bytes"
+    );
 
     let gif = gif_claiming(65_535, 65_535);
     let (result, peak) = peak_of(|| imaging::decode(&gif, &limits, None));
-    assert!(matches!(result, Err(Error::TooManyPixels { .. })), "{result:?}");
-    assert!(peak < ONE_MIB, "refusing a 4-gigapixel GIF header allocated {peak} bytes");
+    assert!(
+        matches!(result, Err(Error::TooManyPixels { .. })),
+        "{result:?}"
+    );
+    assert!(
+        peak < ONE_MIB,
+        "refusing a 4-gigapixel GIF header allocated {peak} bytes"
+    );
 
     // Within the pixel budget but over a tighter side limit: its own error.
     let tall = png_claiming(10, 40_000);
-    assert!(matches!(imaging::probe(&tall, &limits), Err(Error::SideTooLong { side: 40_000, .. })));
+    assert!(matches!(
+        imaging::probe(&tall, &limits),
+        Err(Error::SideTooLong { side: 40_000, .. })
+    ));
 
     // The allocator really counts: decoding a real 1000x1000 image shows up.
     let real = png_of_size(1000, 1000);
     let (result, peak) = peak_of(|| imaging::decode(&real, &limits, None));
     assert!(result.is_ok());
-    assert!(peak >= 3_000_000, "a 1000x1000 RGB decode should allocate 3 MB, saw {peak}");
+    assert!(
+        peak >= 3_000_000,
+        "a 1000x1000 RGB decode should allocate 3 MB, saw {peak}"
+    );
 }
 
 fn png_of_size(w: u32, h: u32) -> Vec<u8> {
     let img = imaging::image::RgbImage::from_pixel(w, h, imaging::image::Rgb([1, 2, 3]));
     let mut out = Vec::new();
     imaging::image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut std::io::Cursor::new(&mut out), imaging::image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut out),
+            imaging::image::ImageFormat::Png,
+        )
         .unwrap();
     out
 }
@@ -171,12 +202,21 @@ fn broken_and_foreign_files_get_named_errors() {
     let kind = |bytes: &[u8]| imaging::decode(bytes, &limits, None).unwrap_err().kind();
 
     assert_eq!(kind(b""), "Empty");
-    assert_eq!(kind(b"this is a text file somebody named holiday.jpg\n"), "UnknownFormat");
+    assert_eq!(
+        kind(b"this is a text file somebody named holiday.jpg\n"),
+        "UnknownFormat"
+    );
     let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><rect/></svg>"#;
-    assert!(matches!(imaging::decode(svg, &limits, None), Err(Error::Unsupported(k)) if k == "SVG"));
+    assert!(
+        matches!(imaging::decode(svg, &limits, None), Err(Error::Unsupported(k)) if k == "SVG")
+    );
 
     let photo = imaging::image::RgbImage::from_fn(300, 200, |x, y| {
-        imaging::image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x ^ y) % 256) as u8])
+        imaging::image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 5 % 256) as u8,
+            ((x ^ y) % 256) as u8,
+        ])
     });
     let jpeg = imaging::encode(
         &imaging::Image::ImageRgb8(photo),
@@ -200,6 +240,12 @@ fn broken_and_foreign_files_get_named_errors() {
     assert!(matches!(kind(&corrupt), "Decode" | "Truncated"));
 
     // Too many bytes is refused before anything else is looked at.
-    let small = Limits { max_bytes: 100, ..limits };
-    assert!(matches!(imaging::probe(&png, &small), Err(Error::TooManyBytes { limit: 100, .. })));
+    let small = Limits {
+        max_bytes: 100,
+        ..limits
+    };
+    assert!(matches!(
+        imaging::probe(&png, &small),
+        Err(Error::TooManyBytes { limit: 100, .. })
+    ));
 }

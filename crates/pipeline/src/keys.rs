@@ -12,8 +12,7 @@ pub fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && !s.starts_with('.')
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
@@ -140,7 +139,10 @@ mod tests {
     #[test]
     fn identifies_api_uploads_and_drops() {
         let id = identify("uploads/u1/01ABC/photo.jpg", None).unwrap();
-        assert_eq!((id.owner.as_str(), id.id.as_str(), id.name.as_str()), ("u1", "01ABC", "photo.jpg"));
+        assert_eq!(
+            (id.owner.as_str(), id.id.as_str(), id.name.as_str()),
+            ("u1", "01ABC", "photo.jpg")
+        );
 
         let a = identify("uploads/2024/shoot/x/a.jpg", Some("e1")).unwrap();
         let b = identify("uploads/2024/shoot/x/a.jpg", Some("e1")).unwrap();
@@ -153,6 +155,9 @@ mod tests {
         assert!(identify("uploads/../x/y/z", None).is_err());
         assert!(identify("", None).is_err());
         // An owner segment that is not safe is not trusted as an owner.
-        assert_eq!(identify("uploads/a b/id/n.jpg", None).unwrap().owner, DROP_OWNER);
+        assert_eq!(
+            identify("uploads/a b/id/n.jpg", None).unwrap().owner,
+            DROP_OWNER
+        );
     }
 }

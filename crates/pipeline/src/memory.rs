@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use imaging::Image;
 
 use crate::model::{ErrorInfo, Event, ImageRecord, ListQuery, Page, RenditionRecord, Status};
-use crate::ports::{Begin, MetadataStore, Notifier, ObjectInfo, ObjectStore, PutOptions, WorkStore};
+use crate::ports::{
+    Begin, MetadataStore, Notifier, ObjectInfo, ObjectStore, PutOptions, WorkStore,
+};
 use crate::{ErrorKind, PortError, StepError};
 
 /// A poisoned lock only means another thread panicked mid-update of plain maps; the data is
@@ -69,7 +71,9 @@ fn etag_of(body: &[u8]) -> String {
 #[async_trait]
 impl ObjectStore for MemoryObjectStore {
     async fn head(&self, key: &str) -> Result<ObjectInfo, PortError> {
-        let o = self.object(key).ok_or_else(|| PortError::NotFound(key.to_string()))?;
+        let o = self
+            .object(key)
+            .ok_or_else(|| PortError::NotFound(key.to_string()))?;
         Ok(ObjectInfo {
             size: o.body.len() as u64,
             etag: Some(o.etag),
@@ -79,15 +83,21 @@ impl ObjectStore for MemoryObjectStore {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, PortError> {
-        let o = self.object(key).ok_or_else(|| PortError::NotFound(key.to_string()))?;
+        let o = self
+            .object(key)
+            .ok_or_else(|| PortError::NotFound(key.to_string()))?;
         Ok(o.body.as_ref().clone())
     }
 
     async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>, PortError> {
-        let o = self.object(key).ok_or_else(|| PortError::NotFound(key.to_string()))?;
+        let o = self
+            .object(key)
+            .ok_or_else(|| PortError::NotFound(key.to_string()))?;
         let size = o.body.len();
         let from = usize::try_from(start).unwrap_or(usize::MAX).min(size);
-        let to = from.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)).min(size);
+        let to = from
+            .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+            .min(size);
         Ok(o.body[from..to].to_vec())
     }
 
@@ -212,8 +222,12 @@ impl MetadataStore for MemoryMetadata {
                 records.insert(r.id.clone(), r.clone());
                 Ok(Begin::Started(r))
             }
-            rules::BeginDecision::Retry => Ok(Begin::Started(existing.cloned().unwrap_or_else(|| record.clone()))),
-            rules::BeginDecision::Duplicate => Ok(Begin::Duplicate(existing.cloned().unwrap_or_else(|| record.clone()))),
+            rules::BeginDecision::Retry => Ok(Begin::Started(
+                existing.cloned().unwrap_or_else(|| record.clone()),
+            )),
+            rules::BeginDecision::Duplicate => Ok(Begin::Duplicate(
+                existing.cloned().unwrap_or_else(|| record.clone()),
+            )),
         }
     }
 
@@ -223,7 +237,9 @@ impl MetadataStore for MemoryMetadata {
 
     async fn put_rendition(&self, id: &str, rendition: &RenditionRecord) -> Result<(), PortError> {
         let mut records = lock(&self.records);
-        let r = records.get_mut(id).ok_or_else(|| PortError::NotFound(id.to_string()))?;
+        let r = records
+            .get_mut(id)
+            .ok_or_else(|| PortError::NotFound(id.to_string()))?;
         r.renditions.retain(|x| x.name != rendition.name);
         r.renditions.push(rendition.clone());
         r.updated_at = Utc::now();
@@ -232,7 +248,9 @@ impl MetadataStore for MemoryMetadata {
 
     async fn complete(&self, id: &str, sha256: Option<&str>) -> Result<(), PortError> {
         let mut records = lock(&self.records);
-        let r = records.get_mut(id).ok_or_else(|| PortError::NotFound(id.to_string()))?;
+        let r = records
+            .get_mut(id)
+            .ok_or_else(|| PortError::NotFound(id.to_string()))?;
         if r.status != Status::Processing && r.status != Status::Complete {
             return Err(PortError::Permanent(format!(
                 "{id} is {}, not PROCESSING",
@@ -294,7 +312,10 @@ impl MetadataStore for MemoryMetadata {
         let cursor = (start + page.len() < items.len())
             .then(|| page.last().map(|r| r.id.clone()))
             .flatten();
-        Ok(Page { items: page, cursor })
+        Ok(Page {
+            items: page,
+            cursor,
+        })
     }
 
     async fn delete(&self, id: &str) -> Result<bool, PortError> {
@@ -359,7 +380,10 @@ impl WorkStore for MemoryWorkStore {
     }
 
     async fn get_image(&self, key: &str) -> Result<Arc<Image>, StepError> {
-        lock(&self.images).get(key).cloned().ok_or_else(|| missing(key))
+        lock(&self.images)
+            .get(key)
+            .cloned()
+            .ok_or_else(|| missing(key))
     }
 
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StepError> {
@@ -368,7 +392,10 @@ impl WorkStore for MemoryWorkStore {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StepError> {
-        lock(&self.bytes).get(key).cloned().ok_or_else(|| missing(key))
+        lock(&self.bytes)
+            .get(key)
+            .cloned()
+            .ok_or_else(|| missing(key))
     }
 
     async fn clear(&self, prefix: &str) -> Result<(), StepError> {
@@ -467,12 +494,16 @@ impl Flaky {
         match self.fault {
             Fault::Permanent => {
                 self.failed.fetch_add(1, Ordering::SeqCst);
-                Err(PortError::Permanent(format!("injected: {op} {key} refused")))
+                Err(PortError::Permanent(format!(
+                    "injected: {op} {key} refused"
+                )))
             }
             Fault::Transient(n) => {
                 let seen = self.failed.fetch_add(1, Ordering::SeqCst);
                 if seen < n {
-                    Err(PortError::Transient(format!("injected: {op} {key} timed out")))
+                    Err(PortError::Transient(format!(
+                        "injected: {op} {key} timed out"
+                    )))
                 } else {
                     self.failed.fetch_sub(1, Ordering::SeqCst);
                     Ok(())

@@ -62,7 +62,8 @@ impl Recipe {
     }
 
     pub fn validate(&self) -> Result<(), StepError> {
-        let bad = |field: String, msg: &str| Err(StepError::invalid_recipe(format!("{field}: {msg}")));
+        let bad =
+            |field: String, msg: &str| Err(StepError::invalid_recipe(format!("{field}: {msg}")));
         if self.renditions.is_empty() {
             return bad("renditions".into(), "must list at least one rendition");
         }
@@ -168,9 +169,9 @@ impl Presets {
                     "presets.{name}: a preset name must be 1-64 characters of a-z, 0-9, '-' or '_'"
                 )));
             }
-            recipe.validate().map_err(|e| {
-                StepError::invalid_recipe(format!("presets.{name}.{}", e.message))
-            })?;
+            recipe
+                .validate()
+                .map_err(|e| StepError::invalid_recipe(format!("presets.{name}.{}", e.message)))?;
         }
         Ok(Presets { recipes })
     }
@@ -203,10 +204,17 @@ mod tests {
         assert_eq!(names, ["thumb", "medium", "large"]);
         let thumb = &web.renditions[0];
         let spec = thumb.resize.unwrap();
-        assert_eq!((spec.width, spec.height, spec.fit), (Some(256), Some(256), Fit::Cover));
+        assert_eq!(
+            (spec.width, spec.height, spec.fit),
+            (Some(256), Some(256), Fit::Cover)
+        );
         assert_eq!(thumb.format, OutputFormat::Webp);
         for r in &web.renditions {
-            assert!(r.resize.unwrap().without_enlargement, "{} must never enlarge", r.name);
+            assert!(
+                r.resize.unwrap().without_enlargement,
+                "{} must never enlarge",
+                r.name
+            );
         }
         assert_eq!(web.renditions[1].format, OutputFormat::Jpeg);
         assert_eq!(web.renditions[2].resize.unwrap().width, Some(2048));
@@ -222,7 +230,11 @@ mod tests {
         assert_eq!(err.message, "renditions[1].resize.width: must be 1..=16384");
 
         let err = Recipe::from_json(r#"{"renditions":[{"name":"Bad Name"}]}"#).unwrap_err();
-        assert!(err.message.starts_with("renditions[0].name:"), "{}", err.message);
+        assert!(
+            err.message.starts_with("renditions[0].name:"),
+            "{}",
+            err.message
+        );
 
         let err = Recipe::from_json(r#"{"renditions":[{"name":"a","quality":0}]}"#).unwrap_err();
         assert_eq!(err.message, "renditions[0].quality: must be 1..=100");
@@ -233,9 +245,12 @@ mod tests {
         let err = Recipe::from_json(r#"{"renditions":[]}"#).unwrap_err();
         assert!(err.message.starts_with("renditions:"), "{}", err.message);
 
-        let err =
-            Recipe::from_json(r#"{"renditions":[{"name":"a"},{"name":"a"}]}"#).unwrap_err();
-        assert!(err.message.starts_with("renditions[1].name:"), "{}", err.message);
+        let err = Recipe::from_json(r#"{"renditions":[{"name":"a"},{"name":"a"}]}"#).unwrap_err();
+        assert!(
+            err.message.starts_with("renditions[1].name:"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -17,7 +17,11 @@ pub struct Resized {
 
 /// `decoded` is the upright source, possibly shrunk on load; `source` is the upright size of
 /// the original, from which every geometry is planned so outputs do not depend on the shrink.
-pub fn render(decoded: &Arc<Image>, source: (u32, u32), recipe: &Recipe) -> Result<Vec<Resized>, StepError> {
+pub fn render(
+    decoded: &Arc<Image>,
+    source: (u32, u32),
+    recipe: &Recipe,
+) -> Result<Vec<Resized>, StepError> {
     let mut plans: Vec<(usize, Option<Plan>)> = recipe
         .renditions
         .iter()

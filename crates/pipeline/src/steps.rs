@@ -14,9 +14,7 @@ use crate::io::{
     FailedState, Job, NotifyInput, NotifyOutput, ResizeOutput, Upload, ValidateInput, WorkItem,
 };
 use crate::keys::{self, UploadIdentity};
-use crate::model::{
-    ErrorInfo, Event, EventKind, ImageRecord, RenditionRecord, SourceInfo, Status,
-};
+use crate::model::{ErrorInfo, Event, EventKind, ImageRecord, RenditionRecord, SourceInfo, Status};
 use crate::ports::{Begin, MetadataStore, Notifier, ObjectStore, PutOptions, WorkStore};
 use crate::{ErrorKind, Presets, Recipe, StepError};
 
@@ -177,17 +175,28 @@ impl Steps {
         let limits = self.config.limits;
         let source = match (job.source.width, job.source.height) {
             (Some(w), Some(h)) => (w, h),
-            _ => return Err(StepError::new(ErrorKind::InvalidInput, "job.source: no dimensions")),
+            _ => {
+                return Err(StepError::new(
+                    ErrorKind::InvalidInput,
+                    "job.source: no dimensions",
+                ));
+            }
         };
         let recipe = job.recipe.clone();
         let keep_metadata = recipe.renditions.iter().any(|r| r.keep_metadata);
         let started = Instant::now();
         let (sha256, decoded, resized, exif) = blocking(move || {
             let sha256 = hex::encode(Sha256::digest(&bytes));
-            let decoded = Arc::new(imaging::decode(&bytes, &limits, Some(recipe.max_output(source)))?);
+            let decoded = Arc::new(imaging::decode(
+                &bytes,
+                &limits,
+                Some(recipe.max_output(source)),
+            )?);
             let resized = crate::render::render(&decoded, source, &recipe)?;
             let exif = match keep_metadata {
-                true => imaging::sniff(&bytes).ok().and_then(|f| imaging::exif_of(&bytes, f)),
+                true => imaging::sniff(&bytes)
+                    .ok()
+                    .and_then(|f| imaging::exif_of(&bytes, f)),
                 false => None,
             };
             Ok((sha256, (decoded.width(), decoded.height()), resized, exif))
@@ -333,7 +342,9 @@ impl Steps {
         sha256: Option<String>,
         renditions: Vec<RenditionRecord>,
     ) -> Result<NotifyOutput, StepError> {
-        self.metadata.complete(&job.image_id, sha256.as_deref()).await?;
+        self.metadata
+            .complete(&job.image_id, sha256.as_deref())
+            .await?;
         self.notifier
             .publish(&Event {
                 kind: EventKind::Completed,
@@ -388,15 +399,19 @@ impl Steps {
             id: ident.id.clone(),
             owner: ident.owner.clone(),
             status,
-            source: state.job.as_ref().map(|j| j.source.clone()).unwrap_or(SourceInfo {
-                key: state.upload.key.clone(),
-                etag: state.upload.etag.clone(),
-                bytes: state.upload.size.unwrap_or(0),
-                format: None,
-                width: None,
-                height: None,
-                sha256: None,
-            }),
+            source: state
+                .job
+                .as_ref()
+                .map(|j| j.source.clone())
+                .unwrap_or(SourceInfo {
+                    key: state.upload.key.clone(),
+                    etag: state.upload.etag.clone(),
+                    bytes: state.upload.size.unwrap_or(0),
+                    format: None,
+                    width: None,
+                    height: None,
+                    sha256: None,
+                }),
             recipe: state.job.as_ref().map(|j| j.recipe.clone()),
             renditions: Vec::new(),
             error: Some(error.clone()),
@@ -405,7 +420,9 @@ impl Steps {
             execution_id: Some(execution_id.clone()),
             tags: state.upload.tags.clone(),
         };
-        self.metadata.fail(&ident.id, status, &error, &fallback).await?;
+        self.metadata
+            .fail(&ident.id, status, &error, &fallback)
+            .await?;
         self.notifier
             .publish(&Event {
                 kind: if status == Status::Rejected {
@@ -483,7 +500,11 @@ fn cause_message(cause: Option<&str>) -> String {
     };
     serde_json::from_str::<serde_json::Value>(cause)
         .ok()
-        .and_then(|v| v.get("errorMessage").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("errorMessage")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| cause.to_string())
 }
 
@@ -499,7 +520,11 @@ fn tags_of(upload: &Upload, metadata: &BTreeMap<String, String>) -> Vec<String> 
         .cloned()
         .chain(from_meta)
         .map(|t| t.trim().to_lowercase())
-        .filter(|t| !t.is_empty() && t.len() <= 64 && t.chars().all(|c| c.is_alphanumeric() || "-_:.".contains(c)))
+        .filter(|t| {
+            !t.is_empty()
+                && t.len() <= 64
+                && t.chars().all(|c| c.is_alphanumeric() || "-_:.".contains(c))
+        })
         .collect();
     tags.sort();
     tags.dedup();

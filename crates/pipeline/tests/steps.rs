@@ -44,7 +44,11 @@ fn world(config: Config) -> World {
 /// A photo-like gradient, so codecs have real work and crops are visible.
 fn photo(w: u32, h: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, ((x + y) % 256) as u8])
+        image::Rgb([
+            (x * 255 / w) as u8,
+            (y * 255 / h) as u8,
+            ((x + y) % 256) as u8,
+        ])
     });
     imaging::encode(
         &Image::ImageRgb8(img),
@@ -84,20 +88,32 @@ async fn web_preset_end_to_end_through_the_steps() {
 
     let job = validate(&w, key, "exec-1").await.unwrap();
     assert!(!job.duplicate);
-    assert_eq!((job.owner.as_str(), job.image_id.as_str()), ("alice", "01TEST"));
-    assert_eq!((job.source.width, job.source.height), (Some(3000), Some(2000)));
+    assert_eq!(
+        (job.owner.as_str(), job.image_id.as_str()),
+        ("alice", "01TEST")
+    );
+    assert_eq!(
+        (job.source.width, job.source.height),
+        (Some(3000), Some(2000))
+    );
     assert_eq!(job.recipe.renditions.len(), 3, "the default preset is web");
 
     let resized = w.steps.resize(job.clone()).await.unwrap();
     assert_eq!(resized.sha256.len(), 64);
     // 2048 of 3000 is more than half: no shrink-on-load, the full image is decoded.
-    assert_eq!((resized.decoded_width, resized.decoded_height), (3000, 2000));
+    assert_eq!(
+        (resized.decoded_width, resized.decoded_height),
+        (3000, 2000)
+    );
     let mut stored = Vec::new();
     for item in resized.items {
         let item = w.steps.filter(item).await.unwrap();
         stored.push(w.steps.store(item).await.unwrap());
     }
-    let dims: Vec<_> = stored.iter().map(|r| (r.name.as_str(), r.width, r.height, r.format)).collect();
+    let dims: Vec<_> = stored
+        .iter()
+        .map(|r| (r.name.as_str(), r.width, r.height, r.format))
+        .collect();
     assert_eq!(
         dims,
         [
@@ -110,9 +126,17 @@ async fn web_preset_end_to_end_through_the_steps() {
         let obj = w.objects.object(&r.key).expect("rendition written");
         assert_eq!(obj.body.len() as u64, r.bytes);
         assert_eq!(obj.opts.content_type.as_deref(), Some(r.format.mime()));
-        assert_eq!(obj.opts.cache_control.as_deref(), Some(pipeline::RENDITION_CACHE_CONTROL));
+        assert_eq!(
+            obj.opts.cache_control.as_deref(),
+            Some(pipeline::RENDITION_CACHE_CONTROL)
+        );
         let header = imaging::probe(&obj.body, &imaging::Limits::default()).unwrap();
-        assert_eq!((header.width, header.height), (r.width, r.height), "{}", r.name);
+        assert_eq!(
+            (header.width, header.height),
+            (r.width, r.height),
+            "{}",
+            r.name
+        );
         assert!(r.key.starts_with("renditions/alice/01TEST/"), "{}", r.key);
     }
 
@@ -129,12 +153,22 @@ async fn web_preset_end_to_end_through_the_steps() {
     let record = w.metadata.get("01TEST").await.unwrap().unwrap();
     assert_eq!(record.status, Status::Complete);
     assert_eq!(record.renditions.len(), 3);
-    assert_eq!(record.source.sha256.as_deref(), Some(resized.sha256.as_str()));
+    assert_eq!(
+        record.source.sha256.as_deref(),
+        Some(resized.sha256.as_str())
+    );
     let events = w.notifier.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, EventKind::Completed);
-    assert!(w.work.is_empty(), "intermediates are cleared once the image is done");
-    assert_eq!(w.objects.object(key).unwrap().body.as_ref(), &original, "original untouched");
+    assert!(
+        w.work.is_empty(),
+        "intermediates are cleared once the image is done"
+    );
+    assert_eq!(
+        w.objects.object(key).unwrap().body.as_ref(),
+        &original,
+        "original untouched"
+    );
 }
 
 #[tokio::test]
@@ -150,7 +184,10 @@ async fn shrink_on_load_when_every_rendition_is_small() {
     let resized = w.steps.resize(job).await.unwrap();
     // 400/4000 = 1/10: the DCT scale 1/8 gives 500x375, still at least 400 wide.
     assert_eq!((resized.decoded_width, resized.decoded_height), (500, 375));
-    assert_eq!((resized.items[0].width, resized.items[0].height), (400, 300));
+    assert_eq!(
+        (resized.items[0].width, resized.items[0].height),
+        (400, 300)
+    );
 }
 
 #[tokio::test]
@@ -166,11 +203,18 @@ async fn filter_applies_operations_in_order() {
     .unwrap();
     let item = w.steps.resize(job).await.unwrap().items.remove(0);
     let item = w.steps.filter(item).await.unwrap();
-    assert_eq!((item.width, item.height), (50, 100), "rotate 90 swaps the sides");
+    assert_eq!(
+        (item.width, item.height),
+        (50, 100),
+        "rotate 90 swaps the sides"
+    );
     let stored = w.steps.store(item).await.unwrap();
     let png = w.objects.object(&stored.key).unwrap().body;
     let img = image::load_from_memory(&png).unwrap().to_rgb8();
-    assert!(img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]), "grayscale gives R=G=B");
+    assert!(
+        img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
+        "grayscale gives R=G=B"
+    );
 }
 
 #[tokio::test]
@@ -179,7 +223,10 @@ async fn duplicate_events_make_one_claim() {
     let key = "uploads/d/01DUP/a.jpg";
     w.objects.insert(key, photo(64, 64), BTreeMap::new());
     assert!(!validate(&w, key, "exec-a").await.unwrap().duplicate);
-    assert!(!validate(&w, key, "exec-a").await.unwrap().duplicate, "a retry of the owner is not a duplicate");
+    assert!(
+        !validate(&w, key, "exec-a").await.unwrap().duplicate,
+        "a retry of the owner is not a duplicate"
+    );
     assert!(validate(&w, key, "exec-b").await.unwrap().duplicate);
     let page = w.metadata.list(&Default::default()).await.unwrap();
     assert_eq!(page.items.len(), 1);
@@ -193,13 +240,21 @@ async fn hostile_uploads_get_named_errors() {
     let w = world(config);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty.jpg", Vec::new(), "InvalidImage"),
-        ("notes.jpg", b"just some text, not a photo".to_vec(), "UnsupportedFormat"),
+        (
+            "notes.jpg",
+            b"just some text, not a photo".to_vec(),
+            "UnsupportedFormat",
+        ),
         (
             "logo.jpg",
             br#"<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>"#.to_vec(),
             "UnsupportedFormat",
         ),
-        ("page.png", b"<!DOCTYPE html><html><body>hi</body></html>".to_vec(), "UnsupportedFormat"),
+        (
+            "page.png",
+            b"<!DOCTYPE html><html><body>hi</body></html>".to_vec(),
+            "UnsupportedFormat",
+        ),
         ("huge.jpg", photo(1200, 1000), "ImageTooLarge"),
     ];
     for (name, body, want) in cases {
@@ -249,7 +304,8 @@ async fn recipe_comes_from_object_metadata_and_bad_ones_name_the_field() {
 async fn a_rejection_is_recorded_quarantined_and_alerted_with_the_original_kept() {
     let w = world(Config::default());
     let key = "uploads/q/01REJ/notes.jpg";
-    w.objects.insert(key, b"plain text".to_vec(), BTreeMap::new());
+    w.objects
+        .insert(key, b"plain text".to_vec(), BTreeMap::new());
     let err = validate(&w, key, "exec-q").await.unwrap_err();
     let out = w
         .steps
@@ -260,7 +316,8 @@ async fn a_rejection_is_recorded_quarantined_and_alerted_with_the_original_kept(
                 error: CaughtError {
                     error: err.name().to_string(),
                     cause: Some(
-                        serde_json::json!({"errorType": err.name(), "errorMessage": err.message}).to_string(),
+                        serde_json::json!({"errorType": err.name(), "errorMessage": err.message})
+                            .to_string(),
                     ),
                 },
             }),
@@ -273,11 +330,30 @@ async fn a_rejection_is_recorded_quarantined_and_alerted_with_the_original_kept(
     assert_eq!(record.status, Status::Rejected);
     let error = record.error.unwrap();
     assert_eq!(error.kind, "UnsupportedFormat");
-    assert!(error.message.starts_with("UnknownFormat"), "{}", error.message);
-    assert_eq!(w.objects.get(key).await.unwrap(), b"plain text", "original stays");
-    assert_eq!(w.objects.get("quarantine/q/01REJ/notes.jpg").await.unwrap(), b"plain text");
-    let reason = w.objects.get("quarantine/q/01REJ/notes.jpg.reason.json").await.unwrap();
-    assert!(String::from_utf8(reason).unwrap().contains("UnsupportedFormat"));
+    assert!(
+        error.message.starts_with("UnknownFormat"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        w.objects.get(key).await.unwrap(),
+        b"plain text",
+        "original stays"
+    );
+    assert_eq!(
+        w.objects.get("quarantine/q/01REJ/notes.jpg").await.unwrap(),
+        b"plain text"
+    );
+    let reason = w
+        .objects
+        .get("quarantine/q/01REJ/notes.jpg.reason.json")
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8(reason)
+            .unwrap()
+            .contains("UnsupportedFormat")
+    );
     let events = w.notifier.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, EventKind::Rejected);
@@ -306,7 +382,10 @@ async fn a_failure_is_failed_not_rejected() {
         .unwrap();
     let record = w.metadata.get("01FAIL").await.unwrap().unwrap();
     assert_eq!(record.status, Status::Failed);
-    assert!(w.objects.object("quarantine/f/01FAIL/a.jpg").is_none(), "failures are not quarantined");
+    assert!(
+        w.objects.object("quarantine/f/01FAIL/a.jpg").is_none(),
+        "failures are not quarantined"
+    );
     assert_eq!(w.notifier.events()[0].kind, EventKind::Failed);
 }
 
@@ -315,11 +394,17 @@ async fn invoke_speaks_json_and_names_bad_input() {
     let w = world(Config::default());
     let err = w
         .steps
-        .invoke(pipeline::StepName::Validate, serde_json::json!({"nonsense": true}))
+        .invoke(
+            pipeline::StepName::Validate,
+            serde_json::json!({"nonsense": true}),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.name(), "InvalidInput");
     for step in pipeline::StepName::ALL {
-        assert_eq!(pipeline::StepName::from_resource(step.resource()), Some(step));
+        assert_eq!(
+            pipeline::StepName::from_resource(step.resource()),
+            Some(step)
+        );
     }
 }
