@@ -78,14 +78,18 @@ impl FsStore {
         self.root.join(META_DIR).join(format!("{key}.json"))
     }
 
-    /// Hard-links (or, across file systems, copies) an object to a path outside the store,
-    /// so exporting renditions costs no second write.
+    /// Copies an object to a path outside the store, atomically. A copy, not a hard link:
+    /// an editor that saves the exported file in place must not change the stored rendition.
     pub fn export(&self, key: &str, dest: &Path) -> Result<(), PortError> {
         let src = self.path_of(key)?;
-        let _ = fs::remove_file(dest);
-        if fs::hard_link(&src, dest).is_err() {
-            fs::copy(&src, dest).map_err(|e| port_err(key, e))?;
-        }
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let tmp = temp_in(dir).map_err(|e| port_err(key, e))?;
+        fs::copy(&src, tmp.path()).map_err(|e| port_err(key, e))?;
+        set_readable(tmp.path()).map_err(|e| port_err(key, e))?;
+        tmp.persist(dest).map_err(|e| port_err(key, e.error))?;
         Ok(())
     }
 
@@ -94,11 +98,37 @@ impl FsStore {
         let dest = self.path_of(key)?;
         let dir = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(|e| port_err(key, e))?;
-        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| port_err(key, e))?;
+        let tmp = temp_in(dir).map_err(|e| port_err(key, e))?;
         let size = fs::copy(src, tmp.path()).map_err(|e| port_err(key, e))?;
+        set_readable(tmp.path()).map_err(|e| port_err(key, e))?;
         tmp.persist(&dest).map_err(|e| port_err(key, e.error))?;
         Ok(size)
     }
+}
+
+/// A temporary file beside its destination. tempfile makes them owner-only (0600); stored
+/// objects and exported renditions are ordinary files (0644, then the umask of whoever
+/// created the directory decides who else can enter it).
+fn temp_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(0o644));
+    }
+    builder.tempfile_in(dir)
+}
+
+/// `fs::copy` carries the source's mode over; a user's 0600 photo still gives a 0644 object.
+fn set_readable(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn write_atomic(dest: &Path, body: &[u8]) -> io::Result<()> {
@@ -106,7 +136,7 @@ fn write_atomic(dest: &Path, body: &[u8]) -> io::Result<()> {
         .parent()
         .ok_or_else(|| io::Error::other("no parent directory"))?;
     fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut tmp = temp_in(dir)?;
     tmp.write_all(body)?;
     tmp.as_file().sync_data()?;
     tmp.persist(dest).map_err(|e| e.error)?;
@@ -246,8 +276,9 @@ impl ObjectStore for FsStore {
                 .parent()
                 .ok_or_else(|| PortError::Permanent("no parent directory".into()))?;
             fs::create_dir_all(dir).map_err(|e| port_err(&from, e))?;
-            let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| port_err(&from, e))?;
+            let tmp = temp_in(dir).map_err(|e| port_err(&from, e))?;
             fs::copy(&src, tmp.path()).map_err(|e| port_err(&from, e))?;
+            set_readable(tmp.path()).map_err(|e| port_err(&from, e))?;
             tmp.persist(&dest).map_err(|e| port_err(&from, e.error))?;
             Ok(())
         })
@@ -376,6 +407,29 @@ mod tests {
             store.get("quarantine/u/1/a.jpg").await.unwrap(),
             b"0123456789"
         );
+    }
+
+    #[tokio::test]
+    async fn exports_are_independent_readable_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path().join("store")).unwrap();
+        store
+            .put("renditions/u/1/thumb.webp", b"pixels".to_vec(), PutOptions::default())
+            .await
+            .unwrap();
+        let dest = dir.path().join("thumb.webp");
+        store.export("renditions/u/1/thumb.webp", &dest).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let meta = fs::metadata(&dest).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+            assert_eq!(meta.nlink(), 1, "a copy, not a hard link");
+            let stored = store.path_of("renditions/u/1/thumb.webp").unwrap();
+            assert_eq!(fs::metadata(stored).unwrap().permissions().mode() & 0o777, 0o644);
+        }
+        fs::write(&dest, b"edited").unwrap();
+        assert_eq!(store.get("renditions/u/1/thumb.webp").await.unwrap(), b"pixels");
     }
 
     #[tokio::test]
