@@ -414,7 +414,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path().join("store")).unwrap();
         store
-            .put("renditions/u/1/thumb.webp", b"pixels".to_vec(), PutOptions::default())
+            .put(
+                "renditions/u/1/thumb.webp",
+                b"pixels".to_vec(),
+                PutOptions::default(),
+            )
             .await
             .unwrap();
         let dest = dir.path().join("thumb.webp");
@@ -426,10 +430,16 @@ mod tests {
             assert_eq!(meta.permissions().mode() & 0o777, 0o644);
             assert_eq!(meta.nlink(), 1, "a copy, not a hard link");
             let stored = store.path_of("renditions/u/1/thumb.webp").unwrap();
-            assert_eq!(fs::metadata(stored).unwrap().permissions().mode() & 0o777, 0o644);
+            assert_eq!(
+                fs::metadata(stored).unwrap().permissions().mode() & 0o777,
+                0o644
+            );
         }
         fs::write(&dest, b"edited").unwrap();
-        assert_eq!(store.get("renditions/u/1/thumb.webp").await.unwrap(), b"pixels");
+        assert_eq!(
+            store.get("renditions/u/1/thumb.webp").await.unwrap(),
+            b"pixels"
+        );
     }
 
     #[tokio::test]

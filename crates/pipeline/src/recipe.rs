@@ -119,6 +119,29 @@ impl Recipe {
         Ok(())
     }
 
+    /// Refuses a recipe whose outputs for this source would exceed the pixel budget: a
+    /// 16384x16384 rendition of a small photo would need a gigabyte per step, so outputs
+    /// are held to the same limit as inputs.
+    pub fn check_outputs(&self, src: (u32, u32), max_pixels: u64) -> Result<(), StepError> {
+        for (i, r) in self.renditions.iter().enumerate() {
+            let Some(spec) = &r.resize else { continue };
+            let plan = imaging::plan(src, spec);
+            let (w, h) = (
+                plan.scaled.0.max(plan.output.0),
+                plan.scaled.1.max(plan.output.1),
+            );
+            let pixels = u64::from(w) * u64::from(h);
+            if pixels > max_pixels {
+                return Err(StepError::invalid_recipe(format!(
+                    "renditions[{i}].resize: {w}x{h} for this {}x{} image is {pixels} pixels; \
+                     the limit is {max_pixels}",
+                    src.0, src.1
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The largest output size any rendition can have, for a source of `src` upright dims.
     pub fn max_output(&self, src: (u32, u32)) -> (u32, u32) {
         self.renditions
@@ -251,6 +274,20 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn outputs_are_held_to_the_pixel_budget() {
+        let recipe = Recipe::from_json(
+            r#"{"renditions":[{"name":"a","resize":{"width":256}},{"name":"huge","resize":{"width":16000,"height":16000,"fit":"fill"}}]}"#,
+        )
+        .unwrap();
+        let err = recipe.check_outputs((800, 600), 50_000_000).unwrap_err();
+        assert_eq!(err.name(), "InvalidRecipe");
+        assert!(err.message.starts_with("renditions[1].resize: 16000x16000"), "{}", err.message);
+        assert!(recipe.check_outputs((800, 600), 300_000_000).is_ok());
+        let web = Presets::builtin().get("web").unwrap().clone();
+        assert!(web.check_outputs((5640, 3172), 50_000_000).is_ok());
     }
 
     #[test]

@@ -102,6 +102,7 @@ impl Steps {
         }
         let recipe = self.resolve_recipe(&upload, &info.metadata)?;
         let (width, height) = header.oriented_dims();
+        recipe.check_outputs((width, height), limits.max_pixels)?;
         let now = Utc::now();
         let record = ImageRecord {
             id: ident.id.clone(),

@@ -1,0 +1,232 @@
+//! Configuration of a deployed function from its environment variables, with every problem
+//! reported at once so a misconfigured stack is fixed in one deploy, not one per variable.
+
+use std::fmt;
+
+use imaging::Limits;
+use pipeline::Presets;
+
+pub const UPLOADS_BUCKET: &str = "IMGPIPE_UPLOADS_BUCKET";
+pub const RENDITIONS_BUCKET: &str = "IMGPIPE_RENDITIONS_BUCKET";
+pub const TABLE: &str = "IMGPIPE_TABLE";
+pub const ALERTS_TOPIC_ARN: &str = "IMGPIPE_ALERTS_TOPIC_ARN";
+pub const EVENTS_TOPIC_ARN: &str = "IMGPIPE_EVENTS_TOPIC_ARN";
+pub const MAX_PIXELS: &str = "IMGPIPE_MAX_PIXELS";
+pub const MAX_BYTES: &str = "IMGPIPE_MAX_BYTES";
+pub const DEFAULT_PRESET: &str = "IMGPIPE_DEFAULT_PRESET";
+/// Forces S3 path-style addressing on (`true`) or off (`false`); unset, it follows whether an
+/// endpoint override is configured.
+pub const S3_PATH_STYLE: &str = "IMGPIPE_S3_PATH_STYLE";
+
+/// Where a deployed function finds its resources, and the step settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The ingest bucket: `uploads/`, `work/` and `quarantine/`.
+    pub uploads_bucket: String,
+    pub renditions_bucket: String,
+    pub table: String,
+    pub alerts_topic_arn: String,
+    pub events_topic_arn: String,
+    pub steps: pipeline::Config,
+}
+
+/// Every missing required variable and every unusable value, together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub missing: Vec<&'static str>,
+    pub invalid: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            let noun = if self.missing.len() == 1 {
+                "variable"
+            } else {
+                "variables"
+            };
+            parts.push(format!(
+                "missing environment {noun}: {}",
+                self.missing.join(", ")
+            ));
+        }
+        parts.extend(self.invalid.iter().cloned());
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `get`, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        // Blank counts as unset: a template parameter left empty is as missing as an absent one.
+        let value = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let mut missing = Vec::new();
+        let mut required = |name: &'static str| {
+            value(name).unwrap_or_else(|| {
+                missing.push(name);
+                String::new()
+            })
+        };
+        let uploads_bucket = required(UPLOADS_BUCKET);
+        let renditions_bucket = required(RENDITIONS_BUCKET);
+        let table = required(TABLE);
+        let alerts_topic_arn = required(ALERTS_TOPIC_ARN);
+        let events_topic_arn = required(EVENTS_TOPIC_ARN);
+
+        let mut invalid = Vec::new();
+        let mut limits = Limits::default();
+        let mut number = |name: &str, slot: &mut u64| {
+            if let Some(text) = value(name) {
+                match text.parse::<u64>() {
+                    Ok(n) if n > 0 => *slot = n,
+                    _ => invalid.push(format!("{name}: `{text}` is not a whole number")),
+                }
+            }
+        };
+        number(MAX_PIXELS, &mut limits.max_pixels);
+        number(MAX_BYTES, &mut limits.max_bytes);
+
+        let presets = Presets::builtin();
+        let default_preset = value(DEFAULT_PRESET).unwrap_or_else(|| "web".to_string());
+        if presets.get(&default_preset).is_err() {
+            let known: Vec<&str> = presets.iter().map(|(name, _)| name).collect();
+            invalid.push(format!(
+                "{DEFAULT_PRESET}: unknown preset `{default_preset}` (known: {})",
+                known.join(", ")
+            ));
+        }
+
+        if !missing.is_empty() || !invalid.is_empty() {
+            return Err(ConfigError { missing, invalid });
+        }
+        Ok(Config {
+            uploads_bucket,
+            renditions_bucket,
+            table,
+            alerts_topic_arn,
+            events_topic_arn,
+            steps: pipeline::Config {
+                limits,
+                presets,
+                default_preset,
+            },
+        })
+    }
+}
+
+/// Whether S3 requests should use path-style addressing: emulators and most S3-compatible
+/// stores need it, real S3 prefers virtual-hosted style. `setting` is [`S3_PATH_STYLE`].
+pub fn s3_path_style(endpoint_override: bool, setting: Option<&str>) -> bool {
+    match setting.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+        Some("1" | "true" | "yes" | "on") => true,
+        Some("0" | "false" | "no" | "off") => false,
+        _ => endpoint_override,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn complete() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            (UPLOADS_BUCKET, "up"),
+            (RENDITIONS_BUCKET, "out"),
+            (TABLE, "images"),
+            (
+                ALERTS_TOPIC_ARN,
+                "arn:aws:sns:us-east-1:123456789012:alerts",
+            ),
+            (
+                EVENTS_TOPIC_ARN,
+                "arn:aws:sns:us-east-1:123456789012:events",
+            ),
+        ])
+    }
+
+    fn load(env: &HashMap<&str, &str>) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| env.get(name).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn every_missing_variable_is_named_at_once() {
+        let e = load(&HashMap::new()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("missing environment variables: "),
+            "{text}"
+        );
+        for name in [
+            UPLOADS_BUCKET,
+            RENDITIONS_BUCKET,
+            TABLE,
+            ALERTS_TOPIC_ARN,
+            EVENTS_TOPIC_ARN,
+        ] {
+            assert!(text.contains(name), "{name} not in {text}");
+        }
+        assert!(e.invalid.is_empty());
+
+        let mut env = complete();
+        env.remove(TABLE);
+        env.insert(EVENTS_TOPIC_ARN, "  ");
+        assert_eq!(
+            load(&env).unwrap_err().to_string(),
+            "missing environment variables: IMGPIPE_TABLE, IMGPIPE_EVENTS_TOPIC_ARN"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named_with_the_missing_ones() {
+        let mut env = complete();
+        env.remove(TABLE);
+        env.insert(MAX_PIXELS, "abc");
+        env.insert(MAX_BYTES, "-5");
+        env.insert(DEFAULT_PRESET, "nope");
+        let text = load(&env).unwrap_err().to_string();
+        assert!(
+            text.contains("missing environment variable: IMGPIPE_TABLE"),
+            "{text}"
+        );
+        assert!(
+            text.contains("IMGPIPE_MAX_PIXELS: `abc` is not a whole number"),
+            "{text}"
+        );
+        assert!(
+            text.contains("IMGPIPE_MAX_BYTES: `-5` is not a whole number"),
+            "{text}"
+        );
+        assert!(
+            text.contains("IMGPIPE_DEFAULT_PRESET: unknown preset `nope`"),
+            "{text}"
+        );
+        assert!(text.contains("web"), "{text}");
+    }
+
+    #[test]
+    fn a_complete_environment_loads_with_defaults() {
+        let c = load(&complete()).unwrap();
+        assert_eq!(c.uploads_bucket, "up");
+        assert_eq!(c.table, "images");
+        assert_eq!(c.steps.default_preset, "web");
+        assert_eq!(c.steps.limits, Limits::default());
+        assert!(c.steps.presets.get("web").is_ok());
+
+        let mut env = complete();
+        env.insert(MAX_PIXELS, "1000");
+        env.insert(MAX_BYTES, "2048");
+        let c = load(&env).unwrap();
+        assert_eq!(c.steps.limits.max_pixels, 1000);
+        assert_eq!(c.steps.limits.max_bytes, 2048);
+    }
+}
