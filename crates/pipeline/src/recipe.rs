@@ -99,6 +99,12 @@ impl Recipe {
                     return bad(format!("{at}.resize"), "needs a width, a height or both");
                 }
             }
+            if r.format == OutputFormat::Avif {
+                return bad(
+                    format!("{at}.format"),
+                    "avif output is not built in; use webp, jpeg, png or same",
+                );
+            }
             if let Some(q) = r.quality
                 && !(1..=100).contains(&q)
             {
@@ -265,6 +271,14 @@ mod tests {
         let err = Recipe::from_json(r#"{"renditions":[{"name":"a","colour":"red"}]}"#).unwrap_err();
         assert!(err.message.contains("colour"), "{}", err.message);
 
+        let err =
+            Recipe::from_json(r#"{"renditions":[{"name":"a","format":"avif"}]}"#).unwrap_err();
+        assert!(
+            err.message.starts_with("renditions[0].format:"),
+            "{}",
+            err.message
+        );
+
         let err = Recipe::from_json(r#"{"renditions":[]}"#).unwrap_err();
         assert!(err.message.starts_with("renditions:"), "{}", err.message);
 
@@ -284,7 +298,11 @@ mod tests {
         .unwrap();
         let err = recipe.check_outputs((800, 600), 50_000_000).unwrap_err();
         assert_eq!(err.name(), "InvalidRecipe");
-        assert!(err.message.starts_with("renditions[1].resize: 16000x16000"), "{}", err.message);
+        assert!(
+            err.message.starts_with("renditions[1].resize: 16000x16000"),
+            "{}",
+            err.message
+        );
         assert!(recipe.check_outputs((800, 600), 300_000_000).is_ok());
         let web = Presets::builtin().get("web").unwrap().clone();
         assert!(web.check_outputs((5640, 3172), 50_000_000).is_ok());
