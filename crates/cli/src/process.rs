@@ -66,7 +66,7 @@ pub struct ProcessArgs {
     /// Output format.
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
-    /// Quality for JPEG and lossy WebP (1-100).
+    /// Quality for JPEG, lossy WebP and AVIF (1-100).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub quality: Option<u8>,
     /// Keep EXIF metadata (including GPS) in the outputs.
@@ -109,6 +109,7 @@ pub enum FormatArg {
     Jpeg,
     Png,
     Webp,
+    Avif,
     Same,
 }
 
@@ -328,6 +329,7 @@ fn recipe_of(
                 Some(FormatArg::Jpeg) => OutputFormat::Jpeg,
                 Some(FormatArg::Png) => OutputFormat::Png,
                 Some(FormatArg::Webp) => OutputFormat::Webp,
+                Some(FormatArg::Avif) => OutputFormat::Avif,
             },
             quality: args.quality,
             progressive: false,

@@ -382,6 +382,38 @@ fn jpeg_output_of_transparent_images_is_flattened_on_white() {
     ));
 }
 
+/// AVIF has no decoder here, so the output is checked structurally: an `avif` brand and an
+/// image-spatial-extents box with the image's size, for opaque and transparent images.
+#[test]
+fn avif_output_is_an_avif_of_the_right_size() {
+    let ispe = |bytes: &[u8]| -> (u32, u32) {
+        let at = bytes
+            .windows(4)
+            .position(|w| w == b"ispe")
+            .expect("an ispe box");
+        let u = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+        (u(at + 8), u(at + 12))
+    };
+    for img in [
+        DynamicImage::ImageRgb8(quadrants()),
+        DynamicImage::ImageRgba8(RgbaImage::from_pixel(64, 32, Rgba([200, 10, 10, 128]))),
+    ] {
+        let bytes = imaging::encode(
+            &img,
+            &EncodeOptions {
+                format: Format::Avif,
+                quality: 60,
+                progressive: false,
+                lossless: false,
+                exif: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(imaging::sniff(&bytes).unwrap(), Format::Avif);
+        assert_eq!(ispe(&bytes), (64, 32));
+    }
+}
+
 #[test]
 fn intermediate_round_trips_losslessly() {
     for img in [
