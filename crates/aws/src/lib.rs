@@ -1,14 +1,18 @@
-//! imgpipe on AWS: S3 object store, DynamoDB metadata, SNS notifier, configuration from the environment, and the Lambda step handler.
+//! imgpipe on AWS: S3 object store, DynamoDB metadata, SNS notifier, S3 presigned transfers, configuration from the environment, the Lambda step handler and the API Lambda's state.
 
+pub mod apigw;
 pub mod config;
 pub mod dynamo;
 mod errors;
 pub mod lambda;
+pub mod presign;
 pub mod s3;
 pub mod sns;
 
+pub use apigw::{ApiGatewayClaims, api_state};
 pub use config::{Config, ConfigError};
 pub use dynamo::DynamoMetadata;
+pub use presign::S3Presigner;
 pub use s3::S3Store;
 pub use sns::SnsNotifier;
 

@@ -1,6 +1,9 @@
-//! The `imgpipe` command: the pipeline on one machine (process, inspect, history, presets).
+//! The `imgpipe` command: the pipeline on one machine (process, inspect, history, presets)
+//! and its HTTP API (serve, token).
 
 mod process;
+mod serve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +24,8 @@ use pipeline::{Config, Presets};
         machine run on AWS Lambda + Step Functions when deployed.",
     after_help = "Examples:\n  imgpipe process photos/ --preset web --out out/\n  \
         imgpipe process a.jpg --resize 800x600 --fit cover --op grayscale --op blur=2 --format webp --out out/\n  \
-        imgpipe inspect photo.jpg\n  imgpipe history"
+        imgpipe inspect photo.jpg\n  imgpipe history\n  \
+        imgpipe serve --addr 127.0.0.1:8080\n  imgpipe token --user alice"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,6 +45,10 @@ enum Command {
     Inspect(InspectArgs),
     /// List past jobs from the data directory.
     History(HistoryArgs),
+    /// Serve the HTTP API, the web page and the inbox folder.
+    Serve(serve::ServeArgs),
+    /// Print a bearer token for `imgpipe serve`.
+    Token(token::TokenArgs),
 }
 
 /// Options shared by the commands that use the pipeline's configuration.
@@ -132,6 +140,8 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // No colour codes in logs that go to a file (`imgpipe serve 2>serve.log`).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -154,6 +164,8 @@ fn main() -> ExitCode {
             Command::Presets(args) => presets(args).map(|()| true),
             Command::Inspect(args) => inspect(args),
             Command::History(args) => history(args).await.map(|()| true),
+            Command::Serve(args) => serve::run(args).await,
+            Command::Token(args) => token::run(args).map(|()| true),
         }
     });
     match result {

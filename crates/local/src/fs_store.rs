@@ -104,6 +104,40 @@ impl FsStore {
         tmp.persist(&dest).map_err(|e| port_err(key, e.error))?;
         Ok(size)
     }
+
+    /// An empty temporary file inside the store (hidden from listings), for streaming a large
+    /// object in without holding it in memory; [`FsStore::persist`] puts it in place, and
+    /// dropping it instead removes it.
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, PortError> {
+        temp_in(&self.root).map_err(|e| port_err(&self.root.display().to_string(), e))
+    }
+
+    /// Moves a file made by [`FsStore::temp_file`] into place as `key`, with user metadata,
+    /// once its data is on disk; returns the etag. The rename is atomic, so readers see the
+    /// old object or the whole new one.
+    pub fn persist(
+        &self,
+        key: &str,
+        tmp: tempfile::NamedTempFile,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, PortError> {
+        let dest = self.path_of(key)?;
+        let dir = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| port_err(key, e))?;
+        tmp.as_file().sync_all().map_err(|e| port_err(key, e))?;
+        // Metadata first: whoever sees the object must see what it says about its recipe.
+        let meta_path = self.meta_path(key);
+        if metadata.is_empty() {
+            let _ = fs::remove_file(&meta_path);
+        } else {
+            let json =
+                serde_json::to_vec(metadata).map_err(|e| PortError::Permanent(e.to_string()))?;
+            write_atomic(&meta_path, &json).map_err(|e| port_err(key, e))?;
+        }
+        tmp.persist(&dest).map_err(|e| port_err(key, e.error))?;
+        let meta = fs::metadata(&dest).map_err(|e| port_err(key, e))?;
+        Ok(etag_of(&meta))
+    }
 }
 
 /// A temporary file beside its destination. tempfile makes them owner-only (0600); stored
@@ -439,6 +473,31 @@ mod tests {
         assert_eq!(
             store.get("renditions/u/1/thumb.webp").await.unwrap(),
             b"pixels"
+        );
+    }
+
+    #[tokio::test]
+    async fn streamed_objects_are_persisted_with_their_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let mut tmp = store.temp_file().unwrap();
+        tmp.write_all(b"streamed").unwrap();
+        assert!(
+            store.list("").await.unwrap().is_empty(),
+            "temp files are hidden"
+        );
+        let mut meta = BTreeMap::new();
+        meta.insert("preset".to_string(), "web".to_string());
+        let etag = store.persist("uploads/u/1/a.jpg", tmp, &meta).unwrap();
+        let info = store.head("uploads/u/1/a.jpg").await.unwrap();
+        assert_eq!(info.etag.as_deref(), Some(etag.as_str()));
+        assert_eq!(info.metadata, meta);
+        assert_eq!(store.get("uploads/u/1/a.jpg").await.unwrap(), b"streamed");
+        assert_eq!(store.list("").await.unwrap(), ["uploads/u/1/a.jpg"]);
+        assert!(
+            store
+                .persist("../x", store.temp_file().unwrap(), &meta)
+                .is_err()
         );
     }
 

@@ -7,14 +7,14 @@ pub mod memory;
 pub mod model;
 pub mod ports;
 mod recipe;
-mod render;
+pub mod render;
 mod steps;
 
 pub use error::{ErrorKind, PortError, StepError};
 pub use recipe::{
     BUILTIN_PRESETS, DEFAULT_QUALITY, MAX_DIMENSION, Presets, Recipe, Rendition, valid_name,
 };
-pub use steps::{Config, HEADER_BYTES, RENDITION_CACHE_CONTROL, Steps};
+pub use steps::{AWAITING_UPLOAD_TTL_HOURS, Config, HEADER_BYTES, RENDITION_CACHE_CONTROL, Steps};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

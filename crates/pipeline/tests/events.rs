@@ -95,6 +95,9 @@ fn every_event_is_its_steps_input() {
                 }
                 assert!(value["detail"]["object"]["size"].is_u64(), "{name}");
             }
+            // API Gateway events for the api function, driven through its router by
+            // crates/aws/tests/api_lambda.rs.
+            api if api.starts_with("api-") => {}
             other => panic!("events/{other}.json belongs to no step; name it after one"),
         }
     }

@@ -1,0 +1,14 @@
+//! The imgpipe HTTP API, written once over the ports and served two ways: by `imgpipe serve`
+//! (axum on a local store) and by the api Lambda behind API Gateway (lambda_http running the
+//! same Router). Bytes never pass through it: uploads go to presigned forms, downloads are
+//! redirects to presigned URLs.
+
+pub mod auth;
+pub mod error;
+pub mod presign;
+pub mod routes;
+
+pub use auth::{AuthError, Caller, CallerSource};
+pub use error::ApiError;
+pub use presign::{Presigner, UploadForm, UploadRequest};
+pub use routes::{ApiState, router};

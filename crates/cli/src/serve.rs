@@ -1,0 +1,315 @@
+//! `imgpipe serve`: the HTTP API of the deployed stack on one machine. The api crate's routes
+//! over the local store and SQLite, a signed upload form and download URLs standing in for S3,
+//! a bounded queue of background jobs standing in for EventBridge + Step Functions, the inbox
+//! folder standing in for an S3 drop, and a small web page.
+
+mod inbox;
+pub mod presign;
+mod queue;
+pub mod secret;
+mod transfer;
+mod web;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use api::auth::{JwksIssuer, JwtAuth, NoAuth};
+use api::{ApiState, CallerSource};
+use clap::{Args, ValueEnum};
+use local::LocalPipeline;
+use tokio::sync::watch;
+
+use crate::CommonArgs;
+use presign::LocalPresigner;
+use queue::Queue;
+
+#[derive(Args)]
+#[command(after_help = "Authentication (--auth):\n  \
+    local   bearer tokens of the local issuer, signed with DIR/auth.key (see `imgpipe token`)\n  \
+    jwks    also tokens of Cognito-style issuers: --issuer ISS [--jwks-url URL] --audience CLIENT_ID\n  \
+    none    no authentication, everyone is the admin `local`: loopback addresses only\n\n\
+    The web page is at http://ADDR/. Files dropped into DIR/inbox/ are processed with the \
+    default preset.")]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the startup line names it).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// How callers authenticate.
+    #[arg(long, value_enum, default_value = "local")]
+    pub auth: AuthMode,
+    /// A JWKS issuer's exact `iss` (repeatable; with --auth jwks).
+    #[arg(long = "issuer", value_name = "ISS")]
+    pub issuers: Vec<String>,
+    /// Where the keys of the issuer in the same position are (default: ISS/.well-known/jwks.json).
+    #[arg(long = "jwks-url", value_name = "URL")]
+    pub jwks_urls: Vec<String>,
+    /// An accepted app client id (`aud` or `client_id`), for every JWKS issuer (repeatable).
+    #[arg(long = "audience", value_name = "ID")]
+    pub audiences: Vec<String>,
+    /// How many uploads may wait for processing; beyond that uploads answer 503.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub queue: u64,
+    /// How many images are processed at once (default: the number of CPU cores).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// The URL clients reach this server at, for upload forms and download links (default:
+    /// http://ADDR, with a wildcard address replaced by the loopback one).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Do not watch DIR/inbox/.
+    #[arg(long)]
+    pub no_inbox: bool,
+    /// Caps how long upload forms stay valid, in seconds (tests of expiry).
+    #[arg(long, hide = true)]
+    pub upload_ttl: Option<u64>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    Local,
+    Jwks,
+    None,
+}
+
+fn resolve_addr(text: &str) -> Result<SocketAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .with_context(|| format!("--addr {text}: expected HOST:PORT, e.g. 127.0.0.1:8080"))?
+        .next()
+        .with_context(|| format!("--addr {text}: the name resolves to no address"))
+}
+
+/// The base URL clients use when none is given: the bound address, with a wildcard one
+/// (0.0.0.0, ::) replaced by loopback, which at least works on this machine.
+fn default_base_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+fn auth_source(args: &ServeArgs, secret: &[u8]) -> Result<(Arc<dyn CallerSource>, String)> {
+    if args.auth != AuthMode::Jwks && !(args.issuers.is_empty() && args.jwks_urls.is_empty()) {
+        bail!("--issuer and --jwks-url need --auth jwks");
+    }
+    match args.auth {
+        AuthMode::None => Ok((
+            Arc::new(NoAuth {
+                sub: "local".to_string(),
+            }),
+            "none".to_string(),
+        )),
+        AuthMode::Local => Ok((
+            Arc::new(JwtAuth::new().with_local(secret.to_vec())),
+            "local tokens".to_string(),
+        )),
+        AuthMode::Jwks => {
+            if args.issuers.is_empty() {
+                bail!("--auth jwks needs at least one --issuer");
+            }
+            if args.jwks_urls.len() > args.issuers.len() {
+                bail!(
+                    "more --jwks-url than --issuer: each URL belongs to the issuer in its position"
+                );
+            }
+            if args.audiences.is_empty() {
+                bail!("--auth jwks needs at least one --audience (an app client id)");
+            }
+            let mut auth = JwtAuth::new().with_local(secret.to_vec());
+            for (i, issuer) in args.issuers.iter().enumerate() {
+                let issuer = issuer.trim_end_matches('/').to_string();
+                let jwks_url = args
+                    .jwks_urls
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json"));
+                auth = auth.with_jwks(JwksIssuer {
+                    jwks_url,
+                    issuer,
+                    audiences: args.audiences.clone(),
+                });
+            }
+            Ok((
+                Arc::new(auth),
+                format!("local tokens and {}", args.issuers.join(", ")),
+            ))
+        }
+    }
+}
+
+pub async fn run(args: ServeArgs) -> Result<bool> {
+    let addr = resolve_addr(&args.addr)?;
+    if args.auth == AuthMode::None && !addr.ip().is_loopback() {
+        bail!(
+            "--auth none serves every image to anyone who can connect, so it is only allowed \
+             on a loopback address (127.0.0.1, ::1), not {addr}; use --auth local and \
+             `imgpipe token` instead"
+        );
+    }
+    let config = args.common.config()?;
+    let data = args.common.data.clone();
+    let secret = secret::load_or_create(&data)?;
+    let (auth, auth_text) = auth_source(&args, &secret)?;
+    let max_body = config.limits.max_bytes.saturating_add(transfer::FORM_SLACK);
+    let pipeline = Arc::new(
+        LocalPipeline::open(&data, config)
+            .with_context(|| format!("opening data directory {}", data.display()))?,
+    );
+    let inbox_dir = data.join(inbox::DIR_NAME);
+    if !args.no_inbox {
+        std::fs::create_dir_all(&inbox_dir)
+            .with_context(|| format!("creating {}", inbox_dir.display()))?;
+    }
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let base_url = match &args.public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => default_base_url(bound),
+    };
+    let presigner = Arc::new(
+        LocalPresigner::new(&secret, base_url.clone())
+            .with_max_upload_ttl(args.upload_ttl.map(Duration::from_secs)),
+    );
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let capacity = usize::try_from(args.queue).unwrap_or(usize::MAX);
+    let (queue, workers) = Queue::start(pipeline.clone(), capacity, jobs);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(inbox::recover(
+        pipeline.clone(),
+        queue.clone(),
+        stop_rx.clone(),
+    ));
+    if !args.no_inbox {
+        background.spawn(inbox::watch(
+            pipeline.clone(),
+            queue.clone(),
+            inbox_dir,
+            Duration::from_secs(1),
+            stop_rx.clone(),
+        ));
+    }
+
+    let state = ApiState {
+        metadata: pipeline.steps.metadata.clone(),
+        uploads: pipeline.steps.uploads.clone(),
+        renditions: pipeline.steps.renditions.clone(),
+        presigner: presigner.clone(),
+        auth,
+        config: pipeline.steps.config.clone(),
+    };
+    let app = api::router(state)
+        .merge(transfer::routes(transfer::TransferState {
+            presigner,
+            store: pipeline.store.clone(),
+            queue: queue.clone(),
+            max_body,
+        }))
+        .merge(web::routes(&base_url))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+
+    println!("imgpipe serve: listening on http://{bound} (auth: {auth_text})");
+    if args.auth == AuthMode::None {
+        eprintln!(
+            "WARNING: imgpipe serve runs WITHOUT AUTHENTICATION (--auth none): anyone who can \
+             reach {bound} is the admin and can read and delete every image."
+        );
+    }
+    eprintln!(
+        "imgpipe serve: data {}, {jobs} worker(s), queue {capacity}, web page {base_url}/",
+        data.display()
+    );
+
+    let shutdown = {
+        let stop_tx = stop_tx.clone();
+        async move {
+            wait_for_signal().await;
+            eprintln!(
+                "imgpipe serve: stopping: finishing requests and queued jobs (signal again to quit now)"
+            );
+            let _ = stop_tx.send(true);
+            tokio::spawn(async {
+                wait_for_signal().await;
+                eprintln!("imgpipe serve: stopped without finishing");
+                std::process::exit(130);
+            });
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving")?;
+    let _ = stop_tx.send(true);
+    while background.join_next().await.is_some() {}
+    let pending = queue.pending();
+    drop(queue);
+    if pending > 0 {
+        eprintln!("imgpipe serve: {pending} job(s) to finish");
+    }
+    workers.drain().await;
+    eprintln!("imgpipe serve: stopped");
+    Ok(true)
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_addresses_become_loopback_urls() {
+        assert_eq!(
+            default_base_url("0.0.0.0:80".parse().unwrap()),
+            "http://127.0.0.1:80"
+        );
+        assert_eq!(
+            default_base_url("[::]:80".parse().unwrap()),
+            "http://[::1]:80"
+        );
+        assert_eq!(
+            default_base_url("192.0.2.1:8080".parse().unwrap()),
+            "http://192.0.2.1:8080"
+        );
+    }
+}
