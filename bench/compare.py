@@ -33,7 +33,7 @@ OPAL_PNG = Path("/usr/share/wallpapers/Opal/contents/images/3840x2160.png")
 AQUA = Path("/usr/share/backgrounds/mate/nature/Aqua.jpg")
 SMALL_SOURCE = Path("/usr/share/backgrounds/mate/abstract/Elephants_3840x2160.jpg")
 # Photos for the batch: every JPEG photo of mate-backgrounds' nature set plus plasma's
-# 2560x1600 and larger photos (2 to 14.7 MP).
+# 2560x1600 and larger photos (1.3 to 14.7 MP).
 BATCH = sorted(Path("/usr/share/backgrounds/mate/nature").glob("*.jpg")) + [
     Path(f"/usr/share/wallpapers/{name}/contents/images/{size}.jpg")
     for name, size in [
