@@ -1,6 +1,7 @@
-//! The `imgpipe` command: the pipeline on one machine (process, inspect, history, presets)
-//! and its HTTP API (serve, token).
+//! The `imgpipe` command: the pipeline on one machine (process, inspect, history, presets),
+//! its HTTP API (serve, token) and backups of its data directory (backup, restore).
 
+mod backup;
 mod process;
 mod serve;
 mod token;
@@ -25,7 +26,8 @@ use pipeline::{Config, Presets};
     after_help = "Examples:\n  imgpipe process photos/ --preset web --out out/\n  \
         imgpipe process a.jpg --resize 800x600 --fit cover --op grayscale --op blur=2 --format webp --out out/\n  \
         imgpipe inspect photo.jpg\n  imgpipe history\n  \
-        imgpipe serve --addr 127.0.0.1:8080\n  imgpipe token --user alice"
+        imgpipe serve --addr 127.0.0.1:8080\n  imgpipe token --user alice\n  \
+        imgpipe backup --to imgpipe-backup.tar\n  imgpipe restore --from imgpipe-backup.tar --data restored/"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -49,6 +51,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print a bearer token for `imgpipe serve`.
     Token(token::TokenArgs),
+    /// Back up the data directory (records, objects, server key) to one archive file.
+    Backup(backup::BackupArgs),
+    /// Restore a data directory from a backup archive, checking every entry, or only check it.
+    Restore(backup::RestoreArgs),
 }
 
 /// Options shared by the commands that use the pipeline's configuration.
@@ -166,6 +172,8 @@ fn main() -> ExitCode {
             Command::History(args) => history(args).await.map(|()| true),
             Command::Serve(args) => serve::run(args).await,
             Command::Token(args) => token::run(args).map(|()| true),
+            Command::Backup(args) => backup::backup(args).map(|()| true),
+            Command::Restore(args) => backup::restore(args).map(|()| true),
         }
     });
     match result {

@@ -1,7 +1,9 @@
-//! imgpipe on one machine: filesystem object store, SQLite metadata, JSON-lines notifier, and
-//! the runner that executes the state machine definition with the pipeline's steps.
+//! imgpipe on one machine: filesystem object store, SQLite metadata, JSON-lines notifier, the
+//! runner that executes the state machine definition with the pipeline's steps, and backups
+//! of the data directory.
 
 pub mod asl;
+pub mod backup;
 mod fs_store;
 mod notifier;
 mod runner;
