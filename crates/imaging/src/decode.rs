@@ -72,8 +72,8 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
     let header = match format {
         Format::Jpeg => jpeg_header(bytes)?,
         Format::Png => png_header(bytes, limits)?,
-        Format::Gif => gif_header(bytes)?,
-        Format::Webp => webp_header(bytes)?,
+        Format::Gif => gif_header(bytes, limits)?,
+        Format::Webp => webp_header(bytes, limits)?,
         Format::Tiff | Format::Bmp => generic_header(bytes, format, limits)?,
         Format::Avif => {
             return Err(Error::Unsupported(
@@ -87,32 +87,38 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
 }
 
 fn check_limits(h: &Header, limits: &Limits) -> Result<(), Error> {
-    if h.width == 0 || h.height == 0 {
-        return Err(Error::Decode {
-            format: h.format,
-            message: format!("the header claims {}x{} pixels", h.width, h.height),
-        });
-    }
-    let pixels = u64::from(h.width) * u64::from(h.height);
-    if pixels > limits.max_pixels {
-        return Err(Error::TooManyPixels {
-            width: h.width,
-            height: h.height,
-            pixels,
-            limit: limits.max_pixels,
-        });
-    }
-    let side = h.width.max(h.height);
-    if side > limits.max_side {
-        return Err(Error::SideTooLong {
-            side,
-            limit: limits.max_side,
-        });
-    }
+    check_dims(h.format, h.width, h.height, limits)?;
     if h.frames > limits.max_frames {
         return Err(Error::TooManyFrames {
             frames: u64::from(h.frames),
             limit: limits.max_frames,
+        });
+    }
+    Ok(())
+}
+
+/// A width and height (of the image, or of one frame in it) against the pixel and side limits.
+fn check_dims(format: Format, width: u32, height: u32, limits: &Limits) -> Result<(), Error> {
+    if width == 0 || height == 0 {
+        return Err(Error::Decode {
+            format,
+            message: format!("the header claims {width}x{height} pixels"),
+        });
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels {
+        return Err(Error::TooManyPixels {
+            width,
+            height,
+            pixels,
+            limit: limits.max_pixels,
+        });
+    }
+    let side = width.max(height);
+    if side > limits.max_side {
+        return Err(Error::SideTooLong {
+            side,
+            limit: limits.max_side,
         });
     }
     Ok(())
@@ -208,8 +214,47 @@ fn tj_error(e: turbojpeg::Error) -> Error {
     }
 }
 
+/// Whether the data ends before the frame header (SOFn) is complete: libjpeg-turbo then
+/// reports something unhelpful, but the file is simply cut short.
+fn jpeg_cut_before_frame(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    loop {
+        let Some(&[ff, marker]) = bytes.get(i..i + 2) else {
+            return true;
+        };
+        if ff != 0xFF {
+            return false;
+        }
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        if (0xD0..=0xD7).contains(&marker) || marker == 0x01 {
+            i += 2;
+            continue;
+        }
+        let Some(len) = bytes.get(i + 2..i + 4) else {
+            return true;
+        };
+        let end = i + 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if end > bytes.len() {
+            return true;
+        }
+        let frame = (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker);
+        if frame || marker == 0xDA || marker == 0xD9 {
+            return false;
+        }
+        i = end;
+    }
+}
+
 fn jpeg_header(bytes: &[u8]) -> Result<Header, Error> {
-    let h = turbojpeg::read_header(bytes).map_err(tj_error)?;
+    let h = turbojpeg::read_header(bytes).map_err(|e| match jpeg_cut_before_frame(bytes) {
+        true => Error::Truncated {
+            format: Format::Jpeg,
+        },
+        false => tj_error(e),
+    })?;
     let markers = jpeg_markers(bytes);
     let color = match h.colorspace {
         Colorspace::RGB => "rgb",
@@ -365,13 +410,20 @@ fn image_error(format: Format, e: image::ImageError) -> Error {
 }
 
 fn png_header(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
-    // IHDR is the first chunk, at a fixed offset: check the size before any decoder runs.
-    let (width, height) = match bytes.get(16..24) {
-        Some(b) => (
+    // IHDR is the first chunk, at a fixed offset: check the size before any decoder runs. Only
+    // once the chunk there is a 13-byte IHDR do those bytes mean a width and a height.
+    let (width, height) = match (bytes.get(8..16), bytes.get(16..24)) {
+        (Some(chunk), _) if chunk != b"\0\0\0\x0dIHDR" => {
+            return Err(Error::Decode {
+                format: Format::Png,
+                message: "the first chunk is not an image header (IHDR)".into(),
+            });
+        }
+        (Some(_), Some(b)) => (
             u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
             u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
         ),
-        None => {
+        _ => {
             return Err(Error::Truncated {
                 format: Format::Png,
             });
@@ -433,8 +485,10 @@ fn png_error(e: &png::DecodingError) -> Error {
 }
 
 /// GIF: the logical screen gives the size; the frames are counted by walking the blocks,
-/// which needs no decoding and no allocation.
-fn gif_header(bytes: &[u8]) -> Result<Header, Error> {
+/// which needs no decoding and no allocation. Each frame's own size is held to the limits
+/// too: a small screen can carry a frame claiming gigapixels, which the decoder would need a
+/// buffer for.
+fn gif_header(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
     let truncated = Error::Truncated {
         format: Format::Gif,
     };
@@ -486,6 +540,12 @@ fn gif_header(bytes: &[u8]) -> Result<Header, Error> {
                 let desc = bytes.get(i + 1..i + 10).ok_or(Error::Truncated {
                     format: Format::Gif,
                 })?;
+                let frame_w = u32::from(u16::from_le_bytes([desc[4], desc[5]]));
+                let frame_h = u32::from(u16::from_le_bytes([desc[6], desc[7]]));
+                // An empty frame is odd but harmless; only a large one costs memory.
+                if frame_w > 0 && frame_h > 0 {
+                    check_dims(Format::Gif, frame_w, frame_h, limits)?;
+                }
                 let packed = desc[8];
                 i += 10;
                 if packed & 0x80 != 0 {
@@ -520,8 +580,20 @@ fn gif_header(bytes: &[u8]) -> Result<Header, Error> {
     })
 }
 
-fn webp_header(bytes: &[u8]) -> Result<Header, Error> {
+/// Whether a RIFF file is shorter than its own header says: any decoding error is then
+/// the truncation's doing.
+fn riff_cut(bytes: &[u8]) -> bool {
+    bytes
+        .get(4..8)
+        .map(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])) + 8)
+        .is_some_and(|declared| declared > bytes.len() as u64)
+}
+
+fn webp_header(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
     let webp_err = |e: image_webp::DecodingError| match e {
+        _ if riff_cut(bytes) => Error::Truncated {
+            format: Format::Webp,
+        },
         image_webp::DecodingError::IoError(io)
             if io.kind() == std::io::ErrorKind::UnexpectedEof =>
         {
@@ -534,6 +606,13 @@ fn webp_header(bytes: &[u8]) -> Result<Header, Error> {
             message: other.to_string(),
         },
     };
+    // An extended file's canvas size, which the decoder refuses past its own limit without
+    // saying so by name: checked here first.
+    if let (Some(b"VP8X"), Some(c)) = (bytes.get(12..16), bytes.get(24..30)) {
+        let w = u32::from_le_bytes([c[0], c[1], c[2], 0]) + 1;
+        let h = u32::from_le_bytes([c[3], c[4], c[5], 0]) + 1;
+        check_dims(Format::Webp, w, h, limits)?;
+    }
     let mut d = image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(webp_err)?;
     let (width, height) = d.dimensions();
     let orientation = d
@@ -555,6 +634,14 @@ fn webp_header(bytes: &[u8]) -> Result<Header, Error> {
 
 /// TIFF and BMP through the `image` crate's decoders, which read only the header on creation.
 fn generic_header(bytes: &[u8], format: Format, limits: &Limits) -> Result<Header, Error> {
+    // The decoders refuse sizes over their own limits with errors that do not say the image is
+    // too large, so the claimed size is read and checked here first.
+    if let Some((w, h)) = claimed_dims(bytes, format)
+        && w > 0
+        && h > 0
+    {
+        check_dims(format, w, h, limits)?;
+    }
     let fmt = image_format(format).ok_or_else(|| Error::Unsupported(format!("{format:?}")))?;
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), fmt);
     reader.limits(image_limits(limits));
@@ -577,6 +664,70 @@ fn generic_header(bytes: &[u8], format: Format, limits: &Limits) -> Result<Heade
     })
 }
 
+/// The width and height a BMP or TIFF header claims, read without a decoder; `None` when the
+/// header is too short or not laid out as expected (the decoder then says what is wrong).
+fn claimed_dims(bytes: &[u8], format: Format) -> Option<(u32, u32)> {
+    let u16_le = |i: usize| {
+        bytes
+            .get(i..i + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_le = |i: usize| {
+        bytes
+            .get(i..i + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    match format {
+        Format::Bmp => match u32_le(14)? {
+            // OS/2 BITMAPCOREHEADER: 16-bit sizes.
+            12 => Some((u32::from(u16_le(18)?), u32::from(u16_le(20)?))),
+            // BITMAPINFOHEADER and its successors: signed 32-bit, negative height = top-down.
+            n if n >= 16 => {
+                let w = u32_le(18)? as i32;
+                let h = u32_le(22)? as i32;
+                Some((w.unsigned_abs(), h.unsigned_abs()))
+            }
+            _ => None,
+        },
+        Format::Tiff => {
+            let little = bytes.get(0..2)? == b"II";
+            let u16_at = |i: usize| {
+                bytes.get(i..i + 2).map(|b| match little {
+                    true => u16::from_le_bytes([b[0], b[1]]),
+                    false => u16::from_be_bytes([b[0], b[1]]),
+                })
+            };
+            let u32_at = |i: usize| {
+                bytes.get(i..i + 4).map(|b| match little {
+                    true => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                    false => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                })
+            };
+            let ifd = usize::try_from(u32_at(4)?).ok()?;
+            let count = usize::from(u16_at(ifd)?);
+            let (mut width, mut height) = (None, None);
+            for n in 0..count {
+                let entry = ifd.checked_add(2 + n * 12)?;
+                let value = match u16_at(entry + 2)? {
+                    3 => u32::from(u16_at(entry + 8)?),
+                    4 => u32_at(entry + 8)?,
+                    _ => continue,
+                };
+                match u16_at(entry)? {
+                    256 => width = Some(value),
+                    257 => height = Some(value),
+                    _ => {}
+                }
+                if let (Some(w), Some(h)) = (width, height) {
+                    return Some((w, h));
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
 fn image_limits(limits: &Limits) -> image::Limits {
     let mut l = image::Limits::default();
     l.max_image_width = Some(limits.max_side);
@@ -592,7 +743,10 @@ fn decode_generic(bytes: &[u8], header: &Header, limits: &Limits) -> Result<Imag
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), fmt);
     reader.limits(image_limits(limits));
     // The first frame of an animation: `decode` on GIF, APNG and animated WebP gives it.
-    let img = reader.decode().map_err(|e| image_error(format, e))?;
+    let img = reader.decode().map_err(|e| match format {
+        Format::Webp if riff_cut(bytes) => Error::Truncated { format },
+        _ => image_error(format, e),
+    })?;
     Ok(to_rgb_or_rgba(img))
 }
 

@@ -230,7 +230,7 @@ fn broken_and_foreign_files_get_named_errors() {
     )
     .unwrap();
     assert_eq!(kind(&jpeg[..jpeg.len() * 2 / 3]), "Truncated");
-    assert_eq!(kind(&jpeg[..40]), "Decode", "cut inside the header");
+    assert_eq!(kind(&jpeg[..40]), "Truncated", "cut inside the header");
     let png = png_of_size(64, 64);
     assert_eq!(kind(&png[..png.len() - 30]), "Truncated");
     assert_eq!(kind(&png[..20]), "Truncated");
