@@ -749,6 +749,9 @@ impl MetadataStore for StrictCursors {
     async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError> {
         self.0.get(id).await
     }
+    async fn check(&self) -> Result<(), PortError> {
+        self.0.check().await
+    }
     async fn put_rendition(&self, id: &str, r: &RenditionRecord) -> Result<(), PortError> {
         self.0.put_rendition(id, r).await
     }

@@ -939,7 +939,23 @@ impl MetadataStore for DynamoMetadata {
             .map_err(|e| port_error(&self.what("delete", id), e))?;
         Ok(out.attributes().is_some_and(|a| !a.is_empty()))
     }
+
+    /// A read of an id no image can have (ids are ULIDs or hashes): a data-plane round trip
+    /// with the permission every reader has already, where DescribeTable would need another
+    /// and is throttled far sooner.
+    async fn check(&self) -> Result<(), PortError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(HEALTH_PROBE_ID)))
+            .send()
+            .await
+            .map_err(|e| port_error(&self.what("get", HEALTH_PROBE_ID), e))?;
+        Ok(())
+    }
 }
+
+const HEALTH_PROBE_ID: &str = "~health";
 
 #[cfg(test)]
 mod tests {

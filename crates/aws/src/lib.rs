@@ -3,6 +3,7 @@
 pub mod apigw;
 pub mod config;
 pub mod dynamo;
+pub mod emf;
 mod errors;
 pub mod lambda;
 pub mod presign;

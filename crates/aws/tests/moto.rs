@@ -746,6 +746,14 @@ async fn dynamo_delete_removes_the_record() {
     assert!(!meta.delete("img1").await.unwrap());
 }
 
+#[tokio::test]
+async fn dynamo_check_passes_on_the_table_and_fails_without_it() {
+    let (meta, client) = table().await;
+    meta.check().await.unwrap();
+    let missing = DynamoMetadata::new(client, unique("absent"));
+    assert!(missing.check().await.is_err());
+}
+
 // ---------------------------------------------------------------------------------------
 // SNS
 

@@ -112,6 +112,28 @@ impl FsStore {
         temp_in(&self.root).map_err(|e| port_err(&self.root.display().to_string(), e))
     }
 
+    /// Writes, reads back and removes a small file in the store's root (a temporary one,
+    /// which listings never show), for health checks: a missing, read-only or full directory
+    /// fails here rather than on the next upload.
+    pub fn probe(&self) -> Result<(), PortError> {
+        const PROBE: &[u8] = b"imgpipe health probe\n";
+        let what = |e: io::Error| port_err(&self.root.display().to_string(), e);
+        let mut tmp = temp_in(&self.root).map_err(what)?;
+        tmp.write_all(PROBE).map_err(what)?;
+        tmp.as_file().sync_data().map_err(what)?;
+        let mut back = Vec::with_capacity(PROBE.len());
+        tmp.reopen()
+            .and_then(|mut f| f.read_to_end(&mut back))
+            .map_err(what)?;
+        if back != PROBE {
+            return Err(PortError::Permanent(format!(
+                "{}: a probe file read back differently",
+                self.root.display()
+            )));
+        }
+        tmp.close().map_err(what)
+    }
+
     /// Moves a file made by [`FsStore::temp_file`] into place as `key`, with user metadata,
     /// once its data is on disk; returns the etag. The rename is atomic, so readers see the
     /// old object or the whole new one.
@@ -373,6 +395,17 @@ impl ObjectStore for FsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_leaves_nothing_behind_and_fails_without_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path().join("objects")).unwrap();
+        store.probe().unwrap();
+        assert_eq!(fs::read_dir(store.root()).unwrap().count(), 0);
+        fs::remove_dir(store.root()).unwrap();
+        let err = store.probe().unwrap_err();
+        assert!(err.to_string().contains("objects"), "{err}");
+    }
 
     #[tokio::test]
     async fn put_get_range_list_copy_delete() {

@@ -40,10 +40,11 @@ impl Notifier for JsonlNotifier {
         let mut line =
             serde_json::to_vec(event).map_err(|e| PortError::Permanent(e.to_string()))?;
         line.push(b'\n');
+        // The image id comes with the notify step's span.
         if event.kind.is_alert() {
-            tracing::warn!(image_id = %event.image_id, status = %event.status, error = ?event.error.as_ref().map(|e| &e.kind), "alert");
+            tracing::warn!(status = %event.status, error = ?event.error.as_ref().map(|e| &e.kind), "alert");
         } else {
-            tracing::info!(image_id = %event.image_id, status = %event.status, "event");
+            tracing::info!(status = %event.status, "event");
         }
         // One write per line under the lock keeps lines whole when executions run in parallel.
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());

@@ -11,6 +11,7 @@ use pipeline::model::ImageRecord;
 use pipeline::ports::{MetadataStore, Notifier, ObjectStore};
 use pipeline::{Config, StepName, Steps, keys};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::asl::{self, Execution, RunOptions, Runner, StateMachine, TaskExecutor, TaskFailure};
 use crate::{FsStore, JsonlNotifier, LocalError, SqliteMetadata};
@@ -33,8 +34,10 @@ impl TaskExecutor for StepExecutor {
                 cause: format!("no step is mapped to resource {resource}"),
             });
         };
+        let span = pipeline::telemetry::step_span(step, &input);
         self.steps
             .invoke(step, input)
+            .instrument(span)
             .await
             .map_err(|e| TaskFailure {
                 error: e.name().to_string(),

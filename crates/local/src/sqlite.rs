@@ -49,6 +49,54 @@ CREATE TABLE IF NOT EXISTS renditions (
 
 pub struct SqliteMetadata {
     conn: Arc<Mutex<Connection>>,
+    /// The database file as opened, for [`MetadataStore::check`] (none in memory).
+    file: Option<DbFile>,
+}
+
+/// A file and its identity when opened. An open connection keeps working on a file that was
+/// deleted or replaced under it, and every write then goes where no restart will find it:
+/// only comparing the path with the file opened tells.
+struct DbFile {
+    path: std::path::PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl DbFile {
+    fn id_of(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Some((meta.dev(), meta.ino()))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            None
+        }
+    }
+
+    fn open(path: &Path) -> Result<DbFile, PortError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| PortError::Permanent(format!("{}: {e}", path.display())))?;
+        Ok(DbFile {
+            path: path.to_path_buf(),
+            id: Self::id_of(&meta),
+        })
+    }
+
+    fn check(&self) -> Result<(), PortError> {
+        let gone = |why: String| {
+            PortError::Permanent(format!(
+                "{}: {why}; the database in use is no longer at its path",
+                self.path.display()
+            ))
+        };
+        let meta = std::fs::metadata(&self.path).map_err(|e| gone(e.to_string()))?;
+        if Self::id_of(&meta) != self.id {
+            return Err(gone("replaced by another file".to_string()));
+        }
+        Ok(())
+    }
 }
 
 fn db_err(e: rusqlite::Error) -> PortError {
@@ -87,7 +135,10 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 impl SqliteMetadata {
     pub fn open(path: &Path) -> Result<SqliteMetadata, PortError> {
         let conn = Connection::open(path).map_err(db_err)?;
-        Self::init(conn)
+        let mut db = Self::init(conn)?;
+        // After the schema is written, so the file exists.
+        db.file = Some(DbFile::open(path)?);
+        Ok(db)
     }
 
     pub fn in_memory() -> Result<SqliteMetadata, PortError> {
@@ -100,6 +151,7 @@ impl SqliteMetadata {
         conn.execute_batch(SCHEMA).map_err(db_err)?;
         Ok(SqliteMetadata {
             conn: Arc::new(Mutex::new(conn)),
+            file: None,
         })
     }
 
@@ -537,6 +589,24 @@ impl MetadataStore for SqliteMetadata {
                 .execute("DELETE FROM images WHERE id = ?1", [&id])
                 .map_err(db_err)?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    /// The file is still the one opened ([`DbFile`]), and a query reads the table rather
+    /// than `SELECT 1` (which SQLite answers without the database): a locked database or a
+    /// missing table fails here.
+    async fn check(&self) -> Result<(), PortError> {
+        if let Some(file) = &self.file {
+            file.check()?;
+        }
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT count(*) FROM (SELECT 1 FROM images LIMIT 1)",
+                [],
+                |_| Ok(()),
+            )
+            .map_err(db_err)
         })
         .await
     }

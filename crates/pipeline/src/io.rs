@@ -55,6 +55,10 @@ pub struct Job {
 pub struct WorkItem {
     pub image_id: String,
     pub owner: String,
+    /// The execution working on it, for the logs of Filter and Store (absent in items made
+    /// before it was carried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
     pub rendition: Rendition,
     pub source_format: Format,
     /// Where the image waits (see `WorkStore`).

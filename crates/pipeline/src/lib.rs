@@ -9,6 +9,7 @@ pub mod ports;
 mod recipe;
 pub mod render;
 mod steps;
+pub mod telemetry;
 
 pub use error::{ErrorKind, PortError, StepError};
 pub use recipe::{
@@ -79,14 +80,22 @@ fn output<O: Serialize>(out: O) -> Result<Value, StepError> {
 }
 
 impl Steps {
-    /// Runs one step on its JSON input, as a Lambda handler or the local runner does.
+    /// Runs one step on its JSON input, as a Lambda handler or the local runner does (inside
+    /// [`telemetry::step_span`]), and records how long it took, failures included.
     pub async fn invoke(&self, step: StepName, input: Value) -> Result<Value, StepError> {
-        match step {
-            StepName::Validate => output(self.validate(call(input)?).await?),
-            StepName::Resize => output(self.resize(call(input)?).await?),
-            StepName::Filter => output(self.filter(call(input)?).await?),
-            StepName::Store => output(self.store(call(input)?).await?),
-            StepName::Notify => output(self.notify(call(input)?).await?),
+        // Tokio's clock, which tests can pause to make the recorded duration exact.
+        let started = tokio::time::Instant::now();
+        let result = async {
+            match step {
+                StepName::Validate => output(self.validate(call(input)?).await?),
+                StepName::Resize => output(self.resize(call(input)?).await?),
+                StepName::Filter => output(self.filter(call(input)?).await?),
+                StepName::Store => output(self.store(call(input)?).await?),
+                StepName::Notify => output(self.notify(call(input)?).await?),
+            }
         }
+        .await;
+        telemetry::record_step_duration(step, started.elapsed().as_secs_f64() * 1000.0);
+        result
     }
 }

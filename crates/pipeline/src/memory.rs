@@ -321,6 +321,10 @@ impl MetadataStore for MemoryMetadata {
     async fn delete(&self, id: &str) -> Result<bool, PortError> {
         Ok(lock(&self.records).remove(id).is_some())
     }
+
+    async fn check(&self) -> Result<(), PortError> {
+        Ok(())
+    }
 }
 
 /// Collects events.

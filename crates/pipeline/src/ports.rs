@@ -81,6 +81,9 @@ pub trait MetadataStore: Send + Sync {
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError>;
     /// Removes the record and its renditions; `Ok(false)` if there was none.
     async fn delete(&self, id: &str) -> Result<bool, PortError>;
+    /// One cheap round trip that reads the table, for health checks: `Ok` when the store
+    /// answers and the table is there.
+    async fn check(&self) -> Result<(), PortError>;
 }
 
 /// Announces outcomes: completions to the events channel, rejections and failures as alerts.

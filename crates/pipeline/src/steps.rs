@@ -16,7 +16,7 @@ use crate::io::{
 use crate::keys::{self, UploadIdentity};
 use crate::model::{ErrorInfo, Event, EventKind, ImageRecord, RenditionRecord, SourceInfo, Status};
 use crate::ports::{Begin, MetadataStore, Notifier, ObjectStore, PutOptions, WorkStore};
-use crate::{ErrorKind, Presets, Recipe, StepError};
+use crate::{ErrorKind, Presets, Recipe, StepError, telemetry};
 
 /// How much of an upload Validate reads to find its header; the whole object only when the
 /// header does not fit (e.g. large ICC or EXIF segments before a JPEG's frame header).
@@ -128,11 +128,15 @@ impl Steps {
         let duplicate = match self.metadata.begin(&record).await? {
             Begin::Started(_) => false,
             Begin::Duplicate(existing) => {
-                info!(image_id = %ident.id, status = %existing.status, "duplicate event; another execution owns this image");
+                info!(status = %existing.status, "duplicate event; another execution owns this image");
                 true
             }
         };
-        info!(image_id = %ident.id, format = ?header.format, width, height, "validated");
+        info!(format = ?header.format, width, height, "validated");
+        if !duplicate {
+            // Counted once per image: a duplicate event reads the same pixels again.
+            telemetry::record_megapixels_in(header.format, width, height);
+        }
         Ok(Job {
             duplicate,
             image_id: ident.id,
@@ -224,6 +228,7 @@ impl Steps {
             items.push(WorkItem {
                 image_id: job.image_id.clone(),
                 owner: job.owner.clone(),
+                execution_id: Some(job.execution_id.clone()),
                 exif_key: exif_key.clone().filter(|_| rendition.keep_metadata),
                 rendition,
                 source_format,
@@ -233,7 +238,7 @@ impl Steps {
                 ms: r.ms + share,
             });
         }
-        info!(image_id = %job.image_id, renditions = items.len(), decoded = ?decoded, ms = elapsed_ms(started), "resized");
+        info!(renditions = items.len(), decoded = ?decoded, ms = elapsed_ms(started), "resized");
         Ok(ResizeOutput {
             image_id: job.image_id,
             sha256,
@@ -266,6 +271,7 @@ impl Steps {
         );
         let (width, height) = (image.width(), image.height());
         self.work.put_image(&work_key, Arc::new(image)).await?;
+        info!(rendition = %item.rendition.name, operations = item.rendition.operations.len(), ms = elapsed_ms(started), "filtered");
         Ok(WorkItem {
             work_key,
             width,
@@ -319,6 +325,8 @@ impl Steps {
             ms: item.ms + elapsed_ms(started),
         };
         self.metadata.put_rendition(&item.image_id, &record).await?;
+        telemetry::record_bytes_out(format, size);
+        info!(rendition = %record.name, key = %record.key, bytes = size, ms = record.ms, "stored");
         Ok(record)
     }
 
@@ -360,7 +368,8 @@ impl Steps {
             })
             .await?;
         self.work.clear(&keys::work_prefix(&job.image_id)).await?;
-        info!(image_id = %job.image_id, renditions = renditions.len(), "complete");
+        telemetry::record_outcome(Status::Complete, job.source.format);
+        info!(renditions = renditions.len(), "complete");
         Ok(NotifyOutput {
             image_id: job.image_id,
             owner: job.owner,
@@ -442,7 +451,9 @@ impl Steps {
             })
             .await?;
         self.work.clear(&keys::work_prefix(&ident.id)).await?;
-        warn!(image_id = %ident.id, status = %status, error = %error.kind, message = %error.message, "not processed");
+        let source_format = state.job.as_ref().and_then(|j| j.source.format);
+        telemetry::record_outcome(status, source_format);
+        warn!(status = %status, error = %error.kind, reason = %error.message, "not processed");
         Ok(NotifyOutput {
             image_id: ident.id,
             owner: ident.owner,
