@@ -5,10 +5,12 @@
 
 pub mod auth;
 pub mod error;
+pub mod ops;
 pub mod presign;
 pub mod routes;
 
 pub use auth::{AuthError, Caller, CallerSource};
 pub use error::ApiError;
+pub use ops::{HealthCheck, MetricsRenderer, Ops};
 pub use presign::{Presigner, UploadForm, UploadRequest};
-pub use routes::{ApiState, router};
+pub use routes::{ApiState, router, router_with};

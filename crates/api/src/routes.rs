@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::{ApiError, Caller, CallerSource, Presigner, UploadForm, UploadRequest};
+use crate::{ApiError, Caller, CallerSource, Ops, Presigner, UploadForm, UploadRequest};
 
 /// Largest request body: an upload request is a few hundred bytes, a long recipe a few KiB.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -71,9 +71,15 @@ pub struct ApiState {
 
 /// GET /health, GET /v1/presets (no auth); POST /v1/uploads, GET /v1/images,
 /// GET /v1/images/{id}, GET /v1/images/{id}/renditions/{name}, DELETE /v1/images/{id}.
+/// `/health` says only that the process answers; see [`router_with`].
 pub fn router(state: ApiState) -> Router {
+    router_with(state, Ops::default())
+}
+
+/// [`router`] with the operators' additions: checks behind `/health`, `GET /metrics`.
+pub fn router_with(state: ApiState, ops: Ops) -> Router {
     Router::new()
-        .route("/health", get(health))
+        .merge(ops.routes())
         .route("/v1/presets", get(presets))
         // Only this route reads a body; elsewhere a body is ignored, not refused.
         .route(
@@ -107,10 +113,6 @@ impl FromRequestParts<ApiState> for Authenticated {
         }
         Ok(Authenticated(caller))
     }
-}
-
-async fn health() -> Json<Value> {
-    Json(serde_json::json!({"status": "ok"}))
 }
 
 #[derive(Serialize)]

@@ -35,6 +35,22 @@ struct Cli {
     /// Log more (-v: info, -vv: debug). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// How log lines on stderr look: `json` gives one object per line, with the `step`,
+    /// `image_id` and `execution_id` of the step it comes from, like the Lambdas' logs.
+    #[arg(
+        long,
+        value_enum,
+        env = "IMGPIPE_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -135,7 +151,10 @@ struct HistoryArgs {
     json: bool,
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -143,17 +162,34 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // No colour codes in logs that go to a file (`imgpipe serve 2>serve.log`).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let _ = match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            // No colour codes in logs that go to a file (`imgpipe serve 2>serve.log`).
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // Span fields at the top level of each line, so `image_id` is one key to filter on
+        // whether the event or its step span carries it.
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                json_subscriber::layer()
+                    .with_writer(std::io::stderr)
+                    .flatten_event(true)
+                    .flatten_span_list_on_top_level(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_target(false),
+            )
+            .try_init()
+            .map_err(Into::into),
+    };
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

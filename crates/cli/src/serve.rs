@@ -1,9 +1,11 @@
 //! `imgpipe serve`: the HTTP API of the deployed stack on one machine. The api crate's routes
 //! over the local store and SQLite, a signed upload form and download URLs standing in for S3,
 //! a bounded queue of background jobs standing in for EventBridge + Step Functions, the inbox
-//! folder standing in for an S3 drop, and a small web page.
+//! folder standing in for an S3 drop, a small web page, and for operators `/metrics` and a
+//! `/health` that checks the store and the database.
 
 mod inbox;
+mod observe;
 pub mod presign;
 mod queue;
 pub mod secret;
@@ -159,6 +161,8 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
     let secret = secret::load_or_create(&data)?;
     let (auth, auth_text) = auth_source(&args, &secret)?;
     let max_body = config.limits.max_bytes.saturating_add(transfer::FORM_SLACK);
+    // Before the pipeline exists, so that every step's metrics reach it.
+    let metrics = observe::install_metrics()?;
     let pipeline = Arc::new(
         LocalPipeline::open(&data, config)
             .with_context(|| format!("opening data directory {}", data.display()))?,
@@ -217,7 +221,12 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
         auth,
         config: pipeline.steps.config.clone(),
     };
-    let app = api::router(state)
+    let ops = observe::ops(
+        pipeline.store.clone(),
+        pipeline.steps.metadata.clone(),
+        metrics,
+    );
+    let app = api::router_with(state, ops)
         .merge(transfer::routes(transfer::TransferState {
             presigner,
             store: pipeline.store.clone(),
@@ -225,6 +234,8 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
             max_body,
         }))
         .merge(web::routes(&base_url))
+        // After every merge: it wraps the routes there are, and only those know their template.
+        .route_layer(axum::middleware::from_fn(observe::track_http))
         .layer(tower_http::trace::TraceLayer::new_for_http());
 
     println!("imgpipe serve: listening on http://{bound} (auth: {auth_text})");

@@ -1,0 +1,276 @@
+//! `imgpipe serve` for operators, from the outside: `/metrics` after an image went through,
+//! JSON logs naming each step's image and execution, and a `/health` that fails when the
+//! data directory does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use imaging::{EncodeOptions, Format, Image, image};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_imgpipe");
+const STARTUP: Duration = Duration::from_secs(60);
+const PROCESSING: Duration = Duration::from_secs(120);
+
+/// A running `imgpipe serve`, killed when dropped.
+struct Serve {
+    child: Child,
+    url: String,
+    data: PathBuf,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn start(data: &Path, extra: &[&str]) -> Serve {
+        std::fs::create_dir_all(data).unwrap();
+        let log = data.with_extension("serve.log");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0", "--jobs", "1", "--data"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let started = Instant::now();
+        loop {
+            match rx.recv_timeout(STARTUP.saturating_sub(started.elapsed())) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("imgpipe serve: listening on ") {
+                        let url = rest.split_whitespace().next().unwrap().to_string();
+                        return Serve {
+                            child,
+                            url,
+                            data: data.to_path_buf(),
+                            log,
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "imgpipe serve did not start; its log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        // reqwest is built without a TLS provider of its own choosing, even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let res = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.text().await.unwrap())
+    }
+
+    async fn health(&self) -> (StatusCode, Value) {
+        let (status, body) = self.get("/health").await;
+        (status, serde_json::from_str(&body).unwrap())
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 90])
+    });
+    imaging::encode(
+        &Image::ImageRgb8(img),
+        &EncodeOptions {
+            format: Format::Jpeg,
+            quality: 90,
+            progressive: false,
+            lossless: false,
+            exif: None,
+        },
+    )
+    .unwrap()
+}
+
+/// The value of one sample line (`name{labels} value`) of a Prometheus text page.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn an_image_through_the_inbox_shows_in_metrics_and_in_json_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&tmp.path().join("data"), &["--log-format", "json"]);
+    let inbox = serve.data.join("inbox");
+    // Written under a dot name and renamed, as the inbox asks.
+    std::fs::write(inbox.join(".photo.jpg"), jpeg(800, 500)).unwrap();
+    std::fs::rename(inbox.join(".photo.jpg"), inbox.join("photo.jpg")).unwrap();
+
+    let processed = "imgpipe_images_processed_total{format=\"jpeg\"}";
+    let started = Instant::now();
+    let page = loop {
+        let (status, page) = serve.get("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        if sample(&page, processed).is_some() {
+            break page;
+        }
+        assert!(
+            started.elapsed() < PROCESSING,
+            "the image was not processed; log:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(sample(&page, processed), Some(1.0), "{page}");
+    // The web preset: one validate, resize and notify, a filter and a store per rendition.
+    for (step, count) in [
+        ("validate", 1.0),
+        ("resize", 1.0),
+        ("filter", 3.0),
+        ("store", 3.0),
+        ("notify", 1.0),
+    ] {
+        let series = format!("imgpipe_step_duration_ms_count{{step=\"{step}\"}}");
+        assert_eq!(sample(&page, &series), Some(count), "{series} in\n{page}");
+        let inf = format!("imgpipe_step_duration_ms_bucket{{step=\"{step}\",le=\"+Inf\"}}");
+        assert_eq!(sample(&page, &inf), Some(count), "{inf} in\n{page}");
+    }
+    assert_eq!(
+        sample(&page, "imgpipe_megapixels_in_total{format=\"jpeg\"}"),
+        Some(0.4),
+        "{page}"
+    );
+    assert!(
+        sample(&page, "imgpipe_bytes_out_total{format=\"webp\"}").is_some_and(|b| b > 0.0),
+        "{page}"
+    );
+    assert!(
+        sample(&page, "imgpipe_bytes_out_total{format=\"jpeg\"}").is_some_and(|b| b > 0.0),
+        "{page}"
+    );
+    assert!(
+        page.contains("# TYPE imgpipe_step_duration_ms histogram"),
+        "{page}"
+    );
+    assert!(
+        page.contains("# HELP imgpipe_images_processed_total"),
+        "{page}"
+    );
+    let (_, page) = serve.get("/metrics").await;
+    assert!(
+        sample(
+            &page,
+            "imgpipe_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"200\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{page}"
+    );
+
+    // Every line is JSON, and what a step logs names the step, the image and the execution.
+    let log = serve.log();
+    let events: Vec<Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let validated = events
+        .iter()
+        .find(|e| e["message"] == "validated")
+        .unwrap_or_else(|| panic!("no `validated` line in\n{log}"));
+    assert_eq!(validated["step"], "validate", "{validated}");
+    let image_id = validated["image_id"].as_str().unwrap();
+    let execution_id = validated["execution_id"].as_str().unwrap();
+    assert!(execution_id.starts_with("local:"), "{validated}");
+    let stored: Vec<&Value> = events.iter().filter(|e| e["message"] == "stored").collect();
+    assert_eq!(stored.len(), 3, "{log}");
+    for e in stored {
+        assert_eq!(
+            (&e["step"], &e["image_id"], &e["execution_id"]),
+            (&json!("store"), &json!(image_id), &json!(execution_id)),
+            "{e}"
+        );
+    }
+
+    let (status, health) = serve.health().await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(
+        health,
+        json!({"status": "ok", "checks": {"store": {"status": "ok"}, "database": {"status": "ok"}}})
+    );
+}
+
+#[tokio::test]
+async fn health_answers_503_naming_the_store_or_database_that_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&tmp.path().join("data"), &["--no-inbox"]);
+    let (status, _) = serve.health().await;
+    assert_eq!(status, StatusCode::OK);
+
+    let objects = serve.data.join("objects");
+    let aside = serve.data.join("objects.aside");
+    std::fs::rename(&objects, &aside).unwrap();
+    let (status, health) = serve.health().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["status"], "unavailable");
+    assert_eq!(health["checks"]["store"]["status"], "failed", "{health}");
+    assert!(
+        health["checks"]["store"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("objects")),
+        "{health}"
+    );
+    assert_eq!(health["checks"]["database"], json!({"status": "ok"}));
+    std::fs::rename(&aside, &objects).unwrap();
+    assert_eq!(serve.health().await.0, StatusCode::OK);
+
+    // A database file removed under the server: it would go on writing to a file no restart
+    // will find.
+    std::fs::remove_file(serve.data.join("imgpipe.db")).unwrap();
+    let (status, health) = serve.health().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["checks"]["database"]["status"], "failed", "{health}");
+    assert!(
+        health["checks"]["database"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("imgpipe.db")),
+        "{health}"
+    );
+    assert_eq!(health["checks"]["store"], json!({"status": "ok"}));
+    assert!(
+        serve.log().contains("health check failed"),
+        "{}",
+        serve.log()
+    );
+}
