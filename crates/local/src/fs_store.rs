@@ -117,7 +117,8 @@ impl FsStore {
     /// fails here rather than on the next upload.
     pub fn probe(&self) -> Result<(), PortError> {
         const PROBE: &[u8] = b"imgpipe health probe\n";
-        let what = |e: io::Error| port_err(&self.root.display().to_string(), e);
+        // The I/O error itself, which is what an operator reading `/health` needs.
+        let what = |e: io::Error| PortError::Permanent(format!("{}: {e}", self.root.display()));
         let mut tmp = temp_in(&self.root).map_err(what)?;
         tmp.write_all(PROBE).map_err(what)?;
         tmp.as_file().sync_data().map_err(what)?;
