@@ -142,6 +142,7 @@ pub fn decode(bytes: &[u8], limits: &Limits, at_least: Option<(u32, u32)>) -> Re
             });
             decode_jpeg(bytes, &header, need)?
         }
+        Format::Png => decode_png(bytes)?,
         _ => decode_generic(bytes, &header, limits)?,
     };
     if let Some(o) = image::metadata::Orientation::from_exif(header.orientation) {
@@ -470,6 +471,42 @@ fn png_header(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
     })
 }
 
+/// PNG straight to 8 bits per sample: palettes and low bit depths are expanded and 16-bit
+/// samples cut to their high byte as rows are read, so no 16-bit buffer is ever made. (The
+/// `image` crate decodes 16-bit RGBA into 8 bytes a pixel and converts after: 12 bytes a pixel
+/// at the peak, 300 MB for a 25 MP image that compresses to a few hundred kilobytes.)
+fn decode_png(bytes: &[u8]) -> Result<Image, Error> {
+    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(|e| png_error(&e))?;
+    let size = reader.output_buffer_size().ok_or_else(|| Error::Decode {
+        format: Format::Png,
+        message: "the image is too large to address".into(),
+    })?;
+    let mut buf = vec![0u8; size];
+    // The first frame: the default image of an APNG, as browsers show without animation.
+    let frame = reader.next_frame(&mut buf).map_err(|e| png_error(&e))?;
+    buf.truncate(frame.buffer_size());
+    let (w, h) = (frame.width, frame.height);
+    let img = match frame.color_type {
+        png::ColorType::Rgb => RgbImage::from_raw(w, h, buf).map(DynamicImage::ImageRgb8),
+        png::ColorType::Rgba => image::RgbaImage::from_raw(w, h, buf).map(DynamicImage::ImageRgba8),
+        png::ColorType::Grayscale => {
+            let rgb = buf.iter().flat_map(|&l| [l, l, l]).collect();
+            RgbImage::from_raw(w, h, rgb).map(DynamicImage::ImageRgb8)
+        }
+        png::ColorType::GrayscaleAlpha => {
+            let rgba = buf
+                .chunks_exact(2)
+                .flat_map(|la| [la[0], la[0], la[0], la[1]])
+                .collect();
+            image::RgbaImage::from_raw(w, h, rgba).map(DynamicImage::ImageRgba8)
+        }
+        png::ColorType::Indexed => None,
+    };
+    img.ok_or_else(|| buffer_mismatch(Format::Png))
+}
+
 fn png_error(e: &png::DecodingError) -> Error {
     match e {
         png::DecodingError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -477,10 +514,20 @@ fn png_error(e: &png::DecodingError) -> Error {
                 format: Format::Png,
             }
         }
-        other => Error::Decode {
-            format: Format::Png,
-            message: other.to_string(),
-        },
+        other => {
+            let message = other.to_string();
+            if message.contains("EOF") || message.contains("end of") || message.contains("truncat")
+            {
+                Error::Truncated {
+                    format: Format::Png,
+                }
+            } else {
+                Error::Decode {
+                    format: Format::Png,
+                    message,
+                }
+            }
+        }
     }
 }
 

@@ -455,18 +455,24 @@ fn zlib_zeros(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// A greyscale PNG of zeros, `w` x `h`: a few kilobytes that decode to w*h bytes.
-fn zero_png(w: u32, h: u32) -> Vec<u8> {
+/// A PNG of zeros, `w` x `h`: a few kilobytes that decode to all of its pixels.
+fn zero_png(w: u32, h: u32, color: png::ColorType, depth: png::BitDepth) -> Vec<u8> {
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, w, h);
-        enc.set_color(png::ColorType::Grayscale);
-        enc.set_depth(png::BitDepth::Eight);
+        enc.set_color(color);
+        enc.set_depth(depth);
         enc.set_filter(png::Filter::NoFilter);
         enc.set_compression(png::Compression::High);
         let mut wr = enc.write_header().unwrap();
         let mut stream = wr.stream_writer().unwrap();
-        let row = vec![0u8; w as usize];
+        let channels = match color {
+            png::ColorType::Grayscale | png::ColorType::Indexed => 1,
+            png::ColorType::GrayscaleAlpha => 2,
+            png::ColorType::Rgb => 3,
+            png::ColorType::Rgba => 4,
+        };
+        let row = vec![0u8; w as usize * channels * (depth as usize).div_ceil(8)];
         for _ in 0..h {
             std::io::Write::write_all(&mut stream, &row).unwrap();
         }
@@ -1057,9 +1063,16 @@ pub fn corpus() -> Vec<Case> {
         Case {
             name: "ok-png-zeros-16mp",
             ext: "png",
-            bytes: zero_png(4000, 4000),
+            bytes: zero_png(4000, 4000, png::ColorType::Grayscale, png::BitDepth::Eight),
             expect: Expect::Accepted,
             why: "a 16 MP greyscale PNG of zeros in a few kB: large but within every limit",
+        },
+        Case {
+            name: "ok-png-rgb16-25mp",
+            ext: "png",
+            bytes: zero_png(5000, 5000, png::ColorType::Rgb, png::BitDepth::Sixteen),
+            expect: Expect::Accepted,
+            why: "a 25 MP 16-bit PNG in a few hundred kB: 150 MB at 16 bits, decoded to 8 directly",
         },
         Case {
             name: "ok-png-ztxt-bomb",
