@@ -284,6 +284,11 @@ impl MetadataStore for MemoryMetadata {
                 r.status = status;
                 r.error = Some(error.clone());
                 r.updated_at = Utc::now();
+                // As the SQL and DynamoDB stores do: a record nobody had claimed now belongs
+                // to the execution that recorded its failure.
+                if r.execution_id.is_none() {
+                    r.execution_id = fallback.execution_id.clone();
+                }
             }
             Some(_) => {}
         }
@@ -458,62 +463,92 @@ impl WorkStore for ObjectWorkStore {
     }
 }
 
-/// Which calls a [`Flaky`] store fails.
+/// Which calls a fault-injecting wrapper ([`Flaky`], [`FlakyMetadata`], [`FlakyNotifier`])
+/// fails, counting only the calls to the operations it was told to watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The first `n` matching calls fail with a transient error, then all succeed.
     Transient(usize),
+    /// Every `k`-th matching call (the k-th, 2k-th, ...) fails with a transient error, for as
+    /// long as the wrapper lives: a dependency that keeps dropping a share of requests.
+    Every(usize),
     /// Every matching call fails permanently.
     Permanent,
+}
+
+/// The shared bookkeeping of the fault-injecting wrappers: which operations, which fault, how
+/// many matching calls so far and how many of them failed.
+pub struct Faults {
+    ops: Vec<&'static str>,
+    fault: Fault,
+    calls: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+impl Faults {
+    pub fn new(ops: &[&'static str], fault: Fault) -> Self {
+        Faults {
+            ops: ops.to_vec(),
+            fault,
+            calls: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many calls have been failed so far.
+    pub fn failures(&self) -> usize {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// How many calls to the watched operations there have been.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Counts a call to `op` and says whether it fails.
+    pub fn check(&self, op: &'static str, what: &str) -> Result<(), PortError> {
+        if !self.ops.contains(&op) {
+            return Ok(());
+        }
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let fails = match self.fault {
+            Fault::Permanent => true,
+            Fault::Transient(first) => n <= first,
+            Fault::Every(k) => k > 0 && n.is_multiple_of(k),
+        };
+        if !fails {
+            return Ok(());
+        }
+        self.failed.fetch_add(1, Ordering::SeqCst);
+        Err(match self.fault {
+            Fault::Permanent => PortError::Permanent(format!("injected: {op} {what} refused")),
+            _ => PortError::Transient(format!("injected: {op} {what} timed out")),
+        })
+    }
 }
 
 /// Wraps an object store and fails the calls whose operation name (`get`, `put`, ...) is in
 /// `ops`: the fault injection of the resilience tests.
 pub struct Flaky {
     pub inner: Arc<dyn ObjectStore>,
-    pub ops: Vec<&'static str>,
-    pub fault: Fault,
-    failed: AtomicUsize,
+    pub faults: Faults,
 }
 
 impl Flaky {
     pub fn new(inner: Arc<dyn ObjectStore>, ops: &[&'static str], fault: Fault) -> Self {
         Flaky {
             inner,
-            ops: ops.to_vec(),
-            fault,
-            failed: AtomicUsize::new(0),
+            faults: Faults::new(ops, fault),
         }
     }
 
     /// How many calls it has failed so far.
     pub fn failures(&self) -> usize {
-        self.failed.load(Ordering::SeqCst)
+        self.faults.failures()
     }
 
     fn check(&self, op: &'static str, key: &str) -> Result<(), PortError> {
-        if !self.ops.contains(&op) {
-            return Ok(());
-        }
-        match self.fault {
-            Fault::Permanent => {
-                self.failed.fetch_add(1, Ordering::SeqCst);
-                Err(PortError::Permanent(format!(
-                    "injected: {op} {key} refused"
-                )))
-            }
-            Fault::Transient(n) => {
-                let seen = self.failed.fetch_add(1, Ordering::SeqCst);
-                if seen < n {
-                    Err(PortError::Transient(format!(
-                        "injected: {op} {key} timed out"
-                    )))
-                } else {
-                    self.failed.fetch_sub(1, Ordering::SeqCst);
-                    Ok(())
-                }
-            }
-        }
+        self.faults.check(op, key)
     }
 }
 
@@ -546,5 +581,94 @@ impl ObjectStore for Flaky {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError> {
         self.check("list", prefix)?;
         self.inner.list(prefix).await
+    }
+}
+
+/// Wraps a metadata store and fails the calls whose operation name (`begin`, `get`,
+/// `put_rendition`, `complete`, `fail`, ...) is in `ops`.
+pub struct FlakyMetadata {
+    pub inner: Arc<dyn MetadataStore>,
+    pub faults: Faults,
+}
+
+impl FlakyMetadata {
+    pub fn new(inner: Arc<dyn MetadataStore>, ops: &[&'static str], fault: Fault) -> Self {
+        FlakyMetadata {
+            inner,
+            faults: Faults::new(ops, fault),
+        }
+    }
+}
+
+#[async_trait]
+impl MetadataStore for FlakyMetadata {
+    async fn create_awaiting(
+        &self,
+        record: &ImageRecord,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        self.faults.check("create_awaiting", &record.id)?;
+        self.inner.create_awaiting(record, expires_at).await
+    }
+    async fn begin(&self, record: &ImageRecord) -> Result<Begin, PortError> {
+        self.faults.check("begin", &record.id)?;
+        self.inner.begin(record).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError> {
+        self.faults.check("get", id)?;
+        self.inner.get(id).await
+    }
+    async fn put_rendition(&self, id: &str, rendition: &RenditionRecord) -> Result<(), PortError> {
+        self.faults.check("put_rendition", id)?;
+        self.inner.put_rendition(id, rendition).await
+    }
+    async fn complete(&self, id: &str, sha256: Option<&str>) -> Result<(), PortError> {
+        self.faults.check("complete", id)?;
+        self.inner.complete(id, sha256).await
+    }
+    async fn fail(
+        &self,
+        id: &str,
+        status: Status,
+        error: &ErrorInfo,
+        fallback: &ImageRecord,
+    ) -> Result<(), PortError> {
+        self.faults.check("fail", id)?;
+        self.inner.fail(id, status, error, fallback).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
+        self.faults.check("list", "images")?;
+        self.inner.list(query).await
+    }
+    async fn delete(&self, id: &str) -> Result<bool, PortError> {
+        self.faults.check("delete", id)?;
+        self.inner.delete(id).await
+    }
+    async fn check(&self) -> Result<(), PortError> {
+        self.faults.check("check", "images")?;
+        self.inner.check().await
+    }
+}
+
+/// Wraps a notifier and fails `publish` as told (the only operation, named `publish`).
+pub struct FlakyNotifier {
+    pub inner: Arc<dyn Notifier>,
+    pub faults: Faults,
+}
+
+impl FlakyNotifier {
+    pub fn new(inner: Arc<dyn Notifier>, fault: Fault) -> Self {
+        FlakyNotifier {
+            inner,
+            faults: Faults::new(&["publish"], fault),
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for FlakyNotifier {
+    async fn publish(&self, event: &Event) -> Result<(), PortError> {
+        self.faults.check("publish", &event.image_id)?;
+        self.inner.publish(event).await
     }
 }

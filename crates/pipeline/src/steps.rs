@@ -401,9 +401,6 @@ impl Steps {
             },
             None => keys::identify(&state.upload.key, state.upload.etag.as_deref())?,
         };
-        if status == Status::Rejected {
-            self.quarantine(&state.upload.key, &ident, &error).await?;
-        }
         let now = Utc::now();
         let fallback = ImageRecord {
             id: ident.id.clone(),
@@ -433,6 +430,26 @@ impl Steps {
         self.metadata
             .fail(&ident.id, status, &error, &fallback)
             .await?;
+        // The write above is conditional: it records the outcome only for the execution that
+        // owns the image (or claims it, when there was no record). Any other execution got
+        // here through a duplicate event, or one that failed after another had finished, and
+        // must not alert, quarantine or clear the owner's intermediates: one alert per image.
+        let record = self.metadata.get(&ident.id).await?;
+        let owner = record.as_ref().and_then(|r| r.execution_id.as_deref());
+        if owner != Some(execution_id.as_str()) || record.as_ref().map(|r| r.status) != Some(status)
+        {
+            info!(owner = ?owner, status = ?record.as_ref().map(|r| r.status), error = %error.kind, "failure of an execution that does not own the image; nothing recorded");
+            return Ok(NotifyOutput {
+                image_id: ident.id,
+                owner: ident.owner,
+                status,
+                renditions: Vec::new(),
+                error: Some(error),
+            });
+        }
+        if status == Status::Rejected {
+            self.quarantine(&state.upload.key, &ident, &error).await?;
+        }
         self.notifier
             .publish(&Event {
                 kind: if status == Status::Rejected {
