@@ -1,0 +1,396 @@
+//! Duplicate delivery against the AWS adapters, with nothing of ours mocked: S3, DynamoDB and
+//! SNS as moto serves them, the steps over the real adapters (`aws::lambda::steps_for`, as
+//! each Lambda builds them), and the state machine definition run by the local ASL runner.
+//! EventBridge delivers at least once, so the same Object Created event arriving ten times at
+//! once must still make one record (DynamoDB conditional writes in Validate's claim), one set
+//! of renditions and one message on the topics, counted through SQS queues subscribed to them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../crates/aws/tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use local::StepExecutor;
+use local::asl::{ExecutionStatus, RunOptions, Runner, StateMachine};
+use pipeline::model::Status;
+use pipeline::ports::MetadataStore;
+use serde_json::{Value, json};
+
+const DELIVERIES: usize = 10;
+
+fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    let img = imaging::image::RgbImage::from_fn(w, h, |x, y| {
+        imaging::image::Rgb([
+            (x * 255 / w) as u8,
+            (y * 255 / h) as u8,
+            ((x ^ y) & 0xff) as u8,
+        ])
+    });
+    imaging::encode(
+        &imaging::Image::ImageRgb8(img),
+        &imaging::EncodeOptions {
+            format: imaging::Format::Jpeg,
+            quality: 90,
+            progressive: false,
+            lossless: false,
+            exif: None,
+        },
+    )
+    .unwrap()
+}
+
+/// The event EventBridge delivers for an object created in the ingest bucket.
+fn object_created(bucket: &str, key: &str, size: usize, etag: &str) -> Value {
+    json!({
+        "version": "0",
+        "id": ulid::Ulid::new().to_string(),
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2026-11-23T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:s3:::{bucket}")],
+        "detail": {
+            "version": "0",
+            "bucket": { "name": bucket },
+            "object": { "key": key, "size": size, "etag": etag, "sequencer": "00" },
+            "request-id": "r", "requester": "123456789012", "reason": "PutObject"
+        }
+    })
+}
+
+/// The stack's resources in moto, each test its own, and the steps over them.
+struct Stack {
+    s3: aws_sdk_s3::Client,
+    dynamo: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    uploads: String,
+    renditions: String,
+    table: String,
+    alerts_queue: String,
+    events_queue: String,
+    runner: Arc<Runner<StepExecutor>>,
+    metadata: aws::DynamoMetadata,
+}
+
+async fn subscribed_queue(
+    sqs: &aws_sdk_sqs::Client,
+    sns: &aws_sdk_sns::Client,
+    topic: &str,
+) -> String {
+    let url = sqs
+        .create_queue()
+        .queue_name(support::unique("q"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .unwrap();
+    sns.subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(arn)
+        .send()
+        .await
+        .unwrap();
+    url
+}
+
+impl Stack {
+    async fn new() -> Stack {
+        let sdk = support::sdk().await;
+        let s3 = aws::S3Store::client_for(&sdk);
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let sns = aws_sdk_sns::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let uploads = support::unique("ingest");
+        let renditions = support::unique("renditions");
+        for bucket in [&uploads, &renditions] {
+            s3.create_bucket().bucket(bucket).send().await.unwrap();
+        }
+        let table = support::unique("images");
+        aws::DynamoMetadata::create_table(&dynamo, &table)
+            .await
+            .unwrap();
+        let mut topics = Vec::new();
+        for name in ["alerts", "events"] {
+            let out = sns
+                .create_topic()
+                .name(support::unique(name))
+                .send()
+                .await
+                .unwrap();
+            topics.push(out.topic_arn().unwrap().to_string());
+        }
+        let alerts_queue = subscribed_queue(&sqs, &sns, &topics[0]).await;
+        let events_queue = subscribed_queue(&sqs, &sns, &topics[1]).await;
+        let config = aws::Config {
+            uploads_bucket: uploads.clone(),
+            renditions_bucket: renditions.clone(),
+            table: table.clone(),
+            alerts_topic_arn: topics[0].clone(),
+            events_topic_arn: topics[1].clone(),
+            steps: pipeline::Config::default(),
+        };
+        let steps = aws::lambda::steps_for(&config, &sdk);
+        let runner = Arc::new(Runner::new(
+            Arc::new(StateMachine::from_json(local::DEFINITION).unwrap()),
+            Arc::new(StepExecutor { steps }),
+            RunOptions {
+                retry_delay_scale: 0.0,
+                ..RunOptions::default()
+            },
+        ));
+        Stack {
+            metadata: aws::DynamoMetadata::new(dynamo.clone(), table.clone()),
+            s3,
+            dynamo,
+            sqs,
+            uploads,
+            renditions,
+            table,
+            alerts_queue,
+            events_queue,
+            runner,
+        }
+    }
+
+    /// Puts an object in the ingest bucket; returns the event announcing it.
+    async fn put(&self, key: &str, body: &[u8]) -> Value {
+        let put = self
+            .s3
+            .put_object()
+            .bucket(&self.uploads)
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .unwrap();
+        object_created(&self.uploads, key, body.len(), put.e_tag().unwrap_or(""))
+    }
+
+    /// The same event, `n` times at once, each its own execution.
+    async fn deliver(&self, event: &Value, n: usize) -> Vec<local::asl::Execution> {
+        let runs = (0..n).map(|i| {
+            let runner = self.runner.clone();
+            let event = event.clone();
+            let id = format!(
+                "arn:aws:states:us-east-1:123456789012:execution:imgpipe:{}-{i}",
+                ulid::Ulid::new()
+            );
+            tokio::spawn(async move { runner.run(&id, event).await.unwrap() })
+        });
+        futures_join(runs).await
+    }
+
+    async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
+    async fn items_in_table(&self) -> usize {
+        let out = self
+            .dynamo
+            .scan()
+            .table_name(&self.table)
+            .send()
+            .await
+            .unwrap();
+        out.items().len()
+    }
+
+    async fn get(&self, key: &str) -> Vec<u8> {
+        self.s3
+            .get_object()
+            .bucket(&self.uploads)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes()
+            .to_vec()
+    }
+}
+
+async fn futures_join<T: Send + 'static>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Every notification that has reached a queue, as (kind, imageId): read until the queue has
+/// stayed empty for two seconds (moto delivers from SNS to SQS within the publish call).
+async fn messages(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut empty_since = Instant::now();
+    while empty_since.elapsed() < Duration::from_secs(2) {
+        let got = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            empty_since = Instant::now();
+            let envelope: Value = serde_json::from_str(m.body().unwrap_or("{}")).unwrap();
+            let message: Value =
+                serde_json::from_str(envelope["Message"].as_str().unwrap_or("{}")).unwrap();
+            out.push((
+                message["kind"].as_str().unwrap_or("").to_string(),
+                message["imageId"].as_str().unwrap_or("").to_string(),
+            ));
+            sqs.delete_message()
+                .queue_url(queue)
+                .receipt_handle(m.receipt_handle().unwrap_or(""))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_deliveries_of_one_s3_event_make_one_record_one_set_of_renditions_one_message() {
+    let stack = Stack::new().await;
+    let photo = jpeg(900, 600);
+    // An API upload's key names its id; a batch drop's id comes from its key and ETag.
+    let id = ulid::Ulid::new().to_string();
+    let api_key = format!("uploads/alice/{id}/beach.jpg");
+    let drop_key = format!("uploads/batch-{}/shoot/a.jpg", ulid::Ulid::new());
+    let api_event = stack.put(&api_key, &photo).await;
+    let drop_event = stack.put(&drop_key, &photo).await;
+
+    let (api_runs, drop_runs) = tokio::join!(
+        stack.deliver(&api_event, DELIVERIES),
+        stack.deliver(&drop_event, DELIVERIES)
+    );
+
+    for (what, runs) in [("api", &api_runs), ("drop", &drop_runs)] {
+        let mut processed = 0;
+        for x in runs {
+            assert_eq!(x.status, ExecutionStatus::Succeeded, "{what}: {x:?}");
+            if x.path().contains(&"Resize") {
+                processed += 1;
+            } else {
+                assert_eq!(
+                    x.path(),
+                    [
+                        "Route",
+                        "FromS3Event",
+                        "Validate",
+                        "IsDuplicate",
+                        "AlreadyProcessing"
+                    ],
+                    "{what}"
+                );
+            }
+        }
+        assert_eq!(processed, 1, "{what}: exactly one delivery did the work");
+    }
+    assert_eq!(stack.items_in_table().await, 2, "one record per image");
+    let drop_id =
+        pipeline::keys::identify(&drop_key, drop_event["detail"]["object"]["etag"].as_str())
+            .unwrap()
+            .id;
+    for image in [&id, &drop_id] {
+        let record = stack.metadata.get(image).await.unwrap().expect("a record");
+        assert_eq!(record.status, Status::Complete);
+        assert_eq!(record.renditions.len(), 3);
+        let made = stack
+            .keys(
+                &stack.renditions,
+                &format!("renditions/{}/{image}/", record.owner),
+            )
+            .await;
+        assert_eq!(made.len(), 3, "{made:?}");
+        assert!(
+            stack
+                .keys(&stack.uploads, &format!("work/{image}/"))
+                .await
+                .is_empty()
+        );
+    }
+    let mut events = messages(&stack.sqs, &stack.events_queue).await;
+    events.sort();
+    let mut want = vec![
+        ("completed".to_string(), id.clone()),
+        ("completed".to_string(), drop_id.clone()),
+    ];
+    want.sort();
+    assert_eq!(events, want, "one completion message per image");
+    assert!(messages(&stack.sqs, &stack.alerts_queue).await.is_empty());
+    assert_eq!(stack.get(&api_key).await, photo, "original unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_deliveries_of_a_corrupt_upload_make_one_rejection_and_one_alert() {
+    let stack = Stack::new().await;
+    let id = ulid::Ulid::new().to_string();
+    let key = format!("uploads/bob/{id}/broken.jpg");
+    // Cut inside its header: every delivery's Validate refuses it.
+    let broken = jpeg(600, 400)[..120].to_vec();
+    let event = stack.put(&key, &broken).await;
+
+    let runs = stack.deliver(&event, DELIVERIES).await;
+
+    for x in &runs {
+        assert!(
+            matches!(&x.status, ExecutionStatus::Failed { error, .. } if error == "ImageNotProcessed"),
+            "{x:?}"
+        );
+    }
+    assert_eq!(stack.items_in_table().await, 1);
+    let record = stack.metadata.get(&id).await.unwrap().expect("a record");
+    assert_eq!(record.status, Status::Rejected);
+    assert_eq!(record.error.as_ref().unwrap().kind, "InvalidImage");
+    let alerts = messages(&stack.sqs, &stack.alerts_queue).await;
+    assert_eq!(alerts, [("rejected".to_string(), id.clone())], "one alert");
+    assert!(messages(&stack.sqs, &stack.events_queue).await.is_empty());
+    let quarantined = stack
+        .keys(&stack.uploads, &format!("quarantine/bob/{id}/"))
+        .await;
+    assert_eq!(
+        quarantined.len(),
+        2,
+        "the copy and its reason: {quarantined:?}"
+    );
+    assert_eq!(stack.get(&key).await, broken, "original kept as uploaded");
+}
