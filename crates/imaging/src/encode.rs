@@ -191,6 +191,7 @@ fn encode_webp(img: &Image, quality: u8, lossless: bool) -> Result<Vec<u8>, Erro
 /// AVIF through rav1e (ravif). Speed 8 of 1..=10: rav1e's slower presets cost seconds per
 /// megapixel for a few per cent of size, and one thread because imgpipe runs images in
 /// parallel rather than splitting one across cores.
+#[cfg(feature = "avif")]
 fn encode_avif(img: &Image, quality: u8) -> Result<Vec<u8>, Error> {
     use ravif::{Encoder, Img};
     use rgb::FromSlice;
@@ -211,6 +212,13 @@ fn encode_avif(img: &Image, quality: u8) -> Result<Vec<u8>, Error> {
     }
     .map_err(|e| err(e.to_string()))?;
     Ok(encoded.avif_file)
+}
+
+#[cfg(not(feature = "avif"))]
+fn encode_avif(_img: &Image, _quality: u8) -> Result<Vec<u8>, Error> {
+    Err(Error::Unsupported(
+        "AVIF output (imaging was built without its avif feature)".into(),
+    ))
 }
 
 /// APP1 `Exif` right after SOI, where readers look for it first.
