@@ -3,7 +3,7 @@
 //! JWKS endpoint.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/moto.rs"]
+#[path = "../../aws/tests/support/moto.rs"]
 mod moto;
 
 use std::sync::Arc;

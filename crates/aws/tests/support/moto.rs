@@ -1,6 +1,7 @@
-//! A moto server for the Cognito test: the one `IMGPIPE_MOTO_ENDPOINT` names, else one this
-//! test process starts and stops. The same lifecycle as crates/aws/tests/support/mod.rs,
-//! without its AWS SDK configuration, which this crate does not depend on.
+//! A moto server for tests: the one `IMGPIPE_MOTO_ENDPOINT` names, else one this test process
+//! starts and stops. Shared by crates/aws's adapter tests (through support/mod.rs, which adds
+//! the SDK configuration) and crates/api's Cognito test (through `#[path]`; that crate does not
+//! depend on the AWS SDK).
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -10,7 +11,14 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const VENV_MOTO: &str = "/root/.cache/imgpipe/venv/bin/moto_server";
+/// Where scripts/setup installs moto: `$IMGPIPE_CACHE/venv`, by default under
+/// `~/.cache/imgpipe`.
+fn venv_moto() -> Option<PathBuf> {
+    let cache = std::env::var_os("IMGPIPE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/imgpipe")))?;
+    Some(cache.join("venv/bin/moto_server")).filter(|p| p.is_file())
+}
 
 /// A moto_server this process started. It runs under a small shell in its own process group
 /// that waits on a pipe from us: when the pipe closes (this guard dropped, or the test process
@@ -37,18 +45,13 @@ fn find_moto() -> PathBuf {
             .map(|dir| dir.join("moto_server"))
             .find(|p| p.is_file())
     });
-    on_path
-        .or_else(|| {
-            Path::new(VENV_MOTO)
-                .is_file()
-                .then(|| PathBuf::from(VENV_MOTO))
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "this test needs moto: set IMGPIPE_MOTO_ENDPOINT to a running moto_server, or \
-                 put moto_server on PATH (scripts/setup installs it in {VENV_MOTO})"
-            )
-        })
+    on_path.or_else(venv_moto).unwrap_or_else(|| {
+        panic!(
+            "these tests need moto: set IMGPIPE_MOTO_ENDPOINT to a running moto_server, or \
+                 put moto_server on PATH (scripts/setup installs it in \
+                 ~/.cache/imgpipe/venv/bin, or $IMGPIPE_CACHE/venv/bin)"
+        )
+    })
 }
 
 fn free_port() -> u16 {
@@ -104,7 +107,7 @@ pub fn endpoint() -> &'static str {
     })
 }
 
-/// A name no other test uses.
+/// A name no other test uses, valid for buckets, tables and topics.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase())
 }
