@@ -604,6 +604,13 @@ fn gif_header(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
                 })?;
                 frames = frames.saturating_add(1);
             }
+            // A trailer before any frame: a screen with no image on it.
+            0x3B if frames == 0 => {
+                return Err(Error::Decode {
+                    format: Format::Gif,
+                    message: "no image before the trailer".into(),
+                });
+            }
             0x3B => break,
             other => {
                 if frames == 0 {

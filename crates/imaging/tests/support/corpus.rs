@@ -908,6 +908,14 @@ pub fn corpus() -> Vec<Case> {
             why: "a GIF whose LZW code size is out of range",
         },
         Case {
+            name: "gif-no-frame",
+            ext: "gif",
+            // Found by the fuzzer: a screen and a colour table, then the trailer.
+            bytes: b"GIF89a\x04\x00\x04\x00\x80\x00\x44\x01\x00\x2c\x00\x3c\x00\x3b".to_vec(),
+            expect: rejected("Decode"),
+            why: "a GIF with no image in it at all",
+        },
+        Case {
             name: "tiff-ifd-loop",
             ext: "tif",
             bytes: tiff_structure(&[(256, LONG, 1, 8)], 8, &[]),
