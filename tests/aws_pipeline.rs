@@ -10,6 +10,10 @@
 #[path = "../crates/aws/tests/support/mod.rs"]
 mod support;
 
+mod common;
+
+use common::{jpeg, object_created};
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -24,7 +28,7 @@ use local::asl::{ExecutionStatus, RunOptions, Runner, StateMachine, TaskExecutor
 use pipeline::StepName;
 use pipeline::model::Status;
 use pipeline::ports::MetadataStore;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Children killed with their whole process group when the test ends, even by a panic.
 struct Group(Vec<Child>);
@@ -144,47 +148,6 @@ impl TaskExecutor for InvokeLambda {
     }
 }
 
-fn jpeg(w: u32, h: u32) -> Vec<u8> {
-    let img = imaging::image::RgbImage::from_fn(w, h, |x, y| {
-        imaging::image::Rgb([
-            (x * 255 / w) as u8,
-            (y * 255 / h) as u8,
-            ((x ^ y) & 0xff) as u8,
-        ])
-    });
-    imaging::encode(
-        &imaging::Image::ImageRgb8(img),
-        &imaging::EncodeOptions {
-            format: imaging::Format::Jpeg,
-            quality: 90,
-            progressive: false,
-            lossless: false,
-            exif: None,
-        },
-    )
-    .unwrap()
-}
-
-/// The event EventBridge delivers for an object created in the ingest bucket.
-fn object_created(bucket: &str, key: &str, size: usize, etag: &str) -> Value {
-    json!({
-        "version": "0",
-        "id": ulid::Ulid::new().to_string(),
-        "detail-type": "Object Created",
-        "source": "aws.s3",
-        "account": "123456789012",
-        "time": "2026-11-23T00:00:00Z",
-        "region": "us-east-1",
-        "resources": [format!("arn:aws:s3:::{bucket}")],
-        "detail": {
-            "version": "0",
-            "bucket": { "name": bucket },
-            "object": { "key": key, "size": size, "etag": etag, "sequencer": "00" },
-            "request-id": "r", "requester": "123456789012", "reason": "PutObject"
-        }
-    })
-}
-
 /// Waits for an SNS notification on a subscribed queue whose message matches.
 async fn receive(
     sqs: &aws_sdk_sqs::Client,
@@ -211,43 +174,6 @@ async fn receive(
         }
     }
     panic!("no matching message arrived on {queue}");
-}
-
-async fn subscribed_queue(
-    sqs: &aws_sdk_sqs::Client,
-    sns: &aws_sdk_sns::Client,
-    topic: &str,
-) -> String {
-    let url = sqs
-        .create_queue()
-        .queue_name(support::unique("q"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .unwrap();
-    sns.subscribe()
-        .topic_arn(topic)
-        .protocol("sqs")
-        .endpoint(arn)
-        .send()
-        .await
-        .unwrap();
-    url
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -277,8 +203,8 @@ async fn the_lambda_binaries_run_the_state_machine_against_moto() {
     };
     let alerts = topic(support::unique("alerts")).await;
     let events = topic(support::unique("events")).await;
-    let alerts_queue = subscribed_queue(&sqs, &sns, &alerts).await;
-    let events_queue = subscribed_queue(&sqs, &sns, &events).await;
+    let alerts_queue = support::subscribed_queue(&sqs, &sns, &alerts).await;
+    let events_queue = support::subscribed_queue(&sqs, &sns, &events).await;
 
     // The Lambda emulator, then the five bootstraps polling it as their runtime API.
     let port = free_port();

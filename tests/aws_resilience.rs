@@ -9,6 +9,10 @@
 #[path = "../crates/aws/tests/support/mod.rs"]
 mod support;
 
+mod common;
+
+use common::{jpeg, object_created};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,50 +21,9 @@ use local::StepExecutor;
 use local::asl::{ExecutionStatus, RunOptions, Runner, StateMachine};
 use pipeline::model::Status;
 use pipeline::ports::MetadataStore;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const DELIVERIES: usize = 10;
-
-fn jpeg(w: u32, h: u32) -> Vec<u8> {
-    let img = imaging::image::RgbImage::from_fn(w, h, |x, y| {
-        imaging::image::Rgb([
-            (x * 255 / w) as u8,
-            (y * 255 / h) as u8,
-            ((x ^ y) & 0xff) as u8,
-        ])
-    });
-    imaging::encode(
-        &imaging::Image::ImageRgb8(img),
-        &imaging::EncodeOptions {
-            format: imaging::Format::Jpeg,
-            quality: 90,
-            progressive: false,
-            lossless: false,
-            exif: None,
-        },
-    )
-    .unwrap()
-}
-
-/// The event EventBridge delivers for an object created in the ingest bucket.
-fn object_created(bucket: &str, key: &str, size: usize, etag: &str) -> Value {
-    json!({
-        "version": "0",
-        "id": ulid::Ulid::new().to_string(),
-        "detail-type": "Object Created",
-        "source": "aws.s3",
-        "account": "123456789012",
-        "time": "2026-11-23T00:00:00Z",
-        "region": "us-east-1",
-        "resources": [format!("arn:aws:s3:::{bucket}")],
-        "detail": {
-            "version": "0",
-            "bucket": { "name": bucket },
-            "object": { "key": key, "size": size, "etag": etag, "sequencer": "00" },
-            "request-id": "r", "requester": "123456789012", "reason": "PutObject"
-        }
-    })
-}
 
 /// The stack's resources in moto, each test its own, and the steps over them.
 struct Stack {
@@ -74,43 +37,6 @@ struct Stack {
     events_queue: String,
     runner: Arc<Runner<StepExecutor>>,
     metadata: aws::DynamoMetadata,
-}
-
-async fn subscribed_queue(
-    sqs: &aws_sdk_sqs::Client,
-    sns: &aws_sdk_sns::Client,
-    topic: &str,
-) -> String {
-    let url = sqs
-        .create_queue()
-        .queue_name(support::unique("q"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .unwrap();
-    sns.subscribe()
-        .topic_arn(topic)
-        .protocol("sqs")
-        .endpoint(arn)
-        .send()
-        .await
-        .unwrap();
-    url
 }
 
 impl Stack {
@@ -139,8 +65,8 @@ impl Stack {
                 .unwrap();
             topics.push(out.topic_arn().unwrap().to_string());
         }
-        let alerts_queue = subscribed_queue(&sqs, &sns, &topics[0]).await;
-        let events_queue = subscribed_queue(&sqs, &sns, &topics[1]).await;
+        let alerts_queue = support::subscribed_queue(&sqs, &sns, &topics[0]).await;
+        let events_queue = support::subscribed_queue(&sqs, &sns, &topics[1]).await;
         let config = aws::Config {
             uploads_bucket: uploads.clone(),
             renditions_bucket: renditions.clone(),

@@ -17,7 +17,7 @@ use pipeline::model::{
 };
 use pipeline::ports::{Begin, MetadataStore, Notifier, ObjectStore, PutOptions};
 use serde_json::Value;
-use support::{sdk, unique};
+use support::{sdk, subscribed_queue, unique};
 
 // ---------------------------------------------------------------------------------------
 // S3
@@ -757,42 +757,6 @@ async fn dynamo_check_passes_on_the_table_and_fails_without_it() {
 // ---------------------------------------------------------------------------------------
 // SNS
 
-async fn queue_subscribed_to(
-    sqs: &aws_sdk_sqs::Client,
-    sns: &aws_sdk_sns::Client,
-    topic_arn: &str,
-) -> String {
-    let url = sqs
-        .create_queue()
-        .queue_name(unique("q"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let arn = attrs
-        .attributes()
-        .unwrap()
-        .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .unwrap()
-        .clone();
-    sns.subscribe()
-        .topic_arn(topic_arn)
-        .protocol("sqs")
-        .endpoint(arn)
-        .send()
-        .await
-        .unwrap();
-    url
-}
-
 /// The SNS envelopes waiting on a queue.
 async fn envelopes(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Value> {
     let mut out = Vec::new();
@@ -879,8 +843,8 @@ async fn sns_routes_completions_to_events_and_rejections_to_alerts() {
     };
     let alerts = topic(unique("alerts")).await;
     let events = topic(unique("events")).await;
-    let alerts_q = queue_subscribed_to(&sqs, &sns, &alerts).await;
-    let events_q = queue_subscribed_to(&sqs, &sns, &events).await;
+    let alerts_q = subscribed_queue(&sqs, &sns, &alerts).await;
+    let events_q = subscribed_queue(&sqs, &sns, &events).await;
     let notifier = SnsNotifier::new(sns.clone(), alerts.clone(), events.clone());
 
     let done = event(EventKind::Completed, "img-ok");
@@ -997,7 +961,7 @@ async fn steps_from_env_reach_every_resource_through_the_environment() {
             .unwrap();
         topics.push(arn);
     }
-    let alerts_q = queue_subscribed_to(&sqs, &sns, &topics[0]).await;
+    let alerts_q = subscribed_queue(&sqs, &sns, &topics[0]).await;
 
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([ENV_TEST, "--exact", "--nocapture"])

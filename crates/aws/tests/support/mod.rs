@@ -19,3 +19,43 @@ pub async fn sdk() -> SdkConfig {
         .load()
         .await
 }
+
+/// A new SQS queue subscribed to the SNS topic `topic`; returns its URL. What arrives on the
+/// topic can then be read back from the queue.
+#[allow(dead_code)] // Not every test binary that includes this module reads topics.
+pub async fn subscribed_queue(
+    sqs: &aws_sdk_sqs::Client,
+    sns: &aws_sdk_sns::Client,
+    topic: &str,
+) -> String {
+    let url = sqs
+        .create_queue()
+        .queue_name(unique("q"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .unwrap();
+    sns.subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(arn)
+        .send()
+        .await
+        .unwrap();
+    url
+}
