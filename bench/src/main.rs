@@ -171,6 +171,8 @@ fn render_all(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<(Vec<Out
                 progressive: rendition.progressive,
                 lossless: rendition.lossless,
                 exif: None,
+                icc: None,
+                background: imaging::Color::WHITE,
             },
         )?;
         out.push(Output {
@@ -318,6 +320,8 @@ fn synth(opts: &Opts) -> Result<()> {
             progressive: false,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )?;
     std::fs::write(&out, &bytes).with_context(|| format!("{}", out.display()))?;

@@ -48,6 +48,7 @@ async fn main() {
                     width: Some(1),
                     height: Some(1),
                     sha256: None,
+                    color_profile: None,
                 },
                 recipe: Some(pipeline::Presets::builtin().get("web").unwrap().clone()),
                 renditions: vec![RenditionRecord {

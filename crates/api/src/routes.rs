@@ -30,14 +30,17 @@ use crate::{ApiError, Caller, CallerSource, Ops, Presigner, UploadForm, UploadRe
 /// Largest request body: an upload request is a few hundred bytes, a long recipe a few KiB.
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// What `contentType` may declare: the formats Validate accepts as input (AVIF and QOI are
-/// output or intermediate formats only).
-pub const UPLOAD_CONTENT_TYPES: [&str; 6] = [
+/// output or intermediate formats only). `image/heif` is HEIC's container name, which some
+/// clients send for iPhone photos.
+pub const UPLOAD_CONTENT_TYPES: [&str; 8] = [
     "image/jpeg",
     "image/png",
     "image/webp",
     "image/gif",
     "image/tiff",
     "image/bmp",
+    "image/heic",
+    "image/heif",
 ];
 /// How long an upload form stays usable; the record waits longer (a day) for slow clients
 /// that asked early.
@@ -233,6 +236,7 @@ async fn create_upload(
                 width: None,
                 height: None,
                 sha256: None,
+                color_profile: None,
             },
             recipe: Some(recipe.clone()),
             renditions: Vec::new(),

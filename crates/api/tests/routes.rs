@@ -204,6 +204,7 @@ impl Harness {
                 width: Some(800),
                 height: Some(600),
                 sha256: None,
+                color_profile: None,
             },
             recipe: None,
             renditions,

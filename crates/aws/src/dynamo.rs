@@ -978,6 +978,7 @@ mod tests {
                 width: Some(640),
                 height: Some(480),
                 sha256: None,
+                color_profile: None,
             },
             recipe: Some(pipeline::Presets::builtin().get("web").unwrap().clone()),
             // Largest first, the order reads return.

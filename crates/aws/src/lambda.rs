@@ -182,6 +182,8 @@ mod tests {
                 progressive: false,
                 lossless: false,
                 exif: None,
+                icc: None,
+                background: imaging::Color::WHITE,
             },
         )
         .unwrap();

@@ -238,6 +238,7 @@ fn record(id: &str, owner: &str, execution: &str, created: DateTime<Utc>) -> Ima
             width: Some(640),
             height: Some(480),
             sha256: None,
+            color_profile: None,
         },
         recipe: Some(pipeline::Presets::builtin().get("web").unwrap().clone()),
         renditions: Vec::new(),

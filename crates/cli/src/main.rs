@@ -286,6 +286,19 @@ fn inspect(args: InspectArgs) -> Result<bool> {
         println!("orientation: {} (upright {w}x{ht})", h.orientation);
         let alpha = if h.has_alpha { " with alpha" } else { "" };
         println!("colour:      {}{alpha}", h.color);
+        match &h.color_profile {
+            Some(p) => {
+                let srgb = if p.srgb { ", already sRGB" } else { "" };
+                println!(
+                    "profile:     {} ({} {}{srgb})",
+                    p.description, p.color_space, p.source
+                );
+                if let Some(w) = &p.warning {
+                    println!("             warning: {w}");
+                }
+            }
+            None => println!("profile:     none (taken as sRGB)"),
+        }
         let first = if h.frames > 1 {
             " (the first is used)"
         } else {

@@ -24,6 +24,11 @@ use crate::CommonArgs;
 /// their magic bytes decide what they are.
 const IMAGE_EXTENSIONS: &[&str] = &[
     "jpg", "jpeg", "jpe", "png", "webp", "gif", "tif", "tiff", "bmp", "avif", "heic", "heif",
+    "hif",
+    // Camera RAW files are picked up too, so a folder's RAWs are reported as rejected (by
+    // name, from their magic bytes) rather than passed over without a word.
+    "cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "dng", "raf", "orf", "rw2", "pef",
+    "srw", "3fr", "iiq", "dcr", "kdc", "erf", "mef", "mrw", "x3f", "rwl",
 ];
 
 #[derive(Args)]
@@ -72,6 +77,15 @@ pub struct ProcessArgs {
     /// Keep EXIF metadata (including GPS) in the outputs.
     #[arg(long)]
     pub keep_metadata: bool,
+    /// Colours of the outputs: `srgb` converts a photo's embedded profile (Display P3, Adobe
+    /// RGB, ...) to sRGB and writes no profile; `keep` leaves its colours as they are and
+    /// embeds its profile. Applies to every rendition, of a preset or recipe too.
+    #[arg(long, value_enum, value_name = "srgb|keep")]
+    pub color_profile: Option<ColorProfileArg>,
+    /// Colour that transparent areas become in formats without alpha (JPEG), as #rrggbb
+    /// [default: #ffffff]. Applies to every rendition, of a preset or recipe too.
+    #[arg(long, value_name = "#RRGGBB", value_parser = parse_background)]
+    pub background: Option<imaging::Color>,
     /// How many images at once (default: the number of CPU cores).
     #[arg(short, long)]
     pub jobs: Option<usize>,
@@ -102,6 +116,31 @@ pub enum GravityArg {
     Southwest,
     West,
     Northwest,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ColorProfileArg {
+    Srgb,
+    Keep,
+}
+
+impl From<ColorProfileArg> for imaging::ColorHandling {
+    fn from(a: ColorProfileArg) -> Self {
+        match a {
+            ColorProfileArg::Srgb => imaging::ColorHandling::Srgb,
+            ColorProfileArg::Keep => imaging::ColorHandling::Keep,
+        }
+    }
+}
+
+fn parse_background(text: &str) -> std::result::Result<imaging::Color, String> {
+    let colour: imaging::Color = text.parse()?;
+    if colour.0[3] != 255 {
+        return Err(format!(
+            "`{text}` is not opaque: the background fills what JPEG cannot keep transparent, so it is #rrggbb"
+        ));
+    }
+    Ok(colour)
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -260,8 +299,34 @@ pub fn parse_op(text: &str) -> Result<Operation> {
     Ok(op)
 }
 
-/// The recipe the flags describe: (preset name, or an explicit recipe).
+/// The recipe the flags describe: (preset name, or an explicit recipe), with `--color-profile`
+/// and `--background` applied to every rendition.
 fn recipe_of(
+    args: &ProcessArgs,
+    config: &pipeline::Config,
+) -> Result<(Option<String>, Option<Recipe>)> {
+    let (preset, recipe) = base_recipe_of(args, config)?;
+    if args.color_profile.is_none() && args.background.is_none() {
+        return Ok((preset, recipe));
+    }
+    let mut recipe = match (preset, recipe) {
+        (_, Some(recipe)) => recipe,
+        (Some(name), None) => config.presets.get(&name)?.clone(),
+        (None, None) => bail!("no recipe to apply --color-profile or --background to"),
+    };
+    for r in &mut recipe.renditions {
+        if let Some(c) = args.color_profile {
+            r.color_profile = c.into();
+        }
+        if let Some(bg) = args.background {
+            r.background = Some(bg);
+        }
+    }
+    recipe.validate()?;
+    Ok((None, Some(recipe)))
+}
+
+fn base_recipe_of(
     args: &ProcessArgs,
     config: &pipeline::Config,
 ) -> Result<(Option<String>, Option<Recipe>)> {
@@ -335,6 +400,8 @@ fn recipe_of(
             progressive: false,
             lossless: false,
             keep_metadata: args.keep_metadata,
+            color_profile: imaging::ColorHandling::Srgb,
+            background: None,
         }],
     };
     recipe.validate()?;

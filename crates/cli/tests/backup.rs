@@ -66,6 +66,8 @@ fn encoded(w: u32, h: u32, format: Format, seed: u32) -> Vec<u8> {
             progressive: false,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap()

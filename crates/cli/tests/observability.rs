@@ -117,6 +117,8 @@ fn jpeg(w: u32, h: u32) -> Vec<u8> {
             progressive: false,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap()

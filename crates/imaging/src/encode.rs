@@ -1,8 +1,9 @@
 use image::{DynamicImage, ImageEncoder, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{raw_exif, reset_orientation};
-use crate::{Error, Format, Image};
+use crate::embed;
+use crate::exif::{raw_exif, reset_orientation};
+use crate::{Color, Error, Format, Image};
 
 /// The output format a rendition asks for; `Same` keeps the source's format where it can be
 /// encoded (JPEG, PNG, WebP), else JPEG for opaque and PNG for transparent images.
@@ -47,9 +48,14 @@ pub struct EncodeOptions {
     /// Raw EXIF (TIFF structure) to embed; `None` strips all metadata. Orientation inside it is
     /// reset to 1 because pixels are already upright.
     pub exif: Option<Vec<u8>>,
+    /// ICC profile to embed: the pixels are in that colour space rather than sRGB (a rendition
+    /// that keeps the source's profile). `None` writes sRGB without a profile.
+    pub icc: Option<Vec<u8>>,
+    /// What transparent pixels are flattened onto when the format has no alpha (JPEG).
+    pub background: Color,
 }
 
-/// Encodes an image. No metadata is written unless `opts.exif` is given.
+/// Encodes an image. No metadata is written unless `opts.exif` or `opts.icc` is given.
 pub fn encode(img: &Image, opts: &EncodeOptions) -> Result<Vec<u8>, Error> {
     let format = opts.format;
     let enc_err = |message: String| Error::Encode { format, message };
@@ -61,43 +67,68 @@ pub fn encode(img: &Image, opts: &EncodeOptions) -> Result<Vec<u8>, Error> {
     }
     let quality = opts.quality.clamp(1, 100);
     let mut out = match format {
-        Format::Jpeg => encode_jpeg(img, quality, opts.progressive)?,
-        Format::Png => encode_png(img)?,
+        Format::Jpeg => encode_jpeg(img, quality, opts.progressive, opts.background)?,
+        Format::Png => encode_png(img, opts.icc.as_deref())?,
         Format::Webp => encode_webp(img, quality, opts.lossless)?,
         Format::Avif => encode_avif(img, quality)?,
         other => return Err(Error::Unsupported(format!("{other:?} output"))),
     };
-    if let Some(exif) = &opts.exif {
+    let exif = opts.exif.as_ref().map(|exif| {
         let mut exif = exif.clone();
         reset_orientation(&mut exif);
-        out = match format {
-            Format::Jpeg => jpeg_with_exif(&out, &exif),
-            Format::Png => png_with_exif(&out, &exif),
-            Format::Webp => webp_with_exif(
-                &out,
-                &exif,
-                img.color().has_alpha(),
-                img.width(),
-                img.height(),
-            ),
-            _ => out,
-        };
-    }
+        exif
+    });
+    let icc = opts.icc.as_deref();
+    out = match format {
+        Format::Jpeg => {
+            if let Some(exif) = &exif {
+                out = embed::jpeg_with_exif(&out, exif);
+            }
+            match icc {
+                Some(icc) => embed::jpeg_with_icc(&out, icc),
+                None => out,
+            }
+        }
+        // PNG's profile went in through the encoder (iCCP must precede the image data).
+        Format::Png => match &exif {
+            Some(exif) => embed::png_with_exif(&out, exif),
+            None => out,
+        },
+        Format::Webp if icc.is_some() || exif.is_some() => embed::webp_with_metadata(
+            &out,
+            icc,
+            exif.as_deref(),
+            img.color().has_alpha(),
+            (img.width(), img.height()),
+        ),
+        Format::Avif => match icc {
+            Some(icc) => embed::avif_with_icc(&out, icc).ok_or_else(|| {
+                enc_err("the encoder's AVIF layout has no place for a profile".into())
+            })?,
+            None => out,
+        },
+        _ => out,
+    };
     Ok(out)
 }
 
-fn encode_jpeg(img: &Image, quality: u8, progressive: bool) -> Result<Vec<u8>, Error> {
+fn encode_jpeg(
+    img: &Image,
+    quality: u8,
+    progressive: bool,
+    background: Color,
+) -> Result<Vec<u8>, Error> {
     let err = |e: turbojpeg::Error| Error::Encode {
         format: Format::Jpeg,
         message: e.to_string(),
     };
-    // JPEG has no alpha: transparent areas are flattened onto white, which is what a
-    // product photo on a web page expects (black would show the transparent pixels' colours).
+    // JPEG has no alpha: transparent areas are flattened onto the background (white unless
+    // the recipe says otherwise), which is what a product photo on a web page expects.
     let flattened;
     let rgb: &RgbImage = match img {
         Image::ImageRgb8(buf) => buf,
         Image::ImageRgba8(buf) => {
-            flattened = flatten_on_white(buf);
+            flattened = flatten(buf, background);
             &flattened
         }
         _ => {
@@ -124,23 +155,32 @@ fn encode_jpeg(img: &Image, quality: u8, progressive: bool) -> Result<Vec<u8>, E
     c.compress_to_vec(image).map_err(err)
 }
 
-fn flatten_on_white(rgba: &image::RgbaImage) -> RgbImage {
+/// Composites straight-alpha pixels over an opaque background colour.
+fn flatten(rgba: &image::RgbaImage, background: Color) -> RgbImage {
     let (w, h) = rgba.dimensions();
+    let bg = background.0.map(u32::from);
     let mut out = Vec::with_capacity(rgba.as_raw().len() / 4 * 3);
     for px in rgba.as_raw().chunks_exact(4) {
         let a = u32::from(px[3]);
-        for &c in &px[..3] {
-            out.push(((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8);
+        for (&c, &b) in px[..3].iter().zip(&bg) {
+            out.push(((u32::from(c) * a + b * (255 - a) + 127) / 255) as u8);
         }
     }
     RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
 }
 
-fn encode_png(img: &Image) -> Result<Vec<u8>, Error> {
+fn encode_png(img: &Image, icc: Option<&[u8]>) -> Result<Vec<u8>, Error> {
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     let mut out = Vec::new();
-    let enc =
+    let mut enc =
         PngEncoder::new_with_quality(&mut out, CompressionType::Default, FilterType::Adaptive);
+    if let Some(icc) = icc {
+        enc.set_icc_profile(icc.to_vec())
+            .map_err(|e| Error::Encode {
+                format: Format::Png,
+                message: e.to_string(),
+            })?;
+    }
     enc.write_image(
         img.as_bytes(),
         img.width(),
@@ -219,85 +259,6 @@ fn encode_avif(_img: &Image, _quality: u8) -> Result<Vec<u8>, Error> {
     Err(Error::Unsupported(
         "AVIF output (imaging was built without its avif feature)".into(),
     ))
-}
-
-/// APP1 `Exif` right after SOI, where readers look for it first.
-fn jpeg_with_exif(jpeg: &[u8], exif: &[u8]) -> Vec<u8> {
-    let len = exif.len() + 8;
-    // A marker segment length is 16 bits: an EXIF block too big for one is dropped.
-    let Ok(len16) = u16::try_from(len) else {
-        return jpeg.to_vec();
-    };
-    let mut out = Vec::with_capacity(jpeg.len() + len + 2);
-    out.extend_from_slice(&jpeg[..2.min(jpeg.len())]);
-    out.extend_from_slice(&[0xFF, 0xE1]);
-    out.extend_from_slice(&len16.to_be_bytes());
-    out.extend_from_slice(b"Exif\0\0");
-    out.extend_from_slice(exif);
-    out.extend_from_slice(jpeg.get(2..).unwrap_or_default());
-    out
-}
-
-/// An `eXIf` chunk after IHDR (which is 8 + 25 bytes into the file).
-fn png_with_exif(png: &[u8], exif: &[u8]) -> Vec<u8> {
-    let at = 33;
-    let Ok(len) = u32::try_from(exif.len()) else {
-        return png.to_vec();
-    };
-    if png.len() < at {
-        return png.to_vec();
-    }
-    let mut chunk = Vec::with_capacity(exif.len() + 12);
-    chunk.extend_from_slice(&len.to_be_bytes());
-    chunk.extend_from_slice(b"eXIf");
-    chunk.extend_from_slice(exif);
-    let crc = crc32fast::hash(&chunk[4..]);
-    chunk.extend_from_slice(&crc.to_be_bytes());
-    let mut out = Vec::with_capacity(png.len() + chunk.len());
-    out.extend_from_slice(&png[..at]);
-    out.extend_from_slice(&chunk);
-    out.extend_from_slice(&png[at..]);
-    out
-}
-
-/// WebP keeps EXIF in an `EXIF` chunk of the extended format: a simple file (one VP8/VP8L
-/// chunk) gets a VP8X header first; an extended one gets its EXIF flag set.
-fn webp_with_exif(webp: &[u8], exif: &[u8], has_alpha: bool, width: u32, height: u32) -> Vec<u8> {
-    if webp.len() < 20 || &webp[0..4] != b"RIFF" || &webp[8..12] != b"WEBP" {
-        return webp.to_vec();
-    }
-    let Ok(exif_len) = u32::try_from(exif.len()) else {
-        return webp.to_vec();
-    };
-    let mut chunks = webp[12..].to_vec();
-    if &chunks[0..4] == b"VP8X" {
-        chunks[8] |= 0x08;
-    } else {
-        let mut vp8x = Vec::with_capacity(18);
-        vp8x.extend_from_slice(b"VP8X");
-        vp8x.extend_from_slice(&10u32.to_le_bytes());
-        vp8x.push(0x08 | if has_alpha { 0x10 } else { 0 });
-        vp8x.extend_from_slice(&[0, 0, 0]);
-        vp8x.extend_from_slice(&(width.saturating_sub(1)).to_le_bytes()[..3]);
-        vp8x.extend_from_slice(&(height.saturating_sub(1)).to_le_bytes()[..3]);
-        vp8x.extend_from_slice(&chunks);
-        chunks = vp8x;
-    }
-    chunks.extend_from_slice(b"EXIF");
-    chunks.extend_from_slice(&exif_len.to_le_bytes());
-    chunks.extend_from_slice(exif);
-    if exif.len() % 2 == 1 {
-        chunks.push(0);
-    }
-    let Ok(riff_len) = u32::try_from(chunks.len() + 4) else {
-        return webp.to_vec();
-    };
-    let mut out = Vec::with_capacity(chunks.len() + 12);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&riff_len.to_le_bytes());
-    out.extend_from_slice(b"WEBP");
-    out.extend_from_slice(&chunks);
-    out
 }
 
 /// Largest EXIF block carried over: enough for any camera's, and one JPEG segment's worth.

@@ -31,6 +31,8 @@ pub enum Error {
     Encode { format: Format, message: String },
     #[error("invalid operation: {0}")]
     InvalidOperation(String),
+    #[error("colour profile: {0}")]
+    ColorProfile(String),
 }
 
 impl Error {
@@ -48,6 +50,7 @@ impl Error {
             Error::Decode { .. } => "Decode",
             Error::Encode { .. } => "Encode",
             Error::InvalidOperation(_) => "InvalidOperation",
+            Error::ColorProfile(_) => "ColorProfile",
         }
     }
 }

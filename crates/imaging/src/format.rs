@@ -13,6 +13,7 @@ pub enum Format {
     Tiff,
     Bmp,
     Avif,
+    Heic,
     Qoi,
 }
 
@@ -26,6 +27,7 @@ impl Format {
             Format::Tiff => "image/tiff",
             Format::Bmp => "image/bmp",
             Format::Avif => "image/avif",
+            Format::Heic => "image/heic",
             Format::Qoi => "image/qoi",
         }
     }
@@ -39,6 +41,7 @@ impl Format {
             Format::Tiff => "tiff",
             Format::Bmp => "bmp",
             Format::Avif => "avif",
+            Format::Heic => "heic",
             Format::Qoi => "qoi",
         }
     }
@@ -47,14 +50,21 @@ impl Format {
     pub fn is_decodable(self) -> bool {
         matches!(
             self,
-            Format::Jpeg | Format::Png | Format::Webp | Format::Gif | Format::Tiff | Format::Bmp
+            Format::Jpeg
+                | Format::Png
+                | Format::Webp
+                | Format::Gif
+                | Format::Tiff
+                | Format::Bmp
+                | Format::Heic
         )
     }
 }
 
 /// Tells the format from the leading bytes only; the file name and Content-Type are never trusted.
-/// Recognised-but-unsupported content (SVG, HTML, PDF, HEIC, AVIF decode) is `Unsupported` with
-/// its name, anything else `UnknownFormat`, no bytes at all `Empty`.
+/// Recognised-but-unsupported content (SVG, HTML, PDF, camera RAW, ...) is `Unsupported` with
+/// its name, anything else `UnknownFormat`, no bytes at all `Empty`. AVIF is recognised here
+/// and refused as input by [`crate::probe`].
 pub fn sniff(bytes: &[u8]) -> Result<Format, Error> {
     if bytes.is_empty() {
         return Err(Error::Empty);
@@ -72,6 +82,10 @@ pub fn sniff(bytes: &[u8]) -> Result<Format, Error> {
     if bytes.len() >= 12 && starts(b"RIFF") && &bytes[8..12] == b"WEBP" {
         return Ok(Format::Webp);
     }
+    // Camera RAWs before TIFF: most of them are TIFF-structured.
+    if let Some(raw) = crate::raw::camera_raw(bytes) {
+        return Err(Error::Unsupported(raw.into()));
+    }
     if starts(b"II*\0") || starts(b"MM\0*") {
         return Ok(Format::Tiff);
     }
@@ -84,26 +98,14 @@ pub fn sniff(bytes: &[u8]) -> Result<Format, Error> {
     if starts(b"qoif") {
         return Ok(Format::Qoi);
     }
-    // ISO-BMFF: `....ftyp<brand>`; the brand tells AVIF from HEIC.
-    if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
-        let brand = &bytes[8..12];
-        if brand == b"avif" || brand == b"avis" {
-            return Ok(Format::Avif);
-        }
-        if [
-            &b"heic"[..],
-            b"heix",
-            b"hevc",
-            b"hevx",
-            b"heim",
-            b"heis",
-            b"mif1",
-            b"msf1",
-        ]
-        .contains(&brand)
-        {
-            return Err(Error::Unsupported("HEIC/HEIF".into()));
-        }
+    // ISO-BMFF: `....ftyp<major brand><version><compatible brands...>`. The brands tell AVIF
+    // from HEIC; a file whose major brand is the generic `mif1` names its codec among the
+    // compatible ones.
+    if bytes.len() >= 12
+        && &bytes[4..8] == b"ftyp"
+        && let Some(format) = heif_brand(bytes)
+    {
+        return Ok(format);
     }
     if starts(b"%PDF-") {
         return Err(Error::Unsupported("PDF".into()));
@@ -121,6 +123,28 @@ pub fn sniff(bytes: &[u8]) -> Result<Format, Error> {
         return Err(Error::Unsupported(kind.into()));
     }
     Err(Error::UnknownFormat)
+}
+
+/// AVIF or HEIC from an `ftyp` box's major and compatible brands (bounded by the box and
+/// the input).
+fn heif_brand(bytes: &[u8]) -> Option<Format> {
+    let size = bytes
+        .get(0..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+    let end = size.clamp(12, 4096).min(bytes.len());
+    let major = bytes.get(8..12)?;
+    let compatible = bytes.get(16..end).unwrap_or_default().chunks_exact(4);
+    let brands: Vec<&[u8]> = std::iter::once(major).chain(compatible).collect();
+    let any = |names: &[&[u8]]| brands.iter().any(|b| names.contains(b));
+    if any(&[b"avif", b"avis"]) {
+        return Some(Format::Avif);
+    }
+    if any(&[
+        b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1",
+    ]) {
+        return Some(Format::Heic);
+    }
+    None
 }
 
 /// SVG and HTML are text: skip a BOM and leading whitespace, then look at the first tag.
@@ -172,8 +196,14 @@ mod tests {
         assert!(
             matches!(sniff(b"<!DOCTYPE html><html>"), Err(Error::Unsupported(k)) if k == "HTML")
         );
+        assert_eq!(sniff(b"\0\0\0\x18ftypheic\0\0").unwrap(), Format::Heic);
+        // Generic HEIF major brand with AVIF among the compatible brands.
+        assert_eq!(
+            sniff(b"\0\0\0\x18ftypmif1\0\0\0\0mif1avifmiaf").unwrap(),
+            Format::Avif
+        );
         assert!(
-            matches!(sniff(b"\0\0\0\x18ftypheic\0\0"), Err(Error::Unsupported(k)) if k == "HEIC/HEIF")
+            matches!(sniff(b"II*\0\x08\0\0\0CR\x02\0"), Err(Error::Unsupported(k)) if k == "Canon CR2 RAW")
         );
         assert!(matches!(sniff(b"%PDF-1.7"), Err(Error::Unsupported(_))));
         // A JPEG magic needs three bytes: two are not enough to call it one.

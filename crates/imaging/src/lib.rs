@@ -2,19 +2,27 @@
 //! encode. Bytes in, bytes out; no I/O, no async, no cloud types.
 //!
 //! Every decoded [`Image`] is 8-bit RGB or RGBA (`DynamicImage::ImageRgb8` / `ImageRgba8`),
-//! already turned upright by its EXIF orientation, so later stages handle exactly two layouts.
+//! already turned upright by its EXIF orientation, so later stages handle exactly two layouts,
+//! and in sRGB unless the caller asked to keep the source's colour space
+//! ([`ColorHandling::Keep`]).
 
 mod color;
 mod decode;
+mod embed;
 mod encode;
 mod error;
+mod exif;
 mod finish;
 mod format;
 mod ops;
+mod profile;
+mod raw;
 mod resize;
 
 pub use color::Color;
-pub use decode::{Header, Limits, decode, probe};
+pub use decode::{
+    ColorHandling, Decoded, Header, Limits, decode, decode_with, probe, source_profile,
+};
 pub use encode::{
     EncodeOptions, OutputFormat, decode_intermediate, encode, encode_intermediate, exif_of,
 };
@@ -22,6 +30,7 @@ pub use error::Error;
 pub use finish::finish;
 pub use format::{Format, sniff};
 pub use ops::{Operation, apply};
+pub use profile::{ProfileInfo, SourceProfile, to_srgb};
 pub use resize::{Fit, Gravity, Plan, ResizeSpec, plan, resize, resize_exact};
 
 /// The in-memory image: always `ImageRgb8` or `ImageRgba8` (see the crate docs).

@@ -61,6 +61,8 @@ fn jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
             progressive: false,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap()
@@ -281,6 +283,8 @@ fn gif_webp_tiff_bmp_decode_and_animations_use_the_first_frame() {
             progressive: false,
             lossless: true,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap();
@@ -338,6 +342,8 @@ fn metadata_is_stripped_unless_kept_and_kept_exif_is_upright() {
             progressive: format == Format::Jpeg,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         };
         let stripped = imaging::encode(&img, &opts).unwrap();
         assert_eq!(imaging::sniff(&stripped).unwrap(), format);
@@ -371,6 +377,8 @@ fn jpeg_output_of_transparent_images_is_flattened_on_white() {
             progressive: false,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap();
@@ -406,6 +414,8 @@ fn avif_output_is_an_avif_of_the_right_size() {
                 progressive: false,
                 lossless: false,
                 exif: None,
+                icc: None,
+                background: imaging::Color::WHITE,
             },
         )
         .unwrap();

@@ -99,6 +99,8 @@ fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
             progressive: false,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap();
@@ -226,6 +228,8 @@ fn broken_and_foreign_files_get_named_errors() {
             progressive: false,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap();

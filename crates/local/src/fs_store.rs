@@ -219,6 +219,8 @@ fn content_type_of(key: &str) -> Option<String> {
             "png" => "image/png",
             "webp" => "image/webp",
             "avif" => "image/avif",
+            "heic" | "hif" => "image/heic",
+            "heif" => "image/heif",
             "gif" => "image/gif",
             "json" => "application/json",
             _ => return None,

@@ -24,6 +24,8 @@ fn photo(w: u32, h: u32) -> Vec<u8> {
             progressive: false,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap()
@@ -206,6 +208,7 @@ async fn concurrent_duplicate_claims_make_one_record() {
             width: None,
             height: None,
             sha256: None,
+            color_profile: None,
         },
         recipe: None,
         renditions: vec![],
@@ -253,6 +256,7 @@ async fn sqlite_lists_newest_first_with_filters_and_cursor() {
                 width: None,
                 height: None,
                 sha256: None,
+                color_profile: None,
             },
             recipe: None,
             renditions: vec![],

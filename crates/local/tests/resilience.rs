@@ -34,6 +34,8 @@ fn photo(w: u32, h: u32) -> Vec<u8> {
             progressive: false,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap()

@@ -97,7 +97,9 @@ impl From<imaging::Error> for StepError {
     fn from(e: imaging::Error) -> Self {
         use imaging::Error as E;
         let kind = match &e {
-            E::Empty | E::Truncated { .. } | E::Decode { .. } => ErrorKind::InvalidImage,
+            E::Empty | E::Truncated { .. } | E::Decode { .. } | E::ColorProfile(_) => {
+                ErrorKind::InvalidImage
+            }
             E::UnknownFormat | E::Unsupported(_) => ErrorKind::UnsupportedFormat,
             E::TooManyBytes { .. }
             | E::TooManyPixels { .. }

@@ -67,6 +67,10 @@ pub struct WorkItem {
     pub height: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exif_key: Option<String>,
+    /// The source's ICC profile, for a rendition that keeps its colour space (its pixels are
+    /// then in that space, not sRGB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icc_key: Option<String>,
     /// Milliseconds spent on this rendition so far.
     pub ms: u64,
 }

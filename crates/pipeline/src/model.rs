@@ -71,6 +71,9 @@ pub struct SourceInfo {
     /// Filled in once the whole original has been read (by Resize).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The embedded colour description (ICC profile, nclx, ...), as Validate read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color_profile: Option<imaging::ProfileInfo>,
 }
 
 /// One stored output.

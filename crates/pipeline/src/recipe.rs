@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use imaging::{Operation, OutputFormat, ResizeSpec};
+use imaging::{Color, ColorHandling, Operation, OutputFormat, ResizeSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::StepError;
@@ -34,11 +34,26 @@ pub struct Rendition {
     /// Keep the source's EXIF (GPS included). Off by default: outputs carry no metadata.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_metadata: bool,
+    /// `srgb` (default): colours converted to sRGB and written without a profile. `keep`: the
+    /// source's wide-gamut colours kept as they are, with its profile embedded.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub color_profile: ColorHandling,
+    /// What transparent areas become when the format has no alpha (JPEG); white by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<Color>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Rendition {
     pub fn quality(&self) -> u8 {
         self.quality.unwrap_or(DEFAULT_QUALITY)
+    }
+
+    pub fn background(&self) -> Color {
+        self.background.unwrap_or(Color::WHITE)
     }
 }
 
@@ -98,6 +113,14 @@ impl Recipe {
                 if resize.width.is_none() && resize.height.is_none() {
                     return bad(format!("{at}.resize"), "needs a width, a height or both");
                 }
+            }
+            if let Some(bg) = r.background
+                && bg.0[3] != 255
+            {
+                return bad(
+                    format!("{at}.background"),
+                    "must be an opaque colour like #rrggbb (it fills what JPEG cannot keep transparent)",
+                );
             }
             if let Some(q) = r.quality
                 && !(1..=100).contains(&q)

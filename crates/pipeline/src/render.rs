@@ -15,6 +15,46 @@ pub struct Resized {
     pub ms: u64,
 }
 
+/// Like [`render`], from a decode that may have kept the source's colour space: renditions
+/// that keep it are made from the pixels as decoded, every other one from their sRGB
+/// conversion (made once, only when some rendition needs it).
+pub fn render_colours(
+    decoded: imaging::Decoded,
+    source: (u32, u32),
+    recipe: &Recipe,
+) -> Result<Vec<Resized>, StepError> {
+    let Some(profile) = &decoded.profile else {
+        return render(&Arc::new(decoded.image), source, recipe);
+    };
+    let (keep, srgb): (Vec<usize>, Vec<usize>) = (0..recipe.renditions.len())
+        .partition(|&i| recipe.renditions[i].color_profile == imaging::ColorHandling::Keep);
+    if srgb.is_empty() {
+        return render(&Arc::new(decoded.image), source, recipe);
+    }
+    let converted = imaging::to_srgb(decoded.image.clone(), profile)?;
+    let mut out = Vec::with_capacity(recipe.renditions.len());
+    for (image, indices) in [(decoded.image, keep), (converted, srgb)] {
+        if indices.is_empty() {
+            continue;
+        }
+        let part = Recipe {
+            description: None,
+            renditions: indices
+                .iter()
+                .map(|&i| recipe.renditions[i].clone())
+                .collect(),
+        };
+        for r in render(&Arc::new(image), source, &part)? {
+            out.push(Resized {
+                index: indices[r.index],
+                ..r
+            });
+        }
+    }
+    out.sort_by_key(|r| r.index);
+    Ok(out)
+}
+
 /// `decoded` is the upright source, possibly shrunk on load; `source` is the upright size of
 /// the original, from which every geometry is planned so outputs do not depend on the shrink.
 pub fn render(

@@ -116,6 +116,7 @@ impl Steps {
                 width: Some(width),
                 height: Some(height),
                 sha256: None,
+                color_profile: header.color_profile.clone(),
             },
             recipe: Some(recipe.clone()),
             renditions: Vec::new(),
@@ -189,22 +190,33 @@ impl Steps {
         };
         let recipe = job.recipe.clone();
         let keep_metadata = recipe.renditions.iter().any(|r| r.keep_metadata);
+        let color = match recipe
+            .renditions
+            .iter()
+            .any(|r| r.color_profile == imaging::ColorHandling::Keep)
+        {
+            true => imaging::ColorHandling::Keep,
+            false => imaging::ColorHandling::Srgb,
+        };
         let started = Instant::now();
-        let (sha256, decoded, resized, exif) = blocking(move || {
+        let (sha256, decoded, resized, exif, icc) = blocking(move || {
             let sha256 = hex::encode(Sha256::digest(&bytes));
-            let decoded = Arc::new(imaging::decode(
-                &bytes,
-                &limits,
-                Some(recipe.max_output(source)),
-            )?);
-            let resized = crate::render::render(&decoded, source, &recipe)?;
+            let decoded =
+                imaging::decode_with(&bytes, &limits, Some(recipe.max_output(source)), color)?;
+            let dims = (decoded.image.width(), decoded.image.height());
+            let icc = decoded
+                .profile
+                .as_ref()
+                .and_then(|p| p.icc_to_embed())
+                .map(<[u8]>::to_vec);
+            let resized = crate::render::render_colours(decoded, source, &recipe)?;
             let exif = match keep_metadata {
                 true => imaging::sniff(&bytes)
                     .ok()
                     .and_then(|f| imaging::exif_of(&bytes, f)),
                 false => None,
             };
-            Ok((sha256, (decoded.width(), decoded.height()), resized, exif))
+            Ok((sha256, dims, resized, exif, icc))
         })
         .await?;
         let decode_ms = elapsed_ms(started).saturating_sub(resized.iter().map(|r| r.ms).sum());
@@ -213,6 +225,15 @@ impl Steps {
             Some(exif) => {
                 let key = format!("{prefix}source.exif");
                 self.work.put_bytes(&key, exif).await?;
+                Some(key)
+            }
+            None => None,
+        };
+        // Only renditions that keep the source's colour space are in it; they carry its profile.
+        let icc_key = match icc {
+            Some(icc) => {
+                let key = format!("{prefix}source.icc");
+                self.work.put_bytes(&key, icc).await?;
                 Some(key)
             }
             None => None,
@@ -230,6 +251,9 @@ impl Steps {
                 owner: job.owner.clone(),
                 execution_id: Some(job.execution_id.clone()),
                 exif_key: exif_key.clone().filter(|_| rendition.keep_metadata),
+                icc_key: icc_key
+                    .clone()
+                    .filter(|_| rendition.color_profile == imaging::ColorHandling::Keep),
                 rendition,
                 source_format,
                 work_key,
@@ -290,6 +314,10 @@ impl Steps {
             Some(key) => Some(self.work.get_bytes(key).await?),
             None => None,
         };
+        let icc = match &item.icc_key {
+            Some(key) => Some(self.work.get_bytes(key).await?),
+            None => None,
+        };
         let r = &item.rendition;
         let format = r
             .format
@@ -300,6 +328,8 @@ impl Steps {
             progressive: r.progressive,
             lossless: r.lossless,
             exif,
+            icc,
+            background: r.background(),
         };
         let bytes = blocking(move || Ok(imaging::encode(&image, &opts)?)).await?;
         let key = keys::rendition_key(&item.owner, &item.image_id, &r.name, format.extension());
@@ -418,6 +448,7 @@ impl Steps {
                     width: None,
                     height: None,
                     sha256: None,
+                    color_profile: None,
                 }),
             recipe: state.job.as_ref().map(|j| j.recipe.clone()),
             renditions: Vec::new(),

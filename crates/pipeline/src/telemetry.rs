@@ -42,6 +42,7 @@ pub fn format_label(format: Option<Format>) -> &'static str {
         Some(Format::Tiff) => "tiff",
         Some(Format::Bmp) => "bmp",
         Some(Format::Avif) => "avif",
+        Some(Format::Heic) => "heic",
         Some(Format::Qoi) => "qoi",
         None => "unknown",
     }

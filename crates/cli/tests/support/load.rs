@@ -290,6 +290,8 @@ pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
             progressive: false,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap_or_else(|e| panic!("jpeg: {e}"))

@@ -55,6 +55,38 @@ const fn rejected(imaging: &'static str) -> Expect {
 }
 
 // ---------------------------------------------------------------------------------------------
+// HEIF containers built box by box: a primary item with an `ispe` and `tiles` grid
+// references, and no coded data.
+
+fn heif_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut out = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(body);
+    out
+}
+
+fn heif_declaring(width: u32, height: u32, tiles: u16) -> Vec<u8> {
+    let mut ispe = vec![0, 0, 0, 0];
+    ispe.extend_from_slice(&width.to_be_bytes());
+    ispe.extend_from_slice(&height.to_be_bytes());
+    let ipco = heif_box(b"ipco", &heif_box(b"ispe", &ispe));
+    let ipma = heif_box(b"ipma", &[0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 0x81]);
+    let iprp = heif_box(b"iprp", &[ipco, ipma].concat());
+    let pitm = heif_box(b"pitm", &[0, 0, 0, 0, 0, 1]);
+    let mut dimg = vec![0, 1];
+    dimg.extend_from_slice(&tiles.to_be_bytes());
+    for t in 0..tiles {
+        dimg.extend_from_slice(&(t.wrapping_add(2)).to_be_bytes());
+    }
+    let iref = heif_box(
+        b"iref",
+        &[&[0, 0, 0, 0][..], &heif_box(b"dimg", &dimg)].concat(),
+    );
+    let meta = heif_box(b"meta", &[&[0, 0, 0, 0][..], &pitm, &iprp, &iref].concat());
+    [heif_box(b"ftyp", b"heic\0\0\0\0mif1heic"), meta].concat()
+}
+
+// ---------------------------------------------------------------------------------------------
 // Well-formed sources.
 
 fn photo(w: u32, h: u32) -> RgbImage {
@@ -76,6 +108,8 @@ pub fn jpeg(w: u32, h: u32, progressive: bool) -> Vec<u8> {
             progressive,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap()
@@ -103,6 +137,8 @@ pub fn webp(w: u32, h: u32) -> Vec<u8> {
             progressive: false,
             lossless: false,
             exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
         },
     )
     .unwrap()
@@ -590,15 +626,53 @@ pub fn corpus() -> Vec<Case> {
             why: "a PDF wrapping a JPEG",
         },
         Case {
-            name: "heic",
+            name: "heic-no-meta",
             ext: "jpg",
             bytes: {
                 let mut h = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic".to_vec();
                 h.extend_from_slice(&[0; 64]);
                 h
             },
+            expect: rejected("Decode"),
+            why: "HEIC brand with no meta box: nothing to decode, said by name",
+        },
+        Case {
+            name: "heic-huge-ispe",
+            ext: "heic",
+            bytes: heif_declaring(70_000, 70_000, 0),
+            expect: rejected("TooManyPixels"),
+            why: "a HEIC whose primary item declares 70000x70000: refused from the header",
+        },
+        Case {
+            name: "heic-tile-flood",
+            ext: "heic",
+            bytes: heif_declaring(512, 512, 5000),
+            expect: rejected("Decode"),
+            why: "a grid claiming 5000 tiles: over the tile limit, refused before decoding",
+        },
+        Case {
+            name: "raw-cr2",
+            ext: "cr2",
+            bytes: {
+                let mut h = b"II*\0\x10\0\0\0CR\x02\0\0\0\0\0".to_vec();
+                h.extend_from_slice(&[0; 64]);
+                h
+            },
             expect: rejected("Unsupported"),
-            why: "HEIC: no maintained decoder builds here",
+            why: "Canon CR2 RAW: named, not decoded as its preview TIFF",
+        },
+        Case {
+            name: "raw-dng",
+            ext: "tif",
+            bytes: {
+                // IFD0 with one entry: DNGVersion 1.4.0.0.
+                let mut h = b"II*\0\x08\0\0\0\x01\0".to_vec();
+                h.extend_from_slice(&[0x12, 0xC6, 1, 0, 4, 0, 0, 0, 1, 4, 0, 0]);
+                h.extend_from_slice(&[0; 4]);
+                h
+            },
+            expect: rejected("Unsupported"),
+            why: "Adobe DNG RAW, whatever its extension says",
         },
         Case {
             name: "avif-input",

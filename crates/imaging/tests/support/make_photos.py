@@ -1,0 +1,196 @@
+"""Writes the colour-managed test photos of crates/imaging/tests/photos.rs into a folder.
+
+The sRGB truth is a synthetic photo (gradients, skin-like tones, saturated patches, noise),
+all inside the sRGB gamut. Each test file holds the same picture in another colour space,
+converted by LittleCMS (Pillow's ImageCms), with that space's ICC profile embedded, or as HEIC
+through libheif (pillow-heif). The Display P3 and Adobe RGB profiles are written here from
+their published primaries and transfer curves, so nothing outside the test defines them.
+
+Usage: python make_photos.py OUT_DIR
+"""
+
+import io
+import random
+import struct
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageCms, ImageDraw, ImageFilter
+import pillow_heif
+
+W, H = 480, 320
+
+
+# ---------------------------------------------------------------------------------------------
+# ICC v4 matrix/TRC profiles from primaries.
+
+def xy_to_xyz(x, y):
+    return [x / y, 1.0, (1.0 - x - y) / y]
+
+
+def mat_mul(a, b):
+    return [[sum(a[i][k] * b[k][j] for k in range(3)) for j in range(3)] for i in range(3)]
+
+
+def mat_vec(a, v):
+    return [sum(a[i][k] * v[k] for k in range(3)) for i in range(3)]
+
+
+def mat_inv(m):
+    a, b, c = m[0]
+    d, e, f = m[1]
+    g, h, i = m[2]
+    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+    return [
+        [(e * i - f * h) / det, (c * h - b * i) / det, (b * f - c * e) / det],
+        [(f * g - d * i) / det, (a * i - c * g) / det, (c * d - a * f) / det],
+        [(d * h - e * g) / det, (b * g - a * h) / det, (a * e - b * d) / det],
+    ]
+
+
+BRADFORD = [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
+D50 = [0.9642, 1.0, 0.8249]
+
+
+def rgb_to_xyz_d50(primaries, white):
+    """Columns are the colorants (rXYZ, gXYZ, bXYZ) adapted to D50, and the adaptation."""
+    r, g, b = (xy_to_xyz(*p) for p in primaries)
+    w = xy_to_xyz(*white)
+    m = [[r[i], g[i], b[i]] for i in range(3)]
+    s = mat_vec(mat_inv(m), w)
+    m = [[m[i][j] * s[j] for j in range(3)] for i in range(3)]
+    src = mat_vec(BRADFORD, w)
+    dst = mat_vec(BRADFORD, D50)
+    scale = [[dst[i] / src[i] if i == j else 0.0 for j in range(3)] for i in range(3)]
+    adapt = mat_mul(mat_inv(BRADFORD), mat_mul(scale, BRADFORD))
+    return mat_mul(adapt, m), adapt
+
+
+def s15(v):
+    return struct.pack(">i", int(round(v * 65536)))
+
+
+def tag_xyz(v):
+    return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
+
+
+def tag_para(params):
+    kind = {1: 0, 5: 3}[len(params)]
+    return b"para\0\0\0\0" + struct.pack(">HH", kind, 0) + b"".join(s15(p) for p in params)
+
+
+def tag_mluc(text):
+    data = text.encode("utf-16-be")
+    return b"mluc\0\0\0\0" + struct.pack(">II", 1, 12) + b"enUS" + struct.pack(">II", len(data), 28) + data
+
+
+def tag_sf32(m):
+    return b"sf32\0\0\0\0" + b"".join(s15(m[i][j]) for i in range(3) for j in range(3))
+
+
+def icc_profile(description, primaries, white, trc):
+    colorants, adapt = rgb_to_xyz_d50(primaries, white)
+    curve = tag_para(trc)
+    tags = [
+        (b"desc", tag_mluc(description)),
+        (b"cprt", tag_mluc("No copyright, use freely")),
+        (b"wtpt", tag_xyz(D50)),
+        (b"chad", tag_sf32(adapt)),
+        (b"rXYZ", tag_xyz([colorants[i][0] for i in range(3)])),
+        (b"gXYZ", tag_xyz([colorants[i][1] for i in range(3)])),
+        (b"bXYZ", tag_xyz([colorants[i][2] for i in range(3)])),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = struct.pack(">I4sI4s4s4s", size, b"none", 0x04300000, b"mntr", b"RGB ", b"XYZ ")
+    header += b"\0" * 12 + b"acsp" + b"APPL" + b"\0" * 4 + b"\0" * 8 + b"\0" * 8 + struct.pack(">I", 0)
+    header += b"".join(s15(c) for c in D50) + b"none"
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+SRGB_TRC = [2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045]
+D65 = (0.3127, 0.3290)
+DISPLAY_P3 = icc_profile("Display P3", [(0.680, 0.320), (0.265, 0.690), (0.150, 0.060)], D65, SRGB_TRC)
+ADOBE_RGB = icc_profile("Adobe RGB (1998)", [(0.64, 0.33), (0.21, 0.71), (0.15, 0.06)], D65, [563 / 256])
+
+
+# ---------------------------------------------------------------------------------------------
+# The picture.
+
+def truth():
+    rnd = random.Random(7)
+    img = Image.new("RGB", (W, H))
+    px = img.load()
+    for y in range(H):
+        for x in range(W):
+            # Sky to foliage to skin-like tones, as a photo's smooth areas would be.
+            r = int(60 + 170 * x / W)
+            g = int(90 + 120 * (1 - y / H) * (0.5 + 0.5 * x / W))
+            b = int(200 * (1 - x / W) + 30)
+            n = rnd.randint(-2, 2)
+            px[x, y] = tuple(max(0, min(255, c + n)) for c in (r, g, b))
+    d = ImageDraw.Draw(img)
+    # Saturated patches: what a duller conversion changes most.
+    for i, c in enumerate([(230, 30, 40), (30, 200, 60), (40, 60, 220), (250, 200, 20), (200, 40, 200), (20, 200, 210)]):
+        d.rectangle([20 + i * 75, 230, 80 + i * 75, 300], fill=c)
+    d.ellipse([300, 40, 420, 160], fill=(224, 172, 138))
+    return img.filter(ImageFilter.GaussianBlur(1.2))
+
+
+def convert(img, icc):
+    src = ImageCms.createProfile("sRGB")
+    dst = ImageCms.getOpenProfile(io.BytesIO(icc))
+    return ImageCms.profileToProfile(img, src, dst, renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
+
+
+def heic(img, path, **kw):
+    pillow_heif.from_pillow(img).save(path, quality=92, **kw)
+
+
+def main(out):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t = truth()
+    t.save(out / "truth.png")
+    p3 = convert(t, DISPLAY_P3)
+    adobe = convert(t, ADOBE_RGB)
+    (out / "display-p3.icc").write_bytes(DISPLAY_P3)
+    p3.save(out / "p3.jpg", quality=95, icc_profile=DISPLAY_P3)
+    adobe.save(out / "adobe.jpg", quality=95, icc_profile=ADOBE_RGB)
+    p3.save(out / "p3.png", icc_profile=DISPLAY_P3)
+    p3.save(out / "p3.webp", quality=95, icc_profile=DISPLAY_P3)
+    p3.save(out / "p3-untagged.jpg", quality=95)
+    t.save(out / "srgb.jpg", quality=95)
+    heic(p3, out / "p3.heic", icc_profile=DISPLAY_P3)
+    heic(t, out / "srgb.heic")
+    # Stored sideways with EXIF orientation 6 (turn 90 degrees clockwise to view), as phones
+    # write a portrait photo.
+    sideways = p3.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    heic(sideways, out / "p3-rot6.heic", icc_profile=DISPLAY_P3, exif=exif.tobytes())
+    # A grid of 128x128 tiles, as iPhones store a photo in 512x512 ones.
+    heic(p3, out / "p3-grid.heic", icc_profile=DISPLAY_P3, tile_size=128)
+    # 10 bits a sample, as recent phones write.
+    # (16-bit samples in, which libheif stores as 10-bit HEVC.)
+    arr16 = b"".join(struct.pack("<H", v << 8 | v) for v in p3.tobytes())
+    h16 = pillow_heif.from_bytes(mode="RGB;16", size=p3.size, data=arr16)
+    h16.info["icc_profile"] = DISPLAY_P3
+    h16.save(out / "p3-10bit.heic", quality=92)
+    # A transparent PNG: a disc on nothing.
+    rgba = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).ellipse([8, 4, 56, 44], fill=(200, 30, 30, 255))
+    rgba.save(out / "transparent.png")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
