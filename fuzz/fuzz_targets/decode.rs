@@ -1,5 +1,7 @@
-//! Any bytes through what an upload meets: sniff, the header probe with its limits, then the
-//! full decode (and the shrink-on-load decode Resize uses). Nothing may panic, and what
+//! Any bytes through what an upload meets: sniff, the header probe with its limits (which
+//! reads the embedded colour profile), then the full decode (and the shrink-on-load decode
+//! Resize uses, and the decode that keeps the source's colour space); and the same bytes as an
+//! ICC profile. Nothing may panic, and what
 //! decodes must match what the header promised: Resize plans every rendition from the
 //! header's size, so a decoder that disagrees would make wrong or failing outputs.
 #![no_main]
@@ -16,6 +18,13 @@ const LIMITS: Limits = Limits {
 };
 
 fuzz_target!(|data: &[u8]| {
+    // Every input is also tried as an ICC profile, the way an embedded one is read, and a
+    // profile that reads is applied to a few pixels.
+    let profile = imaging::profile_of_icc(data);
+    let px = Image::ImageRgb8(imaging::image::RgbImage::from_pixel(3, 2, [200, 100, 50].into()));
+    if let Ok(out) = imaging::to_srgb(px, &profile) {
+        assert_eq!((out.width(), out.height()), (3, 2));
+    }
     let sniffed = imaging::sniff(data);
     let Ok(header) = imaging::probe(data, &LIMITS) else {
         return;
@@ -41,6 +50,10 @@ fuzz_target!(|data: &[u8]| {
             "decoded size differs from the header's {header:?}"
         );
         let _ = imaging::resize_exact(&img, 7, 5);
+    }
+    // Kept in its own colour space, the same size comes out.
+    if let Ok(kept) = imaging::decode_with(data, &LIMITS, None, imaging::ColorHandling::Keep) {
+        assert_eq!((kept.image.width(), kept.image.height()), (w, h));
     }
     // Resize asks for at least the largest rendition: here an eighth, the deepest shrink.
     let need = (w.div_ceil(8), h.div_ceil(8));

@@ -196,6 +196,12 @@ pub fn describe_rendition(r: &Rendition) -> String {
         parts.push(serde_json::to_string(op).unwrap_or_default());
     }
     parts.push(format!("{:?} q{}", r.format, r.quality()).to_lowercase());
+    if r.color_profile == imaging::ColorHandling::Keep {
+        parts.push("source colour profile kept".into());
+    }
+    if let Some(bg) = r.background {
+        parts.push(format!("background {bg}"));
+    }
     parts.join(", ")
 }
 

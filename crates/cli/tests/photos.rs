@@ -38,7 +38,11 @@ fn phone_photos_come_out_upright_in_srgb_or_kept_and_raws_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let shoot = tmp.path().join("shoot");
     std::fs::create_dir_all(&shoot).unwrap();
-    std::fs::copy(photos::dir().join("p3-rot6.heic"), shoot.join("IMG_0001.HEIC")).unwrap();
+    std::fs::copy(
+        photos::dir().join("p3-rot6.heic"),
+        shoot.join("IMG_0001.HEIC"),
+    )
+    .unwrap();
     // A Canon CR2 header: the folder scan must report it, not skip it.
     let mut cr2 = b"II*\0\x10\0\0\0CR\x02\0\0\0\0\0".to_vec();
     cr2.extend_from_slice(&[0; 256]);

@@ -30,7 +30,7 @@ pub use error::Error;
 pub use finish::finish;
 pub use format::{Format, sniff};
 pub use ops::{Operation, apply};
-pub use profile::{ProfileInfo, SourceProfile, to_srgb};
+pub use profile::{ProfileInfo, SourceProfile, from_icc as profile_of_icc, to_srgb};
 pub use resize::{Fit, Gravity, Plan, ResizeSpec, plan, resize, resize_exact};
 
 /// The in-memory image: always `ImageRgb8` or `ImageRgba8` (see the crate docs).

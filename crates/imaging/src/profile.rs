@@ -263,7 +263,9 @@ pub fn from_gamma(gamma: f32, chromaticities: Option<[(f32, f32); 4]>) -> Source
         };
         profile.update_rgb_colorimetry(white, primaries);
     }
-    // gAMA stores the encoding exponent; the decoding curve is its inverse.
+    // gAMA stores the encoding exponent; the decoding curve is its inverse. The sRGB
+    // template's CICP tag would override the curve in transforms: it goes.
+    profile.cicp = None;
     let trc = ToneReprCurve::Parametric(vec![1.0 / gamma]);
     profile.red_trc = Some(trc.clone());
     profile.green_trc = Some(trc.clone());
@@ -498,6 +500,22 @@ mod tests {
         let [r, g, _] = mid.get_pixel(0, 0).0;
         assert!(r > 200 && g < 100, "{r} {g}");
         assert!(from_cicp("nclx", 1, 13, 1).info.srgb);
+        assert!(from_gamma(0.45455, None).info.srgb);
+        // Linear light (gAMA 1.0): a middle value is much brighter in sRGB numbers.
+        let linear = from_gamma(1.0, None);
+        assert!(linear.needs_conversion(), "{:?}", linear.info);
+        let grey = to_srgb(
+            Image::ImageRgb8(image::RgbImage::from_pixel(
+                1,
+                1,
+                image::Rgb([128, 128, 128]),
+            )),
+            &linear,
+        )
+        .unwrap()
+        .to_rgb8();
+        let v = grey.get_pixel(0, 0).0[1];
+        assert!((186..=190).contains(&v), "{v}");
         assert!(from_cicp("nclx", 2, 2, 2).info.srgb);
         assert!(from_cicp("nclx", 9, 16, 9).info.warning.is_some());
     }

@@ -49,6 +49,7 @@ fn wide_gamut_photos_come_out_as_the_srgb_truth() {
         "adobe.jpg",
         "p3.png",
         "p3.webp",
+        "p3.tif",
         "p3.heic",
         "srgb.heic",
         "p3-grid.heic",
@@ -83,6 +84,7 @@ fn headers_name_the_profile() {
         ("adobe.jpg", "Adobe RGB (1998)", false),
         ("p3.png", "Display P3", false),
         ("p3.webp", "Display P3", false),
+        ("p3.tif", "Display P3", false),
         ("p3.heic", "Display P3", false),
         ("srgb.heic", "sRGB", true),
     ] {

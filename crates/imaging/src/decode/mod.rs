@@ -66,6 +66,15 @@ impl Header {
 /// Sniffs the format and reads the header, then checks every limit. Allocates nothing
 /// proportional to the claimed image size.
 pub fn probe(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
+    probe_with_profile(bytes, limits).map(|(header, _)| header)
+}
+
+/// [`probe`], also handing back the colour description it read, so decoding does not parse
+/// the profile a second time.
+fn probe_with_profile(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<(Header, Option<SourceProfile>), Error> {
     let size = bytes.len() as u64;
     if size > limits.max_bytes {
         return Err(Error::TooManyBytes {
@@ -89,8 +98,9 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
         Format::Qoi => return Err(Error::Unsupported("QOI input".into())),
     };
     check_limits(&header, limits)?;
-    header.color_profile = source_profile(bytes, format).map(|p| p.info);
-    Ok(header)
+    let profile = source_profile(bytes, format);
+    header.color_profile = profile.as_ref().map(|p| p.info.clone());
+    Ok((header, profile))
 }
 
 /// The colour description a source carries, read from its container (no pixels decoded).
@@ -180,8 +190,8 @@ pub fn decode_with(
     at_least: Option<(u32, u32)>,
     color: ColorHandling,
 ) -> Result<Decoded, Error> {
-    let header = probe(bytes, limits)?;
-    let profile = source_profile(bytes, header.format).filter(SourceProfile::needs_conversion);
+    let (header, profile) = probe_with_profile(bytes, limits)?;
+    let profile = profile.filter(SourceProfile::needs_conversion);
     let mut img = match header.format {
         Format::Jpeg => {
             // The caller's size is upright; the decoder works on the stored orientation.

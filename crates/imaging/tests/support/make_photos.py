@@ -7,6 +7,7 @@ through libheif (pillow-heif). The Display P3 and Adobe RGB profiles are written
 their published primaries and transfer curves, so nothing outside the test defines them.
 
 Usage: python make_photos.py OUT_DIR
+       python make_photos.py --seeds OUT_DIR   (small HEICs for the fuzzer's corpus)
 """
 
 import io
@@ -168,6 +169,7 @@ def main(out):
     adobe.save(out / "adobe.jpg", quality=95, icc_profile=ADOBE_RGB)
     p3.save(out / "p3.png", icc_profile=DISPLAY_P3)
     p3.save(out / "p3.webp", quality=95, icc_profile=DISPLAY_P3)
+    p3.save(out / "p3.tif", icc_profile=DISPLAY_P3)
     p3.save(out / "p3-untagged.jpg", quality=95)
     t.save(out / "srgb.jpg", quality=95)
     heic(p3, out / "p3.heic", icc_profile=DISPLAY_P3)
@@ -175,9 +177,7 @@ def main(out):
     # Stored sideways with EXIF orientation 6 (turn 90 degrees clockwise to view), as phones
     # write a portrait photo.
     sideways = p3.transpose(Image.Transpose.ROTATE_90)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    heic(sideways, out / "p3-rot6.heic", icc_profile=DISPLAY_P3, exif=exif.tobytes())
+    heic(sideways, out / "p3-rot6.heic", icc_profile=DISPLAY_P3, exif=rotate_exif())
     # A grid of 128x128 tiles, as iPhones store a photo in 512x512 ones.
     heic(p3, out / "p3-grid.heic", icc_profile=DISPLAY_P3, tile_size=128)
     # 10 bits a sample, as recent phones write.
@@ -192,5 +192,32 @@ def main(out):
     rgba.save(out / "transparent.png")
 
 
+def seeds(out):
+    """Small HEICs of every kind the decoder handles, for scripts/fuzz to mutate."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    small = truth().resize((64, 48))
+    heic(small, out / "seed.heic")
+    heic(convert(small, DISPLAY_P3), out / "seed-p3.heic", icc_profile=DISPLAY_P3)
+    heic(small, out / "seed-grid.heic", tile_size=32)
+    heic(small.transpose(Image.Transpose.ROTATE_90), out / "seed-irot.heic", exif=rotate_exif())
+    rgba = small.convert("RGBA")
+    rgba.putalpha(128)
+    heic(rgba, out / "seed-alpha.heic")
+    arr16 = b"".join(struct.pack("<H", v << 8 | v) for v in small.tobytes())
+    pillow_heif.from_bytes(mode="RGB;16", size=small.size, data=arr16).save(out / "seed-10bit.heic", quality=80)
+    (out / "seed-p3.icc").write_bytes(DISPLAY_P3)
+    (out / "seed-adobe.icc").write_bytes(ADOBE_RGB)
+
+
+def rotate_exif():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return exif.tobytes()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--seeds":
+        seeds(sys.argv[2])
+    else:
+        main(sys.argv[1])
