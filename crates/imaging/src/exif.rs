@@ -33,40 +33,20 @@ pub(crate) fn orientation_number(o: image::metadata::Orientation) -> u8 {
 /// Rewrites the Orientation tag of IFD0 to 1 in place, for EXIF copied onto pixels that are
 /// already upright. Leaves a block it cannot parse unchanged.
 pub(crate) fn reset_orientation(tiff: &mut [u8]) {
-    let little = match tiff.get(0..2) {
-        Some(b"II") => true,
-        Some(b"MM") => false,
-        _ => return,
-    };
-    let u16_at = |b: &[u8], i: usize| -> Option<u16> {
-        let s = b.get(i..i + 2)?;
-        Some(if little {
-            u16::from_le_bytes([s[0], s[1]])
-        } else {
-            u16::from_be_bytes([s[0], s[1]])
-        })
-    };
-    let Some(ifd) = tiff.get(4..8).map(|s| {
-        let a = [s[0], s[1], s[2], s[3]];
-        (if little {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }) as usize
-    }) else {
+    let Some(t) = crate::tiff_bytes::TiffBytes::new(tiff) else {
         return;
     };
-    let Some(count) = u16_at(tiff, ifd) else {
+    let Some((ifd, count)) = t.first_ifd() else {
         return;
     };
-    for n in 0..usize::from(count) {
-        let entry = ifd + 2 + n * 12;
-        if u16_at(tiff, entry) == Some(0x0112) && u16_at(tiff, entry + 2) == Some(3) {
-            let one = if little { [1, 0] } else { [0, 1] };
-            if let Some(v) = tiff.get_mut(entry + 8..entry + 10) {
-                v.copy_from_slice(&one);
-            }
-            return;
+    let little = t.little;
+    let entry = (0..count)
+        .filter_map(|n| ifd.checked_add(2 + n * 12))
+        .find(|&e| t.u16_at(e) == Some(0x0112) && t.u16_at(e + 2) == Some(3));
+    if let Some(entry) = entry {
+        let one = if little { [1, 0] } else { [0, 1] };
+        if let Some(v) = tiff.get_mut(entry + 8..entry + 10) {
+            v.copy_from_slice(&one);
         }
     }
 }

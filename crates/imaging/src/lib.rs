@@ -18,6 +18,7 @@ mod ops;
 mod profile;
 mod raw;
 mod resize;
+mod tiff_bytes;
 
 pub use color::Color;
 pub use decode::{

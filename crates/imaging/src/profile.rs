@@ -105,7 +105,12 @@ impl SourceProfile {
     }
 
     /// A profile that was parsed: it is sRGB when converting through it changes nothing.
-    fn from_parsed(source: &str, description: String, icc: Vec<u8>, p: ColorProfile) -> Self {
+    fn from_parsed(
+        source: &str,
+        description: String,
+        icc: Option<Vec<u8>>,
+        p: ColorProfile,
+    ) -> Self {
         let color_space = match p.color_space {
             DataColorSpace::Rgb => "rgb",
             DataColorSpace::Gray => "gray",
@@ -138,7 +143,7 @@ impl SourceProfile {
                 srgb,
                 warning: None,
             },
-            icc: Some(Arc::new(icc)),
+            icc: icc.map(Arc::new),
             parsed: Some(Arc::new(p)),
         }
     }
@@ -161,7 +166,7 @@ pub fn from_icc(icc: &[u8]) -> SourceProfile {
     match ColorProfile::new_from_slice(icc) {
         Ok(p) => {
             let description = describe(&p).unwrap_or_else(|| "(no description)".into());
-            SourceProfile::from_parsed("icc", description, icc.to_vec(), p)
+            SourceProfile::from_parsed("icc", description, Some(icc.to_vec()), p)
         }
         Err(e) => SourceProfile::ignored(
             "icc",
@@ -217,16 +222,30 @@ pub fn from_cicp(source: &str, primaries: u16, transfer: u16, matrix: u16) -> So
         matrix_coefficients,
         full_range: true,
     };
-    let mut profile = ColorProfile::new_from_cicp(cicp);
     // Transfer curves come from the code points too (moxcms only sets primaries from them).
-    if let Some(trc) = trc_of_transfer(transfer) {
+    made(
+        source,
+        description,
+        ColorProfile::new_from_cicp(cicp),
+        trc_of_transfer(transfer),
+    )
+}
+
+/// A profile made here from a colour description, with its transfer curve, encoded as ICC so
+/// `keep` can embed the same colours in any output format.
+fn made(
+    source: &str,
+    description: String,
+    mut profile: ColorProfile,
+    trc: Option<ToneReprCurve>,
+) -> SourceProfile {
+    if let Some(trc) = trc {
         profile.red_trc = Some(trc.clone());
         profile.green_trc = Some(trc.clone());
         profile.blue_trc = Some(trc);
     }
-    // Made here so `keep` can embed the same colours in any output format.
     profile.description = Some(ProfileText::PlainString(description.clone()));
-    let icc = profile.encode().unwrap_or_default();
+    let icc = profile.encode().ok();
     SourceProfile::from_parsed(source, description, icc, profile)
 }
 
@@ -267,12 +286,7 @@ pub fn from_gamma(gamma: f32, chromaticities: Option<[(f32, f32); 4]>) -> Source
     // template's CICP tag would override the curve in transforms: it goes.
     profile.cicp = None;
     let trc = ToneReprCurve::Parametric(vec![1.0 / gamma]);
-    profile.red_trc = Some(trc.clone());
-    profile.green_trc = Some(trc.clone());
-    profile.blue_trc = Some(trc);
-    profile.description = Some(ProfileText::PlainString(description.clone()));
-    let icc = profile.encode().unwrap_or_default();
-    SourceProfile::from_parsed(source, description, icc, profile)
+    made(source, description, profile, Some(trc))
 }
 
 /// A transfer curve in ICC parametric form for the H.273 transfer characteristics moxcms'
@@ -477,44 +491,27 @@ mod tests {
         assert!(from_icc(&icc).info.warning.is_some());
     }
 
+    fn convert(profile: &SourceProfile, rgb: [u8; 3]) -> [u8; 3] {
+        let img = Image::ImageRgb8(image::RgbImage::from_pixel(1, 1, image::Rgb(rgb)));
+        to_srgb(img, profile).unwrap().to_rgb8().get_pixel(0, 0).0
+    }
+
     #[test]
     fn p3_red_is_more_saturated_than_srgb_can_show() {
         let p3 = from_cicp("nclx", 12, 13, 1);
         assert_eq!(p3.info.description, "Display P3");
         assert!(p3.needs_conversion());
-        let img = Image::ImageRgb8(image::RgbImage::from_pixel(2, 2, image::Rgb([255, 0, 0])));
-        let out = to_srgb(img, &p3).unwrap().to_rgb8();
-        // P3's red lies outside sRGB: clipped to full red, with no green or blue added.
-        assert_eq!(out.get_pixel(0, 0).0[0], 255);
-        let mid = to_srgb(
-            Image::ImageRgb8(image::RgbImage::from_pixel(
-                1,
-                1,
-                image::Rgb([200, 100, 50]),
-            )),
-            &p3,
-        )
-        .unwrap()
-        .to_rgb8();
+        // P3's red lies outside sRGB: clipped to full red.
+        assert_eq!(convert(&p3, [255, 0, 0])[0], 255);
         // A P3 orange is redder and less green in sRGB numbers.
-        let [r, g, _] = mid.get_pixel(0, 0).0;
+        let [r, g, _] = convert(&p3, [200, 100, 50]);
         assert!(r > 200 && g < 100, "{r} {g}");
         assert!(from_cicp("nclx", 1, 13, 1).info.srgb);
         assert!(from_gamma(0.45455, None).info.srgb);
         // Linear light (gAMA 1.0): a middle value is much brighter in sRGB numbers.
         let linear = from_gamma(1.0, None);
         assert!(linear.needs_conversion(), "{:?}", linear.info);
-        let grey = to_srgb(
-            Image::ImageRgb8(image::RgbImage::from_pixel(
-                1,
-                1,
-                image::Rgb([128, 128, 128]),
-            )),
-            &linear,
-        )
-        .unwrap()
-        .to_rgb8();
-        let v = grey.get_pixel(0, 0).0[1];
+        let v = convert(&linear, [128, 128, 128])[1];
         assert!((186..=190).contains(&v), "{v}");
         assert!(from_cicp("nclx", 2, 2, 2).info.srgb);
         assert!(from_cicp("nclx", 9, 16, 9).info.warning.is_some());

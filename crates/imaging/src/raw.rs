@@ -2,6 +2,8 @@
 //! first IFD), so they are refused by name instead of being decoded as the small preview TIFF
 //! most of them start with, or passed over as unknown.
 
+use crate::tiff_bytes::TiffBytes;
+
 /// The RAW format's name, e.g. "Canon CR2 RAW", or `None` when the bytes are not a camera RAW.
 pub fn camera_raw(bytes: &[u8]) -> Option<&'static str> {
     let starts = |magic: &[u8]| bytes.starts_with(magic);
@@ -23,37 +25,21 @@ pub fn camera_raw(bytes: &[u8]) -> Option<&'static str> {
     if starts(b"FOVb") {
         return Some("Sigma X3F RAW");
     }
-    let little = if starts(b"II*\0") {
-        true
-    } else if starts(b"MM\0*") {
-        false
-    } else {
+    if !(starts(b"II*\0") || starts(b"MM\0*")) {
         return None;
-    };
+    }
     if bytes.get(8..10) == Some(b"CR") {
         return Some("Canon CR2 RAW");
     }
-    tiff_raw(bytes, little)
+    tiff_raw(TiffBytes::new(bytes)?)
 }
 
 /// Tags of IFD0 that mark a TIFF-structured RAW: DNGVersion, or a camera maker's Make together
 /// with SubIFDs (where the raw data lives) or a colour filter array.
-fn tiff_raw(bytes: &[u8], little: bool) -> Option<&'static str> {
-    let u16_at = |i: usize| {
-        bytes.get(i..i + 2).map(|b| match little {
-            true => u16::from_le_bytes([b[0], b[1]]),
-            false => u16::from_be_bytes([b[0], b[1]]),
-        })
-    };
-    let u32_at = |i: usize| {
-        bytes.get(i..i + 4).map(|b| match little {
-            true => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            false => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        })
-    };
-    let ifd = usize::try_from(u32_at(4)?).ok()?;
+fn tiff_raw(t: TiffBytes<'_>) -> Option<&'static str> {
+    let (u16_at, u32_at) = (|i| t.u16_at(i), |i| t.u32_at(i));
     // The entry count is bounded by u16 and each read by the input: no allocation.
-    let count = usize::from(u16_at(ifd)?);
+    let (ifd, count) = t.first_ifd()?;
     let mut make: Option<&[u8]> = None;
     let mut sub_ifds = false;
     let mut cfa = false;
@@ -71,7 +57,7 @@ fn tiff_raw(bytes: &[u8], little: bool) -> Option<&'static str> {
                 } else {
                     usize::try_from(u32_at(entry + 8)?).ok()?
                 };
-                make = bytes.get(at..at.checked_add(len.min(64))?);
+                make = t.bytes.get(at..at.checked_add(len.min(64))?);
             }
             330 => sub_ifds = true,
             // PhotometricInterpretation = CFA (32803) or LinearRaw (34892).

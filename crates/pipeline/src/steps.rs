@@ -221,23 +221,9 @@ impl Steps {
         .await?;
         let decode_ms = elapsed_ms(started).saturating_sub(resized.iter().map(|r| r.ms).sum());
         let prefix = keys::work_prefix(&job.image_id);
-        let exif_key = match exif {
-            Some(exif) => {
-                let key = format!("{prefix}source.exif");
-                self.work.put_bytes(&key, exif).await?;
-                Some(key)
-            }
-            None => None,
-        };
+        let exif_key = self.put_work(format!("{prefix}source.exif"), exif).await?;
         // Only renditions that keep the source's colour space are in it; they carry its profile.
-        let icc_key = match icc {
-            Some(icc) => {
-                let key = format!("{prefix}source.icc");
-                self.work.put_bytes(&key, icc).await?;
-                Some(key)
-            }
-            None => None,
-        };
+        let icc_key = self.put_work(format!("{prefix}source.icc"), icc).await?;
         let share = decode_ms / (resized.len().max(1) as u64);
         let source_format = job.source.format.unwrap_or(imaging::Format::Jpeg);
         let mut items = Vec::with_capacity(resized.len());
@@ -270,6 +256,21 @@ impl Steps {
             decoded_height: decoded.1,
             items,
         })
+    }
+
+    /// Writes `bytes`, when there are any, to the work store under `key`, which it returns.
+    async fn put_work(
+        &self,
+        key: String,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<Option<String>, StepError> {
+        match bytes {
+            Some(bytes) => {
+                self.work.put_bytes(&key, bytes).await?;
+                Ok(Some(key))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Applies one rendition's operations in order.

@@ -116,21 +116,9 @@ fn claimed_dims(bytes: &[u8], format: Format) -> Option<(u32, u32)> {
             _ => None,
         },
         Format::Tiff => {
-            let little = bytes.get(0..2)? == b"II";
-            let u16_at = |i: usize| {
-                bytes.get(i..i + 2).map(|b| match little {
-                    true => u16::from_le_bytes([b[0], b[1]]),
-                    false => u16::from_be_bytes([b[0], b[1]]),
-                })
-            };
-            let u32_at = |i: usize| {
-                bytes.get(i..i + 4).map(|b| match little {
-                    true => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                    false => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-                })
-            };
-            let ifd = usize::try_from(u32_at(4)?).ok()?;
-            let count = usize::from(u16_at(ifd)?);
+            let t = crate::tiff_bytes::TiffBytes::new(bytes)?;
+            let (u16_at, u32_at) = (|i| t.u16_at(i), |i| t.u32_at(i));
+            let (ifd, count) = t.first_ifd()?;
             let (mut width, mut height) = (None, None);
             for n in 0..count {
                 let entry = ifd.checked_add(2 + n * 12)?;
