@@ -51,8 +51,12 @@ fuzz_target!(|data: &[u8]| {
         );
         let _ = imaging::resize_exact(&img, 7, 5);
     }
-    // Kept in its own colour space, the same size comes out.
-    if let Ok(kept) = imaging::decode_with(data, &LIMITS, None, imaging::ColorHandling::Keep) {
+    // Kept in its own colour space (which differs only with a profile that is not sRGB), the
+    // same size comes out.
+    let wide = header.color_profile.as_ref().is_some_and(|p| !p.srgb);
+    if wide
+        && let Ok(kept) = imaging::decode_with(data, &LIMITS, None, imaging::ColorHandling::Keep)
+    {
         assert_eq!((kept.image.width(), kept.image.height()), (w, h));
     }
     // Resize asks for at least the largest rendition: here an eighth, the deepest shrink.
