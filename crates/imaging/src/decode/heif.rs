@@ -86,9 +86,8 @@ pub(super) fn profile(bytes: &[u8]) -> Option<SourceProfile> {
 }
 
 /// Decodes the primary image (grid tiles assembled, transforms applied) to 8-bit RGB(A).
-/// [`header`] has checked every size first.
-pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Image, Error> {
-    header(bytes, limits)?;
+/// The caller has run [`header`] (through `probe`), which checked every size first.
+pub(super) fn decode(bytes: &[u8]) -> Result<Image, Error> {
     let decoded = heic_decoder::decode(bytes).map_err(heif_error)?;
     if decoded.alpha.is_some() {
         let rgba = decoded.to_rgba8().map_err(heif_error)?;

@@ -205,7 +205,7 @@ pub fn decode_with(
             jpeg::decode(bytes, &header, need, profile.as_ref())?
         }
         Format::Png => png::decode(bytes)?,
-        Format::Heic => heif::decode(bytes, limits)?,
+        Format::Heic => heif::decode(bytes)?,
         _ => generic::decode(bytes, &header, limits)?,
     };
     if let Some(o) = image::metadata::Orientation::from_exif(header.orientation) {
