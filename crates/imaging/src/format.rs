@@ -57,14 +57,14 @@ impl Format {
                 | Format::Tiff
                 | Format::Bmp
                 | Format::Heic
+                | Format::Avif
         )
     }
 }
 
 /// Tells the format from the leading bytes only; the file name and Content-Type are never trusted.
 /// Recognised-but-unsupported content (SVG, HTML, PDF, camera RAW, ...) is `Unsupported` with
-/// its name, anything else `UnknownFormat`, no bytes at all `Empty`. AVIF is recognised here
-/// and refused as input by [`crate::probe`].
+/// its name, anything else `UnknownFormat`, no bytes at all `Empty`.
 pub fn sniff(bytes: &[u8]) -> Result<Format, Error> {
     if bytes.is_empty() {
         return Err(Error::Empty);

@@ -390,8 +390,8 @@ fn jpeg_output_of_transparent_images_is_flattened_on_white() {
     ));
 }
 
-/// AVIF has no decoder here, so the output is checked structurally: an `avif` brand and an
-/// image-spatial-extents box with the image's size, for opaque and transparent images.
+/// AVIF output has an `avif` brand and an image-spatial-extents box with the image's size,
+/// and reads back as the picture it was made of, for opaque and transparent images.
 #[test]
 fn avif_output_is_an_avif_of_the_right_size() {
     let ispe = |bytes: &[u8]| -> (u32, u32) {
@@ -421,6 +421,14 @@ fn avif_output_is_an_avif_of_the_right_size() {
         .unwrap();
         assert_eq!(imaging::sniff(&bytes).unwrap(), Format::Avif);
         assert_eq!(ispe(&bytes), (64, 32));
+        let back = imaging::decode(&bytes, &Limits::default(), None).unwrap();
+        assert_eq!(back.color().has_alpha(), img.color().has_alpha());
+        if img.color().has_alpha() {
+            let px = back.to_rgba8().get_pixel(10, 10).0;
+            assert!(close([px[0], px[1], px[3]], [200, 10, 128], 6), "{px:?}");
+        } else {
+            assert_quadrants(&back, 6, "AVIF");
+        }
     }
 }
 

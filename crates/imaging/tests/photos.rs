@@ -1,5 +1,6 @@
-//! Photos as phones and cameras make them: Display P3 and Adobe RGB JPEGs, P3 PNG, WebP and
-//! HEIC, an sRGB HEIC, a rotated, a tiled and a 10-bit HEIC, each compared pixel by pixel with
+//! Photos as phones and cameras make them: Display P3 and Adobe RGB JPEGs, P3 PNG, WebP, HEIC
+//! and AVIF, sRGB HEIC and AVIF, rotated and tiled HEICs and AVIFs, a 10-bit HEIC, a 4:2:2 AVIF,
+//! each compared pixel by pixel with
 //! the sRGB picture a colour-managed viewer shows (converted by LittleCMS in
 //! `support/make_photos.py`), after the same resize.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -29,6 +30,19 @@ fn rendition(img: &Image) -> RgbImage {
     imaging::resize_exact(img, 240, 160).unwrap().to_rgb8()
 }
 
+/// An image with alpha as it shows over mid gray; an opaque one as it is.
+fn over_gray(img: &Image) -> RgbImage {
+    let rgba = img.to_rgba8();
+    let mut out = RgbImage::new(rgba.width(), rgba.height());
+    for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
+        let a = u32::from(p.0[3]);
+        for c in 0..3 {
+            o.0[c] = ((u32::from(p.0[c]) * a + 128 * (255 - a) + 127) / 255) as u8;
+        }
+    }
+    out
+}
+
 fn truth() -> RgbImage {
     let img = imaging::decode(&photos::read("truth.png"), &Limits::default(), None).unwrap();
     rendition(&img)
@@ -55,6 +69,11 @@ fn wide_gamut_photos_come_out_as_the_srgb_truth() {
         "p3-grid.heic",
         "p3-10bit.heic",
         "p3-rot6.heic",
+        "p3.avif",
+        "srgb.avif",
+        "p3-grid.avif",
+        "p3-rot6.avif",
+        "srgb-422.avif",
     ] {
         let img = decoded(name);
         assert_eq!((img.width(), img.height()), (480, 320), "{name}");
@@ -87,6 +106,9 @@ fn headers_name_the_profile() {
         ("p3.tif", "Display P3", false),
         ("p3.heic", "Display P3", false),
         ("srgb.heic", "sRGB", true),
+        ("p3.avif", "Display P3", false),
+        ("p3-grid.avif", "Display P3", false),
+        ("srgb.avif", "sRGB", true),
     ] {
         let h = imaging::probe(&photos::read(name), &limits).unwrap();
         let p = h
@@ -104,6 +126,19 @@ fn headers_name_the_profile() {
         (h.format, h.color.as_str()),
         (Format::Heic, "ycbcr420-10bit")
     );
+    for (name, color) in [
+        ("p3.avif", "ycbcr444-8bit"),
+        ("srgb.avif", "ycbcr420-8bit"),
+        ("srgb-422.avif", "ycbcr422-8bit"),
+        ("gray.avif", "gray-8bit"),
+    ] {
+        let h = imaging::probe(&photos::read(name), &limits).unwrap();
+        assert_eq!(
+            (h.format, h.color.as_str()),
+            (Format::Avif, color),
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -158,6 +193,16 @@ fn keep_leaves_the_pixels_and_embeds_the_profile_in_every_format() {
         println!("kept {format:?}: mean {mean:.2} p99 {p99}");
         assert!(mean <= 1.2 && p99 <= 14, "{format:?}: {mean:.2} {p99}");
     }
+
+    // An AVIF's profile is handed back the same way, its pixels left as stored.
+    let kept =
+        imaging::decode_with(&photos::read("p3.avif"), &limits, None, ColorHandling::Keep).unwrap();
+    assert_eq!(
+        kept.profile.as_ref().and_then(|p| p.icc_to_embed()),
+        Some(&icc[..])
+    );
+    let converted = decoded("p3.avif").to_rgb8();
+    assert_ne!(kept.image.to_rgb8(), converted);
 
     // An sRGB source has nothing to keep.
     let srgb = imaging::decode_with(
@@ -272,4 +317,121 @@ fn transparency_is_flattened_onto_the_chosen_background() {
     .unwrap();
     let back = imaging::decode(&png, &Limits::default(), None).unwrap();
     assert_eq!(back.to_rgba8().get_pixel(1, 1).0[3], 0);
+}
+
+#[test]
+fn avif_grids_rotation_alpha_and_depths_decode_as_libavif_wrote_them() {
+    let limits = Limits::default();
+    let grid = photos::read("p3-grid.avif");
+    // 480x320 in 128x128 tiles: 4x3, the last column and row overhanging the picture.
+    let tiles = grid.windows(4).filter(|w| w == b"av01").count();
+    assert!(tiles >= 12, "{tiles} av01 items");
+    let h = imaging::probe(&grid, &limits).unwrap();
+    assert_eq!((h.width, h.height), (480, 320));
+
+    let rot = photos::read("p3-rot6.avif");
+    assert!(rot.windows(4).any(|w| w == b"irot"));
+    let h = imaging::probe(&rot, &limits).unwrap();
+    // Stored 320x480; irot turns it, and EXIF orientation is not applied on top.
+    assert_eq!((h.width, h.height, h.orientation), (480, 320, 1));
+
+    // Monochrome (4:0:0) against the gray truth.
+    let gray = decoded("gray.avif");
+    let truth = decoded("gray.png");
+    let (mean, p99) = diff(&rendition(&gray), &rendition(&truth));
+    println!("gray.avif        mean {mean:.2} p99 {p99}");
+    assert!(mean <= 1.2 && p99 <= 14, "gray: {mean:.2} {p99}");
+
+    // Alpha is a second AV1 image; it comes back as straight coverage.
+    let soft = decoded("soft.avif");
+    let want = decoded("soft.png");
+    assert!(soft.color().has_alpha());
+    let alpha = |img: &Image| -> Vec<u8> { img.to_rgba8().pixels().map(|p| p.0[3]).collect() };
+    let (a, b) = (alpha(&soft), alpha(&want));
+    let worst = a.iter().zip(&b).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+    assert!(worst <= 8, "alpha off by up to {worst}");
+    let (mean, p99) = diff(&over_gray(&soft), &over_gray(&want));
+    println!("soft.avif        mean {mean:.2} p99 {p99}");
+    assert!(mean <= 1.2 && p99 <= 14, "soft colour: {mean:.2} {p99}");
+
+    // imgpipe's own AVIF output is 10-bit 4:4:4 (with alpha when the source has it): read
+    // back, it is the picture it was made from.
+    for (source, want_color) in [
+        ("truth.png", "ycbcr444-10bit"),
+        ("soft.png", "ycbcr444-10bit"),
+    ] {
+        let img = decoded(source);
+        let opts = EncodeOptions {
+            format: Format::Avif,
+            quality: 92,
+            progressive: false,
+            lossless: false,
+            exif: None,
+            icc: None,
+            background: Color::WHITE,
+        };
+        let avif = imaging::encode(&img, &opts).unwrap();
+        let h = imaging::probe(&avif, &limits).unwrap();
+        assert_eq!(h.color, want_color, "{source}");
+        assert_eq!(h.has_alpha, img.color().has_alpha(), "{source}");
+        let back = imaging::decode(&avif, &limits, None).unwrap();
+        // What shows: the encoder may change the colour under full transparency.
+        let (mean, p99) = diff(&over_gray(&back), &over_gray(&img));
+        println!("{source} as AVIF mean {mean:.2} p99 {p99}");
+        assert!(mean <= 1.2 && p99 <= 14, "{source}: {mean:.2} {p99}");
+    }
+}
+
+#[test]
+fn oversized_and_corrupt_avifs_are_refused_by_name() {
+    let limits = Limits::default();
+    let good = photos::read("p3.avif");
+    let mut huge = good.clone();
+    let i = huge.windows(4).position(|w| w == b"ispe").unwrap();
+    huge[i + 8..i + 12].copy_from_slice(&70_000u32.to_be_bytes());
+    huge[i + 12..i + 16].copy_from_slice(&70_000u32.to_be_bytes());
+    assert!(matches!(
+        imaging::probe(&huge, &limits),
+        Err(imaging::Error::TooManyPixels {
+            width: 70_000,
+            height: 70_000,
+            ..
+        })
+    ));
+    assert!(imaging::decode(&huge, &limits, None).is_err());
+
+    for cut in [40, 300, good.len() / 2, good.len() - 10] {
+        let e = imaging::decode(&good[..cut], &limits, None).unwrap_err();
+        assert!(
+            matches!(e.kind(), "Truncated" | "Decode"),
+            "cut at {cut}: {e}"
+        );
+    }
+    // The AV1 data overwritten, from its start (the sequence header) or from its middle (the
+    // coded picture, which a decoder may or may not notice): a named error or a picture of
+    // the promised size, never a panic.
+    let mdat = good.windows(4).position(|w| w == b"mdat").unwrap() + 4;
+    for from in [mdat, mdat + (good.len() - mdat) / 2] {
+        let mut garbled = good.clone();
+        for (k, b) in garbled[from..].iter_mut().enumerate() {
+            *b = (k * 37 % 251) as u8;
+        }
+        match imaging::decode(&garbled, &limits, None) {
+            Ok(img) => assert_eq!((img.width(), img.height()), (480, 320)),
+            Err(e) => assert!(matches!(e.kind(), "Decode" | "Truncated"), "{e}"),
+        }
+    }
+    // A grid of more tiles than any photo has is refused before a tile is decoded.
+    let tiles_at = photos::read("p3-grid.avif");
+    let h = imaging::probe(
+        &tiles_at,
+        &Limits {
+            max_pixels: 100_000,
+            ..limits
+        },
+    );
+    assert!(
+        matches!(h, Err(imaging::Error::TooManyPixels { .. })),
+        "{h:?}"
+    );
 }

@@ -1,11 +1,14 @@
 //! Header probing with limits, then decoding into upright 8-bit RGB/RGBA, one file a format.
 
+mod avif;
 mod generic;
 mod gif;
 mod heif;
+mod isobmff;
 mod jpeg;
 mod png;
 mod webp;
+mod ycbcr;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,11 +93,7 @@ fn probe_with_profile(
         Format::Webp => webp::header(bytes, limits)?,
         Format::Tiff | Format::Bmp => generic::header(bytes, format, limits)?,
         Format::Heic => heif::header(bytes, limits)?,
-        Format::Avif => {
-            return Err(Error::Unsupported(
-                "AVIF input (no maintained decoder builds here)".into(),
-            ));
-        }
+        Format::Avif => avif::header(bytes, limits)?,
         Format::Qoi => return Err(Error::Unsupported("QOI input".into())),
     };
     check_limits(&header, limits)?;
@@ -111,6 +110,7 @@ pub fn source_profile(bytes: &[u8], format: Format) -> Option<SourceProfile> {
         Format::Webp => webp::profile(bytes),
         Format::Tiff => generic::profile(bytes, format),
         Format::Heic => heif::profile(bytes),
+        Format::Avif => avif::profile(bytes),
         _ => None,
     }
 }
@@ -206,6 +206,7 @@ pub fn decode_with(
         }
         Format::Png => png::decode(bytes)?,
         Format::Heic => heif::decode(bytes)?,
+        Format::Avif => avif::decode(bytes, limits)?,
         _ => generic::decode(bytes, &header, limits)?,
     };
     if let Some(o) = image::metadata::Orientation::from_exif(header.orientation) {
@@ -254,5 +255,17 @@ pub(crate) fn to_rgb_or_rgba(img: image::DynamicImage) -> Image {
         DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) => img,
         other if other.color().has_alpha() => DynamicImage::ImageRgba8(other.to_rgba8()),
         other => DynamicImage::ImageRgb8(other.to_rgb8()),
+    }
+}
+
+/// Later stages work on straight alpha.
+pub(crate) fn unpremultiply(img: &mut image::RgbaImage) {
+    for px in img.pixels_mut() {
+        let a = u32::from(px.0[3]);
+        if a > 0 && a < 255 {
+            for c in &mut px.0[..3] {
+                *c = ((u32::from(*c) * 255 + a / 2) / a).min(255) as u8;
+            }
+        }
     }
 }

@@ -675,15 +675,15 @@ pub fn corpus() -> Vec<Case> {
             why: "Adobe DNG RAW, whatever its extension says",
         },
         Case {
-            name: "avif-input",
+            name: "avif-no-meta",
             ext: "avif",
             bytes: {
                 let mut h = b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf".to_vec();
                 h.extend_from_slice(&[0; 64]);
                 h
             },
-            expect: rejected("Unsupported"),
-            why: "AVIF input is not decoded (output only)",
+            expect: rejected("Decode"),
+            why: "AVIF brand with nothing behind it: said by name",
         },
         Case {
             name: "bigtiff",

@@ -3,11 +3,12 @@
 The sRGB truth is a synthetic photo (gradients, skin-like tones, saturated patches, noise),
 all inside the sRGB gamut. Each test file holds the same picture in another colour space,
 converted by LittleCMS (Pillow's ImageCms), with that space's ICC profile embedded, or as HEIC
-through libheif (pillow-heif). The Display P3 and Adobe RGB profiles are written here from
+through libheif (pillow-heif), or as AVIF through libavif (Pillow; a tiled AVIF is put
+together here from AVIF-coded tiles, since no encoder in the venv writes grids). The Display P3 and Adobe RGB profiles are written here from
 their published primaries and transfer curves, so nothing outside the test defines them.
 
 Usage: python make_photos.py OUT_DIR
-       python make_photos.py --seeds OUT_DIR   (small HEICs for the fuzzer's corpus)
+       python make_photos.py --seeds OUT_DIR   (small HEICs and AVIFs for the fuzzer's corpus)
 """
 
 import io
@@ -157,6 +158,91 @@ def heic(img, path, **kw):
     pillow_heif.from_pillow(img).save(path, quality=92, **kw)
 
 
+# ---------------------------------------------------------------------------------------------
+# AVIF grids.
+
+def boxes(data):
+    """(type, body) of each ISO-BMFF box in `data` (32-bit sizes, as libavif writes them)."""
+    at = 0
+    while at + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[at:at + 8])
+        yield kind, data[at + 8:at + size]
+        at += size
+
+
+def child(data, kind):
+    return next(body for k, body in boxes(data) if k == kind)
+
+
+def box(kind, body):
+    return struct.pack(">I", len(body) + 8) + kind + body
+
+
+def full(kind, body, version=0, flags=0):
+    return box(kind, struct.pack(">I", version << 24 | flags) + body)
+
+
+def avif_payload(img):
+    """The av1C property and the AV1 data of a one-item AVIF that Pillow writes of `img`."""
+    buf = io.BytesIO()
+    img.save(buf, "AVIF", quality=97, subsampling="4:4:4")
+    data = buf.getvalue()
+    meta = child(data, b"meta")[4:]
+    av1c = child(child(child(meta, b"iprp"), b"ipco"), b"av1C")
+    iloc = child(meta, b"iloc")
+    version = iloc[0]
+    # 4-byte offsets and lengths, no base offset, one item of one extent.
+    assert version in (0, 1) and iloc[4:8] == bytes([0x44, 0, 0, 1]), iloc[:8]
+    at = 8 + 2 + (2 if version == 1 else 0) + 2 + 2
+    offset, length = struct.unpack(">II", iloc[at:at + 8])
+    return av1c, data[offset:offset + length]
+
+
+def grid_avif(img, tile, icc, path):
+    """`img` as a grid of `tile` x `tile` AV1 images (the edge ones padded), the way large
+    AVIFs are stored: item 1 is the grid, items 2.. its tiles, in rows."""
+    cols, rows = -(-img.width // tile), -(-img.height // tile)
+    padded = Image.new("RGB", (cols * tile, rows * tile))
+    padded.paste(img, (0, 0))
+    payloads = [avif_payload(padded.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile)))
+                for r in range(rows) for c in range(cols)]
+    av1c = payloads[0][0]
+    grid = struct.pack(">BBBBHH", 0, 0, rows - 1, cols - 1, img.width, img.height)
+    items = [(1, b"grid", grid)] + [(2 + i, b"av01", p[1]) for i, p in enumerate(payloads)]
+    ipco = box(b"ipco", b"".join([
+        full(b"ispe", struct.pack(">II", img.width, img.height)),  # 1
+        box(b"colr", b"prof" + icc),  # 2
+        full(b"ispe", struct.pack(">II", tile, tile)),  # 3
+        box(b"av1C", av1c),  # 4
+        full(b"pixi", bytes([3, 8, 8, 8])),  # 5
+    ]))
+    assoc = struct.pack(">HB", 1, 3) + bytes([1, 0x82, 5])
+    for i in range(len(payloads)):
+        assoc += struct.pack(">HB", 2 + i, 3) + bytes([3, 0x84, 5])
+    ipma = full(b"ipma", struct.pack(">I", len(items)) + assoc)
+    iinf = full(b"iinf", struct.pack(">H", len(items)) + b"".join(
+        full(b"infe", struct.pack(">HH", n, 0) + kind + b"\0", version=2, flags=1 if n > 1 else 0)
+        for n, kind, _ in items))
+    dimg = struct.pack(">HH", 1, len(payloads)) + b"".join(struct.pack(">H", 2 + i) for i in range(len(payloads)))
+    iref = full(b"iref", box(b"dimg", dimg))
+    hdlr = full(b"hdlr", b"\0" * 4 + b"pict" + b"\0" * 12 + b"\0")
+    pitm = full(b"pitm", struct.pack(">H", 1))
+    ftyp = box(b"ftyp", b"avif\0\0\0\0avifmif1miaf")
+
+    def meta_with(base):
+        at, entries = base, b""
+        for n, _, data in items:
+            entries += struct.pack(">HHHII", n, 0, 1, at, len(data))
+            at += len(data)
+        iloc = full(b"iloc", bytes([0x44, 0x00]) + struct.pack(">H", len(items)) + entries)
+        return full(b"meta", hdlr + pitm + iloc + iinf + iref + box(b"iprp", ipco + ipma))
+
+    # The offsets depend on the meta box's size, which does not depend on them.
+    base = len(ftyp) + len(meta_with(0)) + 8
+    mdat = box(b"mdat", b"".join(data for _, _, data in items))
+    Path(path).write_bytes(ftyp + meta_with(base) + mdat)
+
+
 def main(out):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,14 +272,33 @@ def main(out):
     h16 = pillow_heif.from_bytes(mode="RGB;16", size=p3.size, data=arr16)
     h16.info["icc_profile"] = DISPLAY_P3
     h16.save(out / "p3-10bit.heic", quality=92)
+    # AVIF as libavif writes it: a P3 one with its ICC profile, an sRGB one (nclx), a
+    # rotated one (Pillow turns EXIF orientation 6 into `irot`), and a grid.
+    # The P3 ones 4:4:4, as avifenc writes by default: libavif's 8-bit 4:2:0 coding alone costs
+    # about a level, which the conversion to sRGB then stretches past the tolerance. The sRGB
+    # one 4:2:0, as browsers' encoders write.
+    p3.save(out / "p3.avif", quality=97, subsampling="4:4:4", icc_profile=DISPLAY_P3)
+    t.save(out / "srgb.avif", quality=97)
+    sideways.save(out / "p3-rot6.avif", quality=97, subsampling="4:4:4", icc_profile=DISPLAY_P3,
+                  exif=rotate_exif())
+    grid_avif(p3, 128, DISPLAY_P3, out / "p3-grid.avif")
+    # The other chroma layouts AV1 has: 4:2:2, and monochrome (4:0:0).
+    t.save(out / "srgb-422.avif", quality=97, subsampling="4:2:2")
+    t.convert("L").save(out / "gray.png")
+    t.convert("L").convert("RGB").save(out / "gray.avif", quality=97, subsampling="4:0:0")
     # A transparent PNG: a disc on nothing.
     rgba = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
     ImageDraw.Draw(rgba).ellipse([8, 4, 56, 44], fill=(200, 30, 30, 255))
     rgba.save(out / "transparent.png")
+    # The same over a gradient of coverage, as AVIF (alpha is a second AV1 image).
+    soft = t.convert("RGBA")
+    soft.putalpha(Image.linear_gradient("L").rotate(90).resize(soft.size))
+    soft.save(out / "soft.png")
+    soft.save(out / "soft.avif", quality=97)
 
 
 def seeds(out):
-    """Small HEICs of every kind the decoder handles, for scripts/fuzz to mutate."""
+    """Small HEICs and AVIFs of every kind the decoders handle, for scripts/fuzz to mutate."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     small = truth().resize((64, 48))
@@ -206,6 +311,11 @@ def seeds(out):
     heic(rgba, out / "seed-alpha.heic")
     arr16 = b"".join(struct.pack("<H", v << 8 | v) for v in small.tobytes())
     pillow_heif.from_bytes(mode="RGB;16", size=small.size, data=arr16).save(out / "seed-10bit.heic", quality=80)
+    small.save(out / "seed.avif", quality=60)
+    convert(small, DISPLAY_P3).save(out / "seed-p3.avif", quality=60, icc_profile=DISPLAY_P3)
+    small.transpose(Image.Transpose.ROTATE_90).save(out / "seed-irot.avif", quality=60, exif=rotate_exif())
+    rgba.save(out / "seed-alpha.avif", quality=60)
+    grid_avif(small, 32, DISPLAY_P3, out / "seed-grid.avif")
     (out / "seed-p3.icc").write_bytes(DISPLAY_P3)
     (out / "seed-adobe.icc").write_bytes(ADOBE_RGB)
 

@@ -1,6 +1,6 @@
 //! The colour-managed test photos (`make_photos.py`): made once per test binary with the
-//! Python tools `scripts/setup` installs (Pillow's ImageCms for the profiles, pillow-heif for
-//! HEIC), never committed.
+//! Python tools `scripts/setup` installs (Pillow's ImageCms for the profiles and libavif for
+//! AVIF, pillow-heif for HEIC), never committed.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -27,7 +27,8 @@ pub fn python() -> PathBuf {
 
 /// The folder with the generated photos: truth.png, p3.jpg, adobe.jpg, p3.png, p3.webp,
 /// p3-untagged.jpg, p3.heic, srgb.heic, p3-rot6.heic, p3-grid.heic, p3-10bit.heic,
-/// transparent.png and display-p3.icc.
+/// p3.avif, srgb.avif, p3-rot6.avif, p3-grid.avif, srgb-422.avif, gray.avif with gray.png,
+/// soft.avif with soft.png, transparent.png and display-p3.icc.
 pub fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
