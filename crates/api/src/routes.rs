@@ -29,10 +29,10 @@ use crate::{ApiError, Caller, CallerSource, Ops, Presigner, UploadForm, UploadRe
 
 /// Largest request body: an upload request is a few hundred bytes, a long recipe a few KiB.
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// What `contentType` may declare: the formats Validate accepts as input (AVIF and QOI are
-/// output or intermediate formats only). `image/heif` is HEIC's container name, which some
-/// clients send for iPhone photos.
-pub const UPLOAD_CONTENT_TYPES: [&str; 8] = [
+/// What `contentType` may declare: the formats Validate accepts as input (QOI is an
+/// intermediate format only). `image/heif` is HEIC's container name, which some clients send
+/// for iPhone photos.
+pub const UPLOAD_CONTENT_TYPES: [&str; 9] = [
     "image/jpeg",
     "image/png",
     "image/webp",
@@ -41,6 +41,7 @@ pub const UPLOAD_CONTENT_TYPES: [&str; 8] = [
     "image/bmp",
     "image/heic",
     "image/heif",
+    "image/avif",
 ];
 /// How long an upload form stays usable; the record waits longer (a day) for slow clients
 /// that asked early.

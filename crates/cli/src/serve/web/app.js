@@ -11,7 +11,7 @@ const PAGE_SIZE = 10;
 const TYPES_BY_EXTENSION = {
   jpg: "image/jpeg", jpeg: "image/jpeg", jpe: "image/jpeg", png: "image/png",
   webp: "image/webp", gif: "image/gif", tif: "image/tiff", tiff: "image/tiff", bmp: "image/bmp",
-  heic: "image/heic", heif: "image/heif", hif: "image/heif",
+  heic: "image/heic", heif: "image/heif", hif: "image/heif", avif: "image/avif",
 };
 
 const $ = (id) => document.getElementById(id);
