@@ -364,11 +364,19 @@ fn transform_to_srgb(
         (_, false) => (Layout::Rgb, Layout::Rgb),
         (_, true) => (Layout::Rgba, Layout::Rgba),
     };
-    let options = TransformOptions {
-        rendering_intent: RenderingIntent::RelativeColorimetric,
-        ..TransformOptions::default()
+    let with = |rendering_intent| {
+        let options = TransformOptions {
+            rendering_intent,
+            ..TransformOptions::default()
+        };
+        p.create_transform_8bit(src, &ColorProfile::new_srgb(), dst, options)
     };
-    p.create_transform_8bit(src, &ColorProfile::new_srgb(), dst, options)
+    // A table-based profile (most CMYK ones) may carry only its perceptual table (A2B0),
+    // which the ICC specification makes the one to use when the colorimetric one is absent.
+    with(RenderingIntent::RelativeColorimetric).or_else(|e| match e {
+        moxcms::CmsError::UnsupportedLutRenderingIntent(_) => with(RenderingIntent::Perceptual),
+        other => Err(other),
+    })
 }
 
 /// Whether converting through `p` leaves 8-bit RGB values (within one level) as they are: an

@@ -1,6 +1,6 @@
 //! Photos as phones and cameras make them: Display P3 and Adobe RGB JPEGs, P3 PNG, WebP, HEIC
 //! and AVIF, sRGB HEIC and AVIF, rotated and tiled HEICs and AVIFs, a 10-bit HEIC, a 4:2:2 AVIF,
-//! each compared pixel by pixel with
+//! a CMYK JPEG with its CMYK profile, each compared pixel by pixel with
 //! the sRGB picture a colour-managed viewer shows (converted by LittleCMS in
 //! `support/make_photos.py`), after the same resize.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -434,4 +434,27 @@ fn oversized_and_corrupt_avifs_are_refused_by_name() {
         matches!(h, Err(imaging::Error::TooManyPixels { .. })),
         "{h:?}"
     );
+}
+
+#[test]
+fn a_cmyk_jpeg_goes_through_its_cmyk_profile() {
+    let limits = Limits::default();
+    let h = imaging::probe(&photos::read("cmyk.jpg"), &limits).unwrap();
+    let p = h.color_profile.expect("the CMYK profile is read");
+    assert_eq!(
+        (
+            h.color.as_str(),
+            p.color_space.as_str(),
+            p.description.as_str()
+        ),
+        ("cmyk", "cmyk", "Test CMYK")
+    );
+    // Against the sRGB LittleCMS makes of the same inks through the same profile.
+    let got = rendition(&decoded("cmyk.jpg"));
+    let (mean, p99) = diff(&got, &rendition(&decoded("cmyk-truth.png")));
+    println!("cmyk.jpg         mean {mean:.2} p99 {p99}");
+    assert!(mean <= 1.2 && p99 <= 14, "cmyk: mean {mean:.2}, p99 {p99}");
+    // The control: the naive conversion (which the inks were made by) is far from it.
+    let (mean, _) = diff(&got, &truth());
+    assert!(mean > 5.0, "mean {mean:.2}: the profile made no difference");
 }

@@ -76,20 +76,32 @@ pub(super) fn to_rgb8<T: Copy + Into<u32>>(p: &Planes<'_, T>) -> Option<Vec<u8>>
 
     let max = ((1u32 << p.bits) - 1) as f32;
     let scale = (1u32 << p.bits.saturating_sub(8)) as f32;
-    // Luma and colour differences to 0..1 and -0.5..0.5.
     let (y_off, y_span, c_span) = if p.full_range {
         (0.0, max, max)
     } else {
         (16.0 * scale, 219.0 * scale, 224.0 * scale)
     };
-    let c_mid = (1u32 << (p.bits - 1)) as f32;
-    let luma = |v: u32| (v as f32 - y_off) / y_span;
-    let to8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-
-    let sample = |plane: &[T], stride: usize, x: usize, y: usize| {
-        plane.get(y * stride + x).map_or(0, |&s| s.into())
+    // Chroma sums below carry weights that add up to 16; everything is worked in output
+    // levels (0..255), so each channel is a few multiply-adds a pixel.
+    let c_mid16 = 16.0 * (1u32 << (p.bits - 1)) as f32;
+    let luma_levels = 255.0 / y_span;
+    let chroma_levels = 255.0 / c_span / 16.0;
+    let to8 = |v: f32| (v.clamp(0.0, 255.0) + 0.5) as u8;
+    // R = Y + 2(1-kr) Pr, B = Y + 2(1-kb) Pb, G = Y - 2kb(1-kb)/kg Pb - 2kr(1-kr)/kg Pr.
+    let (r_cr, b_cb, g_cb, g_cr) = match p.matrix {
+        Matrix::Ycbcr { kr, kb } => {
+            let kg = 1.0 - kr - kb;
+            (
+                2.0 * (1.0 - kr),
+                2.0 * (1.0 - kb),
+                2.0 * kb * (1.0 - kb) / kg,
+                2.0 * kr * (1.0 - kr) / kg,
+            )
+        }
+        Matrix::Identity => (0.0, 0.0, 0.0, 0.0),
     };
-    // The nearer and the farther chroma sample of a full-resolution position.
+    // The nearer and the farther chroma sample of a full-resolution position, weighted 3:1
+    // (the same sample twice when that axis is not subsampled).
     let taps = |i: usize, n: usize, sub: bool| {
         if !sub {
             return (i, i);
@@ -102,31 +114,48 @@ pub(super) fn to_rgb8<T: Copy + Into<u32>>(p: &Planes<'_, T>) -> Option<Vec<u8>>
         };
         (near, far)
     };
-    let chroma = |plane: &[T], x: usize, y: usize| -> f32 {
-        let ((nx, fx), (ny, fy)) = (taps(x, cw, p.sub.0), taps(y, ch, p.sub.1));
-        let s = |x, y| sample(plane, p.uv_stride, x, y) as f32;
-        (9.0 * s(nx, ny) + 3.0 * s(fx, ny) + 3.0 * s(nx, fy) + s(fx, fy)) / 16.0
-    };
-
+    fn row<T>(plane: &[T], stride: usize, y: usize, n: usize) -> Option<&[T]> {
+        plane.get(y * stride..)?.get(..n)
+    }
+    // One chroma row, interpolated vertically (weights 3 and 1), per output row.
+    let (mut u_row, mut v_row) = (vec![0f32; cw], vec![0f32; cw]);
     for y in 0..h {
-        for x in 0..w {
-            let l = sample(p.y, p.y_stride, x, y);
-            let Some((u, v)) = p.uv else {
-                let g = to8(luma(l));
+        let luma = row(p.y, p.y_stride, y, w)?;
+        let Some((u, v)) = p.uv else {
+            for &l in luma {
+                let g = to8((l.into() as f32 - y_off) * luma_levels);
                 out.extend_from_slice(&[g, g, g]);
-                continue;
-            };
-            let (cb, cr) = (chroma(u, x, y), chroma(v, x, y));
+            }
+            continue;
+        };
+        let (ny, fy) = taps(y, ch, p.sub.1);
+        for (plane, dst) in [(u, &mut u_row), (v, &mut v_row)] {
+            let (near, far) = (
+                row(plane, p.uv_stride, ny, cw)?,
+                row(plane, p.uv_stride, fy, cw)?,
+            );
+            for ((d, &n), &f) in dst.iter_mut().zip(near).zip(far) {
+                *d = 3.0 * n.into() as f32 + f.into() as f32;
+            }
+        }
+        for (x, &l) in luma.iter().enumerate() {
+            let (nx, fx) = taps(x, cw, p.sub.0);
+            let cb = 3.0 * u_row.get(nx)? + u_row.get(fx)?;
+            let cr = 3.0 * v_row.get(nx)? + v_row.get(fx)?;
+            let yl = (l.into() as f32 - y_off) * luma_levels;
             let rgb = match p.matrix {
                 // G, B and R in the Y, U and V planes, each ranged like luma.
-                Matrix::Identity => [luma(cr.round() as u32), luma(l), luma(cb.round() as u32)],
-                Matrix::Ycbcr { kr, kb } => {
-                    let yy = luma(l);
-                    let (pb, pr) = ((cb - c_mid) / c_span, (cr - c_mid) / c_span);
-                    let r = yy + 2.0 * (1.0 - kr) * pr;
-                    let b = yy + 2.0 * (1.0 - kb) * pb;
-                    let g = (yy - kr * r - kb * b) / (1.0 - kr - kb);
-                    [r, g, b]
+                Matrix::Identity => [
+                    (cr / 16.0 - y_off) * luma_levels,
+                    yl,
+                    (cb / 16.0 - y_off) * luma_levels,
+                ],
+                Matrix::Ycbcr { .. } => {
+                    let (pb, pr) = (
+                        (cb - c_mid16) * chroma_levels,
+                        (cr - c_mid16) * chroma_levels,
+                    );
+                    [yl + r_cr * pr, yl - g_cb * pb - g_cr * pr, yl + b_cb * pb]
                 }
             };
             out.extend(rgb.map(to8));

@@ -119,6 +119,85 @@ def icc_profile(description, primaries, white, trc):
     return header + struct.pack(">I", len(tags)) + table + data
 
 
+# ---------------------------------------------------------------------------------------------
+# A CMYK printer profile: ICC v2, one A2B0 lookup table (CMYK to Lab) on a 9-point grid, from
+# a made-up ink model, so the test has a CMYK profile without depending on a licensed one.
+
+def srgb_to_lab_d50(rgb):
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    # sRGB's colorants adapted to D50 (Bradford), as in the ICC sRGB profile.
+    m = [[0.4360747, 0.3850649, 0.1430804], [0.2225045, 0.7168786, 0.0606169], [0.0139322, 0.0971045, 0.7141733]]
+    xyz = mat_vec(m, lin)
+    f = [(v / w) ** (1 / 3) if v / w > 216 / 24389 else (24389 / 27 * v / w + 16) / 116 for v, w in zip(xyz, D50)]
+    return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
+
+
+def ink_to_rgb(c, m, y, k):
+    """Inks that are not the naive complements: they darken along a curve, black is not full
+    black on paper, and magenta takes some blue too, so the profile's colours differ visibly
+    from the naive conversion's."""
+    ce, me, ye = (0.9 * v ** 1.25 for v in (c, m, y))
+    ke = 0.92 * k
+    return [(1 - ce) * (1 - ke), (1 - me) * (1 - ke), max(0.0, 1 - ye - 0.1 * me) * (1 - ke)]
+
+
+def tag_desc_v2(text):
+    ascii_ = text.encode("ascii") + b"\0"
+    return b"desc\0\0\0\0" + struct.pack(">I", len(ascii_)) + ascii_ + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
+
+
+def tag_mft2_cmyk_to_lab(grid):
+    body = b"mft2\0\0\0\0" + bytes([4, 3, grid, 0])
+    body += b"".join(s15(1.0 if i == j else 0.0) for i in range(3) for j in range(3))
+    body += struct.pack(">HH", 2, 2)
+    body += struct.pack(">HH", 0, 65535) * 4
+    steps = [i / (grid - 1) for i in range(grid)]
+    for c in steps:
+        for m in steps:
+            for y in steps:
+                for k in steps:
+                    lab = srgb_to_lab_d50(ink_to_rgb(c, m, y, k))
+                    # ICC v2 16-bit Lab: L 0..100 on 0..0xFF00, a and b +128 on 0..0xFFFF.
+                    enc = [lab[0] / 100 * 0xFF00, (lab[1] + 128) * 256, (lab[2] + 128) * 256]
+                    body += b"".join(struct.pack(">H", max(0, min(65535, round(v)))) for v in enc)
+    body += struct.pack(">HH", 0, 65535) * 3
+    return body
+
+
+def cmyk_profile():
+    tags = [
+        (b"desc", tag_desc_v2("Test CMYK")),
+        (b"cprt", b"text\0\0\0\0No copyright, use freely\0"),
+        (b"wtpt", tag_xyz(D50)),
+        (b"A2B0", tag_mft2_cmyk_to_lab(9)),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = struct.pack(">I4sI4s4s4s", size, b"none", 0x02100000, b"prtr", b"CMYK", b"Lab ")
+    header += b"\0" * 12 + b"acsp" + b"APPL" + b"\0" * 4 + b"\0" * 8 + b"\0" * 8 + struct.pack(">I", 0)
+    header += b"".join(s15(c) for c in D50) + b"none"
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def to_cmyk(img):
+    """The picture as ink amounts, naively (black first, then each ink the complement)."""
+    out = Image.new("CMYK", img.size)
+    px, dst = img.load(), out.load()
+    for y in range(img.height):
+        for x in range(img.width):
+            r, g, b = (v / 255 for v in px[x, y])
+            k = 1 - max(r, g, b)
+            ink = [0.0, 0.0, 0.0] if k >= 1 else [(1 - v - k) / (1 - k) for v in (r, g, b)]
+            dst[x, y] = tuple(round(v * 255) for v in ink + [k])
+    return out
+
+
 SRGB_TRC = [2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045]
 D65 = (0.3127, 0.3290)
 DISPLAY_P3 = icc_profile("Display P3", [(0.680, 0.320), (0.265, 0.690), (0.150, 0.060)], D65, SRGB_TRC)
@@ -286,6 +365,16 @@ def main(out):
     t.save(out / "srgb-422.avif", quality=97, subsampling="4:2:2")
     t.convert("L").save(out / "gray.png")
     t.convert("L").convert("RGB").save(out / "gray.avif", quality=97, subsampling="4:0:0")
+    # A CMYK JPEG with its CMYK profile, and the sRGB LittleCMS makes of the same inks
+    # through that profile (what a colour-managed viewer shows).
+    icc = cmyk_profile()
+    (out / "test-cmyk.icc").write_bytes(icc)
+    inks = to_cmyk(t)
+    inks.save(out / "cmyk.jpg", quality=95, icc_profile=icc)
+    shown = Image.open(out / "cmyk.jpg")
+    ImageCms.profileToProfile(shown, ImageCms.getOpenProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB"),
+                              renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB"
+                              ).save(out / "cmyk-truth.png")
     # A transparent PNG: a disc on nothing.
     rgba = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
     ImageDraw.Draw(rgba).ellipse([8, 4, 56, 44], fill=(200, 30, 30, 255))

@@ -28,7 +28,8 @@ pub fn python() -> PathBuf {
 /// The folder with the generated photos: truth.png, p3.jpg, adobe.jpg, p3.png, p3.webp,
 /// p3-untagged.jpg, p3.heic, srgb.heic, p3-rot6.heic, p3-grid.heic, p3-10bit.heic,
 /// p3.avif, srgb.avif, p3-rot6.avif, p3-grid.avif, srgb-422.avif, gray.avif with gray.png,
-/// soft.avif with soft.png, transparent.png and display-p3.icc.
+/// soft.avif with soft.png, cmyk.jpg with cmyk-truth.png and test-cmyk.icc, transparent.png
+/// and display-p3.icc.
 pub fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
