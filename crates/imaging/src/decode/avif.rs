@@ -17,7 +17,7 @@ use re_rav1d::dav1d::{
 };
 use zenavif_parse::{AV1Metadata, AvifParser, ColorInformation, DecodeConfig};
 
-use super::ycbcr::{self, Matrix, Planes};
+use super::ycbcr::{self, Matrix, Shape};
 use super::{Header, Limits, buffer_mismatch, check_dims, isobmff, unpremultiply};
 use crate::profile::{self, SourceProfile};
 use crate::{Error, Format, Image};
@@ -471,42 +471,28 @@ fn to_rgb8(pic: &Picture, matrix: Option<u16>) -> Result<RgbImage, Error> {
     let gray = layout == PixelLayout::I400;
     let full_range = pic.color_range() == YUVRange::Full;
     let bits = pic.bits_per_component().map_or(8, |b| b.0 as u32);
-    // Strides are in bytes; the planes here count samples.
+    // Strides are in bytes; the conversion counts samples.
+    let shape = |bytes: usize| Shape {
+        y_stride: pic.stride(Plane::Y) as usize / bytes,
+        uv_stride: pic.stride(Plane::U) as usize / bytes,
+        width: w as usize,
+        height: h as usize,
+        sub,
+        bits,
+        full_range,
+        matrix,
+    };
     let rgb = if pic.bit_depth() == 8 {
         let y = pic.plane(Plane::Y);
         // A monochrome picture has no chroma planes to ask for.
         let uv = (!gray).then(|| (pic.plane(Plane::U), pic.plane(Plane::V)));
-        ycbcr::to_rgb8(&Planes {
-            y: &y,
-            y_stride: pic.stride(Plane::Y) as usize,
-            uv: uv.as_ref().map(|(u, v)| (&u[..], &v[..])),
-            uv_stride: pic.stride(Plane::U) as usize,
-            width: w as usize,
-            height: h as usize,
-            sub,
-            bits,
-            full_range,
-            matrix,
-        })
+        let uv = uv.as_ref().map(|(u, v)| (&u[..], &v[..]));
+        ycbcr::to_rgb8(&y, uv, &shape(1))
     } else {
         let y = samples16(pic, Plane::Y);
-        let (u, v) = if gray {
-            (Vec::new(), Vec::new())
-        } else {
-            (samples16(pic, Plane::U), samples16(pic, Plane::V))
-        };
-        ycbcr::to_rgb8(&Planes {
-            y: &y,
-            y_stride: pic.stride(Plane::Y) as usize / 2,
-            uv: (!gray).then_some((&u[..], &v[..])),
-            uv_stride: pic.stride(Plane::U) as usize / 2,
-            width: w as usize,
-            height: h as usize,
-            sub,
-            bits,
-            full_range,
-            matrix,
-        })
+        let uv = (!gray).then(|| (samples16(pic, Plane::U), samples16(pic, Plane::V)));
+        let uv = uv.as_ref().map(|(u, v)| (&u[..], &v[..]));
+        ycbcr::to_rgb8(&y, uv, &shape(2))
     };
     rgb.and_then(|rgb| RgbImage::from_raw(w, h, rgb))
         .ok_or(buffer_mismatch(FORMAT))

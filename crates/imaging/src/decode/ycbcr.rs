@@ -38,13 +38,11 @@ impl Matrix {
     }
 }
 
-/// Decoded planes. Chroma planes are `(w + sub_x) >> sub_x` by `(h + sub_y) >> sub_y`
-/// samples; strides count samples.
-pub(super) struct Planes<'a, T> {
-    pub y: &'a [T],
+/// How decoded planes are laid out and what their numbers mean. Chroma planes are
+/// `(w + sub_x) >> sub_x` by `(h + sub_y) >> sub_y` samples; strides count samples.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Shape {
     pub y_stride: usize,
-    /// `None` for monochrome.
-    pub uv: Option<(&'a [T], &'a [T])>,
     pub uv_stride: usize,
     pub width: usize,
     pub height: usize,
@@ -55,19 +53,23 @@ pub(super) struct Planes<'a, T> {
     pub matrix: Matrix,
 }
 
-/// The planes as interleaved 8-bit RGB; `None` when a plane does not hold what its size and
-/// stride claim (checked before anything is read).
-pub(super) fn to_rgb8<T: Copy + Into<u32>>(p: &Planes<'_, T>) -> Option<Vec<u8>> {
+/// The planes (`uv` is `None` for monochrome) as interleaved 8-bit RGB; `None` when a plane
+/// does not hold what the shape claims (checked before anything is read).
+pub(super) fn to_rgb8<T: Copy + Into<u32>>(
+    y: &[T],
+    uv: Option<(&[T], &[T])>,
+    p: &Shape,
+) -> Option<Vec<u8>> {
     let (w, h) = (p.width, p.height);
     let covers = |plane: &[T], stride: usize, pw: usize, ph: usize| {
         pw == 0 || ph == 0 || (stride >= pw && plane.len() >= (ph - 1) * stride + pw)
     };
-    if !(1..=16).contains(&p.bits) || !covers(p.y, p.y_stride, w, h) {
+    if !(1..=16).contains(&p.bits) || !covers(y, p.y_stride, w, h) {
         return None;
     }
     let cw = if p.sub.0 { w.div_ceil(2) } else { w };
     let ch = if p.sub.1 { h.div_ceil(2) } else { h };
-    if let Some((u, v)) = p.uv
+    if let Some((u, v)) = uv
         && !(covers(u, p.uv_stride, cw, ch) && covers(v, p.uv_stride, cw, ch))
     {
         return None;
@@ -119,9 +121,10 @@ pub(super) fn to_rgb8<T: Copy + Into<u32>>(p: &Planes<'_, T>) -> Option<Vec<u8>>
     }
     // One chroma row, interpolated vertically (weights 3 and 1), per output row.
     let (mut u_row, mut v_row) = (vec![0f32; cw], vec![0f32; cw]);
+    let luma_plane = y;
     for y in 0..h {
-        let luma = row(p.y, p.y_stride, y, w)?;
-        let Some((u, v)) = p.uv else {
+        let luma = row(luma_plane, p.y_stride, y, w)?;
+        let Some((u, v)) = uv else {
             for &l in luma {
                 let g = to8((l.into() as f32 - y_off) * luma_levels);
                 out.extend_from_slice(&[g, g, g]);
@@ -170,10 +173,8 @@ mod tests {
     use super::*;
 
     fn one(y: u16, u: u16, v: u16, bits: u32, full_range: bool, matrix: Matrix) -> [u8; 3] {
-        let planes = Planes {
-            y: &[y],
+        let shape = Shape {
             y_stride: 1,
-            uv: Some((&[u][..], &[v][..])),
             uv_stride: 1,
             width: 1,
             height: 1,
@@ -182,7 +183,7 @@ mod tests {
             full_range,
             matrix,
         };
-        let out = to_rgb8(&planes).unwrap();
+        let out = to_rgb8(&[y], Some((&[u][..], &[v][..])), &shape).unwrap();
         [out[0], out[1], out[2]]
     }
 
@@ -216,10 +217,8 @@ mod tests {
         // 4x1 luma at mid-gray, 2x1 chroma: a blue-difference step.
         let y = [128u8; 4];
         let (u, v) = ([100u8, 156], [128u8, 128]);
-        let planes = Planes {
-            y: &y,
+        let shape = Shape {
             y_stride: 4,
-            uv: Some((&u[..], &v[..])),
             uv_stride: 2,
             width: 4,
             height: 1,
@@ -228,7 +227,7 @@ mod tests {
             full_range: true,
             matrix: Matrix::BT601,
         };
-        let out = to_rgb8(&planes).unwrap();
+        let out = to_rgb8(&y, Some((&u[..], &v[..])), &shape).unwrap();
         let blue: Vec<u8> = out.chunks(3).map(|p| p[2]).collect();
         // Cb at the four positions: 100, 114, 142, 156 (3:1 between the two samples).
         let want: Vec<u8> = [100.0f32, 114.0, 142.0, 156.0]
@@ -236,10 +235,6 @@ mod tests {
             .map(|cb| (128.0 + 1.772 * (cb - 128.0)).round() as u8)
             .collect();
         assert_eq!(blue, want);
-        let short = Planes {
-            y: &y[..3],
-            ..planes
-        };
-        assert!(to_rgb8(&short).is_none());
+        assert!(to_rgb8(&y[..3], Some((&u[..], &v[..])), &shape).is_none());
     }
 }

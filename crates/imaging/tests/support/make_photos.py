@@ -105,6 +105,11 @@ def icc_profile(description, primaries, white, trc):
         (b"gTRC", curve),
         (b"bTRC", curve),
     ]
+    return assemble_icc(tags, 0x04300000, b"mntr", b"RGB ", b"XYZ ")
+
+
+def assemble_icc(tags, version, device_class, color_space, pcs):
+    """A profile of `tags` ((signature, body) pairs) behind a header with these fields."""
     offset = 128 + 4 + 12 * len(tags)
     table, data = b"", b""
     for sig, body in tags:
@@ -112,7 +117,7 @@ def icc_profile(description, primaries, white, trc):
         table += sig + struct.pack(">II", offset + len(data), len(body))
         data += body
     size = offset + len(data)
-    header = struct.pack(">I4sI4s4s4s", size, b"none", 0x04300000, b"mntr", b"RGB ", b"XYZ ")
+    header = struct.pack(">I4sI4s4s4s", size, b"none", version, device_class, color_space, pcs)
     header += b"\0" * 12 + b"acsp" + b"APPL" + b"\0" * 4 + b"\0" * 8 + b"\0" * 8 + struct.pack(">I", 0)
     header += b"".join(s15(c) for c in D50) + b"none"
     header += b"\0" * (128 - len(header))
@@ -171,18 +176,7 @@ def cmyk_profile():
         (b"wtpt", tag_xyz(D50)),
         (b"A2B0", tag_mft2_cmyk_to_lab(9)),
     ]
-    offset = 128 + 4 + 12 * len(tags)
-    table, data = b"", b""
-    for sig, body in tags:
-        body += b"\0" * (-len(body) % 4)
-        table += sig + struct.pack(">II", offset + len(data), len(body))
-        data += body
-    size = offset + len(data)
-    header = struct.pack(">I4sI4s4s4s", size, b"none", 0x02100000, b"prtr", b"CMYK", b"Lab ")
-    header += b"\0" * 12 + b"acsp" + b"APPL" + b"\0" * 4 + b"\0" * 8 + b"\0" * 8 + struct.pack(">I", 0)
-    header += b"".join(s15(c) for c in D50) + b"none"
-    header += b"\0" * (128 - len(header))
-    return header + struct.pack(">I", len(tags)) + table + data
+    return assemble_icc(tags, 0x02100000, b"prtr", b"CMYK", b"Lab ")
 
 
 def to_cmyk(img):
