@@ -13,6 +13,8 @@ pub const ALERTS_TOPIC_ARN: &str = "IMGPIPE_ALERTS_TOPIC_ARN";
 pub const EVENTS_TOPIC_ARN: &str = "IMGPIPE_EVENTS_TOPIC_ARN";
 pub const MAX_PIXELS: &str = "IMGPIPE_MAX_PIXELS";
 pub const MAX_BYTES: &str = "IMGPIPE_MAX_BYTES";
+/// Pixels one job may hold (source plus resized renditions); unset, 4 x the pixel limit.
+pub const MAX_JOB_PIXELS: &str = "IMGPIPE_MAX_JOB_PIXELS";
 pub const DEFAULT_PRESET: &str = "IMGPIPE_DEFAULT_PRESET";
 /// Forces S3 path-style addressing on (`true`) or off (`false`); unset, it follows whether an
 /// endpoint override is configured.
@@ -94,6 +96,9 @@ impl Config {
         };
         number(MAX_PIXELS, &mut limits.max_pixels);
         number(MAX_BYTES, &mut limits.max_bytes);
+        let mut max_job_pixels = 0;
+        number(MAX_JOB_PIXELS, &mut max_job_pixels);
+        let max_job_pixels = (max_job_pixels > 0).then_some(max_job_pixels);
 
         let presets = Presets::builtin();
         let default_preset = value(DEFAULT_PRESET).unwrap_or_else(|| "web".to_string());
@@ -118,6 +123,7 @@ impl Config {
                 limits,
                 presets,
                 default_preset,
+                max_job_pixels,
             },
         })
     }
@@ -228,5 +234,9 @@ mod tests {
         let c = load(&env).unwrap();
         assert_eq!(c.steps.limits.max_pixels, 1000);
         assert_eq!(c.steps.limits.max_bytes, 2048);
+        // The job budget follows the pixel limit unless it is set.
+        assert_eq!(c.steps.job_pixel_budget(), 4000);
+        env.insert(MAX_JOB_PIXELS, "2500");
+        assert_eq!(load(&env).unwrap().steps.job_pixel_budget(), 2500);
     }
 }

@@ -88,6 +88,10 @@ pub struct CommonArgs {
     /// Largest accepted file, in bytes.
     #[arg(long, env = "IMGPIPE_MAX_BYTES", default_value_t = imaging::Limits::default().max_bytes)]
     pub max_bytes: u64,
+    /// Most pixels one job may hold at once: the source plus every resized rendition
+    /// (default: 4 x --max-pixels). A recipe over it is refused as RecipeTooLarge.
+    #[arg(long, env = "IMGPIPE_MAX_JOB_PIXELS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_job_pixels: Option<u64>,
 }
 
 impl CommonArgs {
@@ -108,6 +112,7 @@ impl CommonArgs {
         Ok(Config {
             limits,
             presets,
+            max_job_pixels: self.max_job_pixels,
             ..Config::default()
         })
     }

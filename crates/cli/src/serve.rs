@@ -4,7 +4,10 @@
 //! folder standing in for an S3 drop, a small web page, and for operators `/metrics` and a
 //! `/health` that checks the store and the database.
 
+mod guard;
+mod http;
 mod inbox;
+mod meter;
 mod observe;
 pub mod presign;
 mod queue;
@@ -63,6 +66,10 @@ pub struct ServeArgs {
     /// Do not watch DIR/inbox/.
     #[arg(long)]
     pub no_inbox: bool,
+    /// Open connections at most (default 1024, fewer when the open-files limit is lower); more
+    /// wait to be accepted.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: Option<u64>,
     /// Caps how long upload forms stay valid, in seconds (tests of expiry).
     #[arg(long, hide = true)]
     pub upload_ttl: Option<u64>,
@@ -227,6 +234,9 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
         metrics,
     );
     let app = api::router_with(state, ops)
+        // The API's requests are small and quick; the upload and download routes have their
+        // own limits, on the body's pace.
+        .layer(axum::middleware::from_fn(guard::api_deadline))
         .merge(transfer::routes(transfer::TransferState {
             presigner,
             store: pipeline.store.clone(),
@@ -237,6 +247,17 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
         // After every merge: it wraps the routes there are, and only those know their template.
         .route_layer(axum::middleware::from_fn(observe::track_http))
         .layer(tower_http::trace::TraceLayer::new_for_http());
+    // Without authentication, only requests addressed to this machine by a loopback name: a
+    // web page the user opens cannot reach the server through a name that rebinds to it.
+    let app = if args.auth == AuthMode::None {
+        app.layer(axum::middleware::from_fn(guard::loopback_host_only))
+    } else {
+        app
+    };
+    let limits = http::Limits::for_this_process(
+        args.max_connections
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    );
 
     println!("imgpipe serve: listening on http://{bound} (auth: {auth_text})");
     if args.auth == AuthMode::None {
@@ -246,8 +267,10 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
         );
     }
     eprintln!(
-        "imgpipe serve: data {}, {jobs} worker(s), queue {capacity}, web page {base_url}/",
-        data.display()
+        "imgpipe serve: data {}, {jobs} worker(s), queue {capacity}, at most {} connections, \
+         web page {base_url}/",
+        data.display(),
+        limits.max_connections
     );
 
     let shutdown = {
@@ -265,10 +288,7 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
             });
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving")?;
+    http::serve(listener, app, limits, shutdown).await;
     let _ = stop_tx.send(true);
     while background.join_next().await.is_some() {}
     let pending = queue.pending();

@@ -144,11 +144,38 @@ impl FsStore {
         tmp: tempfile::NamedTempFile,
         metadata: &BTreeMap<String, String>,
     ) -> Result<String, PortError> {
+        self.put_in_place(key, tmp, metadata, false)
+            .map(|etag| etag.unwrap_or_default())
+    }
+
+    /// [`FsStore::persist`], but only when `key` does not exist yet: `None` (and the temporary
+    /// file removed) when it does. The check and the move are one atomic step, so of several
+    /// writers racing for one key exactly one wins: an upload form's single use rests on it.
+    pub fn persist_new(
+        &self,
+        key: &str,
+        tmp: tempfile::NamedTempFile,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, PortError> {
+        self.put_in_place(key, tmp, metadata, true)
+    }
+
+    fn put_in_place(
+        &self,
+        key: &str,
+        tmp: tempfile::NamedTempFile,
+        metadata: &BTreeMap<String, String>,
+        only_new: bool,
+    ) -> Result<Option<String>, PortError> {
         let dest = self.path_of(key)?;
         let dir = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(|e| port_err(key, e))?;
         tmp.as_file().sync_all().map_err(|e| port_err(key, e))?;
+        if only_new && fs::symlink_metadata(&dest).is_ok() {
+            return Ok(None);
+        }
         // Metadata first: whoever sees the object must see what it says about its recipe.
+        // (Racing writers of one key hold one signed form, so they write the same metadata.)
         let meta_path = self.meta_path(key);
         if metadata.is_empty() {
             let _ = fs::remove_file(&meta_path);
@@ -157,9 +184,17 @@ impl FsStore {
                 serde_json::to_vec(metadata).map_err(|e| PortError::Permanent(e.to_string()))?;
             write_atomic(&meta_path, &json).map_err(|e| port_err(key, e))?;
         }
-        tmp.persist(&dest).map_err(|e| port_err(key, e.error))?;
+        if only_new {
+            match tmp.persist_noclobber(&dest) {
+                Ok(_) => {}
+                Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+                Err(e) => return Err(port_err(key, e.error)),
+            }
+        } else {
+            tmp.persist(&dest).map_err(|e| port_err(key, e.error))?;
+        }
         let meta = fs::metadata(&dest).map_err(|e| port_err(key, e))?;
-        Ok(etag_of(&meta))
+        Ok(Some(etag_of(&meta)))
     }
 }
 

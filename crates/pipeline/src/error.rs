@@ -13,6 +13,9 @@ pub enum ErrorKind {
     UnsupportedFormat,
     /// The recipe or preset asked for is not valid.
     InvalidRecipe,
+    /// The recipe is valid, but for this image its renditions need more pixels than a job
+    /// may hold (each rendition, or all of them with the source).
+    RecipeTooLarge,
     /// An object or record the step needs does not exist.
     NotFound,
     /// A dependency failed in a way worth retrying.
@@ -30,6 +33,7 @@ impl ErrorKind {
             ErrorKind::ImageTooLarge => "ImageTooLarge",
             ErrorKind::UnsupportedFormat => "UnsupportedFormat",
             ErrorKind::InvalidRecipe => "InvalidRecipe",
+            ErrorKind::RecipeTooLarge => "RecipeTooLarge",
             ErrorKind::NotFound => "NotFound",
             ErrorKind::Transient => "Transient",
             ErrorKind::InvalidInput => "InvalidInput",
@@ -43,6 +47,7 @@ impl ErrorKind {
             "ImageTooLarge" => ErrorKind::ImageTooLarge,
             "UnsupportedFormat" => ErrorKind::UnsupportedFormat,
             "InvalidRecipe" => ErrorKind::InvalidRecipe,
+            "RecipeTooLarge" => ErrorKind::RecipeTooLarge,
             "NotFound" => ErrorKind::NotFound,
             "Transient" => ErrorKind::Transient,
             "InvalidInput" => ErrorKind::InvalidInput,
@@ -60,6 +65,7 @@ impl ErrorKind {
                 | ErrorKind::ImageTooLarge
                 | ErrorKind::UnsupportedFormat
                 | ErrorKind::InvalidRecipe
+                | ErrorKind::RecipeTooLarge
         )
     }
 }
@@ -146,6 +152,7 @@ mod tests {
             ErrorKind::ImageTooLarge,
             ErrorKind::UnsupportedFormat,
             ErrorKind::InvalidRecipe,
+            ErrorKind::RecipeTooLarge,
             ErrorKind::NotFound,
             ErrorKind::Transient,
             ErrorKind::InvalidInput,
@@ -154,6 +161,7 @@ mod tests {
             assert_eq!(ErrorKind::from_name(kind.name()), Some(kind));
         }
         assert!(ErrorKind::ImageTooLarge.is_rejection());
+        assert!(ErrorKind::RecipeTooLarge.is_rejection());
         assert!(!ErrorKind::Transient.is_rejection());
         assert_eq!(ErrorKind::from_name("States.ALL"), None);
     }

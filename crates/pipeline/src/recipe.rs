@@ -142,10 +142,19 @@ impl Recipe {
         Ok(())
     }
 
-    /// Refuses a recipe whose outputs for this source would exceed the pixel budget: a
-    /// 16384x16384 rendition of a small photo would need a gigabyte per step, so outputs
-    /// are held to the same limit as inputs.
-    pub fn check_outputs(&self, src: (u32, u32), max_pixels: u64) -> Result<(), StepError> {
+    /// Refuses, as `RecipeTooLarge`, a recipe whose outputs for this source need more pixels
+    /// than allowed: any one rendition over `max_pixels` (a 16384x16384 rendition of a small
+    /// photo would need a gigabyte per step), or the source and every resized rendition
+    /// together over `max_job_pixels`, since the Resize step holds them all at once (sixteen
+    /// 7000x7000 renditions of one 74-byte PNG would otherwise need 3 GB).
+    pub fn check_outputs(
+        &self,
+        src: (u32, u32),
+        max_pixels: u64,
+        max_job_pixels: u64,
+    ) -> Result<(), StepError> {
+        let source = u64::from(src.0) * u64::from(src.1);
+        let mut total = source;
         for (i, r) in self.renditions.iter().enumerate() {
             let Some(spec) = &r.resize else { continue };
             let plan = imaging::plan(src, spec);
@@ -155,12 +164,22 @@ impl Recipe {
             );
             let pixels = u64::from(w) * u64::from(h);
             if pixels > max_pixels {
-                return Err(StepError::invalid_recipe(format!(
+                return Err(too_large(format!(
                     "renditions[{i}].resize: {w}x{h} for this {}x{} image is {pixels} pixels; \
                      the limit is {max_pixels}",
                     src.0, src.1
                 )));
             }
+            total = total.saturating_add(held_pixels(&plan));
+        }
+        if total > max_job_pixels {
+            return Err(too_large(format!(
+                "the {} renditions of this {}x{} image need {total} pixels together with the \
+                 source; a job may hold {max_job_pixels}: ask for fewer or smaller renditions",
+                self.renditions.len(),
+                src.0,
+                src.1
+            )));
         }
         Ok(())
     }
@@ -175,6 +194,21 @@ impl Recipe {
             })
             .fold((0, 0), |(w, h), (a, b)| (w.max(a), h.max(b)))
     }
+}
+
+/// What one resized rendition holds in the Resize step: its whole scaled image, plus the
+/// cropped or padded one when that differs (see render.rs).
+fn held_pixels(plan: &imaging::Plan) -> u64 {
+    let scaled = u64::from(plan.scaled.0) * u64::from(plan.scaled.1);
+    if plan.output != plan.scaled || plan.offset != (0, 0) {
+        scaled.saturating_add(u64::from(plan.output.0) * u64::from(plan.output.1))
+    } else {
+        scaled
+    }
+}
+
+fn too_large(message: String) -> StepError {
+    StepError::new(crate::ErrorKind::RecipeTooLarge, message)
 }
 
 /// Rendition and preset names end up in object keys, so they are kept to a safe alphabet.
@@ -309,16 +343,70 @@ mod tests {
             r#"{"renditions":[{"name":"a","resize":{"width":256}},{"name":"huge","resize":{"width":16000,"height":16000,"fit":"fill"}}]}"#,
         )
         .unwrap();
-        let err = recipe.check_outputs((800, 600), 50_000_000).unwrap_err();
-        assert_eq!(err.name(), "InvalidRecipe");
+        let err = recipe
+            .check_outputs((800, 600), 50_000_000, u64::MAX)
+            .unwrap_err();
+        assert_eq!(err.name(), "RecipeTooLarge");
         assert!(
             err.message.starts_with("renditions[1].resize: 16000x16000"),
             "{}",
             err.message
         );
-        assert!(recipe.check_outputs((800, 600), 300_000_000).is_ok());
+        assert!(
+            recipe
+                .check_outputs((800, 600), 300_000_000, u64::MAX)
+                .is_ok()
+        );
         let web = Presets::builtin().get("web").unwrap().clone();
-        assert!(web.check_outputs((5640, 3172), 50_000_000).is_ok());
+        assert!(
+            web.check_outputs((5640, 3172), 50_000_000, 200_000_000)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn all_renditions_together_are_held_to_the_job_budget() {
+        // Sixteen 7000x7000 renditions of a tiny source: each within the 50 MP limit, 784 MP
+        // together.
+        let renditions: Vec<String> = (0..16)
+            .map(|i| {
+                format!(r#"{{"name":"r{i}","resize":{{"width":7000,"height":7000,"fit":"fill"}}}}"#)
+            })
+            .collect();
+        let recipe =
+            Recipe::from_json(&format!(r#"{{"renditions":[{}]}}"#, renditions.join(","))).unwrap();
+        let err = recipe
+            .check_outputs((10, 10), 50_000_000, 200_000_000)
+            .unwrap_err();
+        assert_eq!(err.name(), "RecipeTooLarge");
+        assert!(
+            err.message.contains("784000100 pixels") && err.message.contains("200000000"),
+            "{}",
+            err.message
+        );
+        // Four of them, with the source, fit.
+        let four = Recipe {
+            description: None,
+            renditions: recipe.renditions[..4].to_vec(),
+        };
+        assert!(
+            four.check_outputs((10, 10), 50_000_000, 200_000_000)
+                .is_ok()
+        );
+        // A crop holds its scaled image and the cropped one: 2000x1000 covered by 2000x2000
+        // then cut to 2000x1000 is 6 MP, over a budget of 5.5 MP with the 1 MP source.
+        let crop = Recipe::from_json(
+            r#"{"renditions":[{"name":"c","resize":{"width":2000,"height":1000,"fit":"cover"}}]}"#,
+        )
+        .unwrap();
+        assert!(
+            crop.check_outputs((1000, 1000), 50_000_000, 5_500_000)
+                .is_err()
+        );
+        assert!(
+            crop.check_outputs((1000, 1000), 50_000_000, 7_000_000)
+                .is_ok()
+        );
     }
 
     #[test]

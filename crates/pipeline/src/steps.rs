@@ -33,6 +33,21 @@ pub struct Config {
     pub limits: Limits,
     pub presets: Presets,
     pub default_preset: String,
+    /// Pixels one job may hold at once: the source plus every resized rendition. `None`:
+    /// [`JOB_PIXELS_PER_SOURCE`] times `limits.max_pixels`.
+    pub max_job_pixels: Option<u64>,
+}
+
+/// The default job budget, in sources of the largest accepted size: room for a full-size
+/// source and renditions up to three times its size together, and no more.
+pub const JOB_PIXELS_PER_SOURCE: u64 = 4;
+
+impl Config {
+    /// The pixels one job may hold at once (see [`Config::max_job_pixels`]).
+    pub fn job_pixel_budget(&self) -> u64 {
+        self.max_job_pixels
+            .unwrap_or_else(|| self.limits.max_pixels.saturating_mul(JOB_PIXELS_PER_SOURCE))
+    }
 }
 
 impl Default for Config {
@@ -41,6 +56,7 @@ impl Default for Config {
             limits: Limits::default(),
             presets: Presets::builtin(),
             default_preset: "web".to_string(),
+            max_job_pixels: None,
         }
     }
 }
@@ -102,7 +118,11 @@ impl Steps {
         }
         let recipe = self.resolve_recipe(&upload, &info.metadata)?;
         let (width, height) = header.oriented_dims();
-        recipe.check_outputs((width, height), limits.max_pixels)?;
+        recipe.check_outputs(
+            (width, height),
+            limits.max_pixels,
+            self.config.job_pixel_budget(),
+        )?;
         let now = Utc::now();
         let record = ImageRecord {
             id: ident.id.clone(),

@@ -268,6 +268,28 @@ async fn hostile_uploads_get_named_errors() {
 }
 
 #[tokio::test]
+async fn a_recipe_over_the_job_budget_is_refused_by_validate() {
+    let w = world(Config {
+        max_job_pixels: Some(1_000_000),
+        ..Config::default()
+    });
+    let key = "uploads/b/01BUDGET/a.png";
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        "recipe".to_string(),
+        r#"{"renditions":[{"name":"a","resize":{"width":700,"height":700,"fit":"fill"}},{"name":"b","resize":{"width":800,"height":700,"fit":"fill"}}]}"#.to_string(),
+    );
+    w.objects.insert(key, photo(64, 64), meta);
+    let err = validate(&w, key, "e").await.unwrap_err();
+    assert_eq!(err.name(), "RecipeTooLarge", "{err}");
+    assert!(err.message.contains("a job may hold 1000000"), "{err}");
+    // The limit follows --max-pixels when no budget is set.
+    let mut config = Config::default();
+    config.limits.max_pixels = 200_000;
+    assert_eq!(config.job_pixel_budget(), 800_000);
+}
+
+#[tokio::test]
 async fn truncated_jpeg_is_rejected_by_resize() {
     let w = world(Config::default());
     let key = "uploads/t/01TRUNC/cut.jpg";

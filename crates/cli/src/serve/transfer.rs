@@ -3,19 +3,20 @@
 //! signed URL. Neither needs a bearer token: the signature is the permission.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::ApiError;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use local::FsStore;
 use pipeline::io::Upload;
 use pipeline::ports::ObjectStore;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_http::cors::{Any, CorsLayer};
 
+use super::meter::{BODY_IDLE, Cut, MIN_RATE, Meter};
 use super::presign::{
     DOWNLOADABLE_PREFIX, LocalPresigner, Refusal, VerifiedForm, valid_field_name,
 };
@@ -39,6 +41,8 @@ const MAX_FIELD_BYTES: usize = 8 * 1024;
 const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 64 * 1024;
+/// How far the multipart parser may read ahead of the file bytes the handler has taken.
+const READ_AHEAD: u64 = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct TransferState {
@@ -108,12 +112,13 @@ fn essence(content_type: &str) -> String {
 
 /// POST /upload: the fields, then the file, streamed to a temporary file in the store and
 /// never held in memory; 204 once it is stored and queued for processing.
-async fn upload(
-    State(state): State<TransferState>,
-    headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
-) -> Response {
-    let declared = headers
+///
+/// Until the form's signature is checked, at most [`FORM_SLACK`] bytes are read: a preamble
+/// or part header that never ends is cut there, whether the body declares its length or is
+/// chunked. Past the signature, the form's own size limit applies.
+async fn upload(State(state): State<TransferState>, request: Request) -> Response {
+    let declared = request
+        .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -124,7 +129,10 @@ async fn upload(
         ))
         .into_response();
     }
-    let mut multipart = match multipart {
+    let (parts, body) = request.into_parts();
+    let meter = Meter::new(FORM_SLACK, state.max_body);
+    let body = meter.wrap(body);
+    let mut multipart = match Multipart::from_request(Request::from_parts(parts, body), &()).await {
         Ok(m) => m,
         Err(e) => {
             return ApiError::invalid_request(format!(
@@ -134,8 +142,12 @@ async fn upload(
             .into_response();
         }
     };
-    let result = receive(&state, &mut multipart).await;
-    if result.is_err() && declared.is_some_and(|n| n <= DRAIN_MAX_BYTES) {
+    let result = receive(&state, &meter, &mut multipart).await;
+    if result.is_err()
+        && meter.cut().is_none()
+        && let Some(n) = declared.filter(|&n| n <= DRAIN_MAX_BYTES)
+    {
+        meter.allow(n, n);
         let _ = tokio::time::timeout(DRAIN_TIME, drain(&mut multipart)).await;
     }
     match result {
@@ -150,10 +162,14 @@ async fn drain(multipart: &mut Multipart) {
     }
 }
 
-async fn receive(state: &TransferState, multipart: &mut Multipart) -> Result<(), ApiError> {
+async fn receive(
+    state: &TransferState,
+    meter: &Meter,
+    multipart: &mut Multipart,
+) -> Result<(), ApiError> {
     let mut fields = BTreeMap::new();
     loop {
-        let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? else {
+        let Some(mut field) = parse(meter, multipart.next_field()).await? else {
             return Err(ApiError::invalid_request(
                 "the form has no `file` field (send the fields first, then the file)",
             ));
@@ -164,7 +180,12 @@ async fn receive(state: &TransferState, multipart: &mut Multipart) -> Result<(),
                 .presigner
                 .verify_form(&fields, Utc::now())
                 .map_err(refused)?;
-            return store_file(state, form, field).await;
+            // Now the form's own limit, with room for the framing already read.
+            meter.allow(
+                meter.read().saturating_add(READ_AHEAD),
+                form.max_bytes.saturating_add(FORM_SLACK),
+            );
+            return store_file(state, meter, form, field).await;
         }
         if !valid_field_name(&name) {
             return Err(ApiError::invalid_request(
@@ -175,7 +196,7 @@ async fn receive(state: &TransferState, multipart: &mut Multipart) -> Result<(),
             return Err(ApiError::invalid_request("too many form fields"));
         }
         let mut value = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        while let Some(chunk) = parse(meter, field.chunk()).await? {
             if value.len() + chunk.len() > MAX_FIELD_BYTES {
                 return Err(ApiError::invalid_request(format!(
                     "form field `{name}` is over {MAX_FIELD_BYTES} bytes"
@@ -196,6 +217,7 @@ async fn receive(state: &TransferState, multipart: &mut Multipart) -> Result<(),
 
 async fn store_file(
     state: &TransferState,
+    meter: &Meter,
     form: VerifiedForm,
     mut field: Field<'_>,
 ) -> Result<(), ApiError> {
@@ -217,22 +239,8 @@ async fn store_file(
         ));
     }
     if state.store.head(&form.key).await.is_ok() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "AlreadyUploaded",
-            "this form has been used already: each form takes one upload",
-        ));
+        return Err(already_uploaded());
     }
-    // A place in the queue before any byte is stored, so an upload that cannot be processed
-    // now is not kept: the client retries with the same form.
-    let Some(slot) = state.queue.try_reserve() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Busy",
-            "the processing queue is full; retry the same upload after Retry-After seconds \
-             (nothing was kept)",
-        ));
-    };
     let store = state.store.clone();
     let tmp = tokio::task::spawn_blocking(move || store.temp_file())
         .await
@@ -241,7 +249,8 @@ async fn store_file(
     let file = tmp.as_file().try_clone().map_err(ApiError::internal)?;
     let mut file = tokio::fs::File::from_std(file);
     let mut size: u64 = 0;
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(chunk) = parse(meter, field.chunk()).await? {
+        meter.advance(chunk.len() as u64);
         size += chunk.len() as u64;
         if size > form.max_bytes {
             return Err(ApiError::payload_too_large(format!(
@@ -256,13 +265,26 @@ async fn store_file(
     if size == 0 {
         return Err(ApiError::invalid_request("the file is empty"));
     }
+    // A place in the queue only once the whole file is here, so a client that stalls holds
+    // none; without one, the temporary file goes and the client retries with the same form.
+    let Some(slot) = state.queue.try_reserve() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "the processing queue is full; retry the same upload after Retry-After seconds \
+             (nothing was kept)",
+        ));
+    };
     let store = state.store.clone();
     let key = form.key.clone();
     let metadata = form.metadata;
-    let etag = tokio::task::spawn_blocking(move || store.persist(&key, tmp, &metadata))
+    // Only if no other post of this form got there first: each form takes one upload, even
+    // when several posts of it run at once.
+    let etag = tokio::task::spawn_blocking(move || store.persist_new(&key, tmp, &metadata))
         .await
         .map_err(ApiError::internal)?
-        .map_err(ApiError::from)?;
+        .map_err(ApiError::from)?
+        .ok_or_else(already_uploaded)?;
     tracing::info!(key = %form.key, size, "upload stored");
     // What an S3 drop gives the state machine.
     slot.send(Upload {
@@ -272,6 +294,55 @@ async fn store_file(
         ..Upload::default()
     });
     Ok(())
+}
+
+/// A step of the multipart parser, with the meter's verdict when the body was cut or the
+/// parser needs more than the meter lets it read (the fields before the file are over
+/// [`FORM_SLACK`]).
+async fn parse<T>(
+    meter: &Meter,
+    step: impl Future<Output = Result<T, MultipartError>>,
+) -> Result<T, ApiError> {
+    let outcome = tokio::select! {
+        biased;
+        outcome = step => outcome,
+        () = meter.blocked() => {
+            return Err(ApiError::payload_too_large(format!(
+                "the form's fields and the file's part header are over {FORM_SLACK} bytes"
+            )));
+        }
+    };
+    outcome.map_err(|e| match meter.cut() {
+        Some(Cut::OverLimit) => ApiError::payload_too_large(format!(
+            "the body is over what its form allows: the file's declared bytes and \
+             {FORM_SLACK} bytes for the fields"
+        )),
+        Some(Cut::Stalled) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            format!(
+                "the upload sent nothing for {} s; send the form again",
+                BODY_IDLE.as_secs()
+            ),
+        ),
+        Some(Cut::TooSlow) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            format!(
+                "the upload came in slower than {} KiB/s; send the form again",
+                MIN_RATE / 1024
+            ),
+        ),
+        None => multipart_error(e),
+    })
+}
+
+fn already_uploaded() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "AlreadyUploaded",
+        "this form has been used already: each form takes one upload",
+    )
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,488 @@
+//! `imgpipe serve` against hostile clients, one test per kind of attack, each measured from
+//! outside: the server's peak RSS (VmHWM) where the attack is about memory, how long until a
+//! held connection is dropped where it is about time. Raw TCP where a well-behaved HTTP
+//! client would not send what an attacker does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/serve.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The server's defaults these tests rely on (crates/cli/src/serve/{http,transfer}.rs).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_IDLE: Duration = Duration::from_secs(30);
+/// Scheduling slack on a busy 2-core machine, on top of a server deadline.
+const SLACK: Duration = Duration::from_secs(8);
+
+/// A process's memory high-water mark, in MB.
+fn peak_rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib / 1024)
+        .unwrap()
+}
+
+fn addr(serve: &Serve) -> String {
+    serve.url.trim_start_matches("http://").to_string()
+}
+
+/// Reads until the server answers with a status line or closes; `None` when it closed (or
+/// said nothing) within `within`.
+async fn status_of(stream: &mut TcpStream, within: Duration) -> Option<u16> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.windows(2).any(|w| w == b"\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let line = String::from_utf8_lossy(&got);
+    line.strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+}
+
+/// Waits until the peer closes the connection (or it errors); the time it took.
+async fn closed_after(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = within.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Sends a chunked POST /upload whose body is `head` and then `filler` repeated, up to
+/// `cap` bytes or until the server stops reading; the status it answered and the bytes that
+/// went out.
+async fn chunked_upload(
+    serve: &Serve,
+    head: &[u8],
+    filler: u8,
+    cap: usize,
+) -> (Option<u16>, usize) {
+    let mut stream = TcpStream::connect(addr(serve)).await.unwrap();
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary=XYZ\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+        addr(serve)
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let chunk_of = |data: &[u8]| {
+        let mut c = format!("{:x}\r\n", data.len()).into_bytes();
+        c.extend_from_slice(data);
+        c.extend_from_slice(b"\r\n");
+        c
+    };
+    // (An empty chunk would end the body.)
+    if !head.is_empty() {
+        stream.write_all(&chunk_of(head)).await.unwrap();
+    }
+    let filler = chunk_of(&vec![filler; 1 << 20]);
+    let mut sent = head.len();
+    while sent < cap {
+        // A server that stopped reading fills the socket buffers; the write then stalls.
+        match tokio::time::timeout(Duration::from_secs(3), stream.write_all(&filler)).await {
+            Ok(Ok(())) => sent += 1 << 20,
+            _ => break,
+        }
+    }
+    (status_of(&mut stream, Duration::from_secs(20)).await, sent)
+}
+
+#[tokio::test]
+async fn upload_bodies_are_cut_before_the_signature_check_chunked_or_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&tmp.path().join("data"), &["--no-inbox"]);
+    let pid = serve.child.id();
+    let http = client();
+    assert_eq!(
+        http.get(serve.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let before = peak_rss_mb(pid);
+    const CAP: usize = 300 << 20;
+
+    // A preamble that never reaches a boundary, chunked so no length is declared.
+    let (status, sent) = chunked_upload(&serve, b"", b'a', CAP).await;
+    assert_eq!(status, Some(413), "after {sent} bytes");
+    assert!(
+        sent < 64 << 20,
+        "the server read {sent} bytes of a preamble"
+    );
+
+    // A part header that never ends.
+    let (status, sent) = chunked_upload(
+        &serve,
+        b"--XYZ\r\nContent-Disposition: form-data; name=\"policy\"\r\nX-Pad: ",
+        b'a',
+        CAP,
+    )
+    .await;
+    assert_eq!(status, Some(413), "after {sent} bytes");
+
+    // A field that never ends: refused at its own 8 KiB limit.
+    let (status, _) = chunked_upload(
+        &serve,
+        b"--XYZ\r\nContent-Disposition: form-data; name=\"policy\"\r\n\r\n",
+        b'a',
+        CAP,
+    )
+    .await;
+    assert!(matches!(status, Some(400 | 413)), "{status:?}");
+
+    // Fields, then a file with no valid signature: refused before its bytes are stored.
+    let (status, _) = chunked_upload(
+        &serve,
+        b"--XYZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nuploads/x/1/a.jpg\r\n\
+          --XYZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n",
+        0xff,
+        CAP,
+    )
+    .await;
+    assert!(matches!(status, Some(400 | 403)), "{status:?}");
+
+    // A declared length over the limit is answered before anything is read.
+    let mut stream = TcpStream::connect(addr(&serve)).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; \
+                 boundary=XYZ\r\nContent-Length: 1073741824\r\n\r\n",
+                addr(&serve)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&mut stream, Duration::from_secs(10)).await,
+        Some(413)
+    );
+
+    // The API's JSON body, chunked, past its 64 KiB limit.
+    let alice = token(&serve.data, "alice", false);
+    let mut stream = TcpStream::connect(addr(&serve)).await.unwrap();
+    let mut request = format!(
+        "POST /v1/uploads HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {alice}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        addr(&serve)
+    )
+    .into_bytes();
+    for _ in 0..40 {
+        request.extend_from_slice(b"1000\r\n");
+        request.extend_from_slice(&[b' '; 0x1000]);
+        request.extend_from_slice(b"\r\n");
+    }
+    let _ = stream.write_all(&request).await;
+    assert_eq!(
+        status_of(&mut stream, Duration::from_secs(10)).await,
+        Some(413),
+        "a 160 KiB JSON body was not refused"
+    );
+
+    let grown = peak_rss_mb(pid).saturating_sub(before);
+    assert!(
+        grown < 64,
+        "the server's peak RSS grew by {grown} MB during the attack"
+    );
+    assert_eq!(
+        http.get(serve.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+/// A PNG of one pixel.
+fn tiny_png() -> Vec<u8> {
+    imaging::encode(
+        &imaging::Image::ImageRgb8(imaging::image::RgbImage::new(1, 1)),
+        &imaging::EncodeOptions {
+            format: imaging::Format::Png,
+            quality: 90,
+            progressive: false,
+            lossless: true,
+            exif: None,
+            icc: None,
+            background: imaging::Color::WHITE,
+        },
+    )
+    .unwrap()
+}
+
+async fn create_with_recipe(api: &Api, serve: &Serve, bytes: usize, recipe: Value) -> Value {
+    let res = api
+        .http
+        .post(serve.url("/v1/uploads"))
+        .bearer_auth(&api.token)
+        .json(&json!({
+            "filename": "dot.png",
+            "contentType": "image/png",
+            "bytes": bytes,
+            "recipe": recipe,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    res.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_recipe_demanding_gigabytes_is_refused_and_memory_stays_low() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&tmp.path().join("data"), &["--no-inbox"]);
+    let alice = Api::new(&token(&serve.data, "alice", false));
+    let png = tiny_png();
+    // Sixteen 7000x7000 renditions: each within the 50 MP limit, 784 MP (3 GB) together.
+    let renditions: Vec<Value> = (0..16)
+        .map(|i| json!({"name": format!("r{i}"), "resize": {"width": 7000, "height": 7000, "fit": "fill"}}))
+        .collect();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let created = create_with_recipe(
+            &alice,
+            &serve,
+            png.len(),
+            json!({ "renditions": renditions }),
+        )
+        .await;
+        let res = alice
+            .post_form(&created, &form_fields(&created), &png, Some("image/png"))
+            .await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        ids.push(created["imageId"].as_str().unwrap().to_string());
+    }
+    for id in ids {
+        let record = alice.wait_final(&serve, &id).await;
+        assert_eq!(record["status"], "REJECTED", "{record}");
+        assert_eq!(record["error"]["type"], "RecipeTooLarge", "{record}");
+    }
+    let peak = peak_rss_mb(serve.child.id());
+    assert!(peak < 300, "peak RSS {peak} MB");
+}
+
+/// Opens POST /upload for `created`'s form with its full length declared, sends the fields
+/// and half the file, and stops.
+async fn stall_upload(created: &Value, file: &[u8]) -> TcpStream {
+    let url = created["upload"]["url"].as_str().unwrap();
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (content_type, body) = multipart(&form_fields(created), file, Some("image/jpeg"));
+    let mut stream = TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+        .write_all(&body[..body.len() - file.len() / 2])
+        .await
+        .unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn stalled_uploads_hold_no_queue_place_and_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        &tmp.path().join("data"),
+        &["--queue", "1", "--jobs", "1", "--no-inbox"],
+    );
+    let alice = Api::new(&token(&serve.data, "alice", false));
+    let photo = jpeg(320, 240);
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let created = alice.create_upload(&serve, photo.len(), "image/jpeg").await;
+        stalled.push(stall_upload(&created, &photo).await);
+    }
+    let started = Instant::now();
+    // With every queue place held by a stalled client, this would answer 503.
+    let created = alice.create_upload(&serve, photo.len(), "image/jpeg").await;
+    let res = alice
+        .post_form(&created, &form_fields(&created), &photo, Some("image/jpeg"))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let record = alice
+        .wait_final(&serve, created["imageId"].as_str().unwrap())
+        .await;
+    assert_eq!(record["status"], "COMPLETE", "{record}");
+    for mut stream in stalled {
+        let status = status_of(&mut stream, BODY_IDLE + SLACK).await;
+        assert_eq!(status, Some(408), "a stalled upload was not answered");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < BODY_IDLE + SLACK,
+        "stalled uploads were held for {took:?}"
+    );
+    // Nothing of them was kept.
+    assert_eq!(
+        files_under(&serve.data.join("objects/uploads")).len(),
+        1,
+        "{:?}",
+        files_under(&serve.data.join("objects"))
+    );
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_dropped_and_health_answers_throughout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&tmp.path().join("data"), &["--no-inbox"]);
+    let http = client();
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(addr(&serve)).await.unwrap();
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // A connection that made one request and then stays idle.
+    let mut idle = TcpStream::connect(addr(&serve)).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&mut idle, Duration::from_secs(10)).await,
+        Some(200)
+    );
+    let idle_since = Instant::now();
+
+    let mut worst = Duration::ZERO;
+    while started.elapsed() < HEADER_TIMEOUT + Duration::from_secs(2) {
+        let asked = Instant::now();
+        let res = tokio::time::timeout(
+            Duration::from_secs(5),
+            http.get(serve.url("/health")).send(),
+        )
+        .await
+        .expect("/health did not answer within 5 s")
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        worst = worst.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (i, stream) in slow.iter_mut().enumerate() {
+        let left = (HEADER_TIMEOUT + SLACK).saturating_sub(started.elapsed());
+        let closed = closed_after(stream, left).await;
+        assert!(
+            closed.is_some(),
+            "slow connection {i} still open after {:?}",
+            started.elapsed()
+        );
+    }
+    let left = (HEADER_TIMEOUT + SLACK).saturating_sub(idle_since.elapsed());
+    assert!(
+        closed_after(&mut idle, left).await.is_some(),
+        "an idle keep-alive connection stayed open"
+    );
+    eprintln!("slowest /health during the attack: {worst:?}");
+}
+
+#[tokio::test]
+async fn a_slow_api_body_is_answered_408() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&tmp.path().join("data"), &["--no-inbox"]);
+    let alice = token(&serve.data, "alice", false);
+    let mut stream = TcpStream::connect(addr(&serve)).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /v1/uploads HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {alice}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let status = status_of(&mut stream, Duration::from_secs(30) + SLACK).await;
+    assert_eq!(status, Some(408), "after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn without_auth_only_loopback_host_names_are_answered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&tmp.path().join("data"), &["--auth", "none", "--no-inbox"]);
+    let ask = |host: &'static str| {
+        let addr = addr(&serve);
+        async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(format!("GET /v1/images HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            status_of(&mut stream, Duration::from_secs(10)).await
+        }
+    };
+    // A DNS-rebinding page reaches the server under its own name.
+    assert_eq!(ask("rebind.example.com:8080").await, Some(421));
+    assert_eq!(ask("127.0.0.1.nip.io").await, Some(421));
+    assert_eq!(ask("localhost:8080").await, Some(200));
+    assert_eq!(ask("127.0.0.1").await, Some(200));
+    let res = client()
+        .get(serve.url("/v1/images"))
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, StatusCode::MISDIRECTED_REQUEST, "MisdirectedRequest").await;
+}
+
+#[tokio::test]
+async fn one_form_posted_eight_times_at_once_stores_one_upload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&tmp.path().join("data"), &["--no-inbox"]);
+    let alice = Api::new(&token(&serve.data, "alice", false));
+    let photo = jpeg(640, 480);
+    let created = alice.create_upload(&serve, photo.len(), "image/jpeg").await;
+    let fields = form_fields(&created);
+    let answers = futures::future::join_all(
+        (0..8).map(|_| alice.post_form(&created, &fields, &photo, Some("image/jpeg"))),
+    )
+    .await;
+    let mut codes: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    codes.sort();
+    assert_eq!(codes, [204, 409, 409, 409, 409, 409, 409, 409]);
+    let record = alice
+        .wait_final(&serve, created["imageId"].as_str().unwrap())
+        .await;
+    assert_eq!(record["status"], "COMPLETE", "{record}");
+}
