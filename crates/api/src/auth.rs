@@ -429,6 +429,12 @@ fn caller_of(claims: Claims) -> Result<Caller, AuthError> {
             "the subject is not a usable owner id".into(),
         ));
     }
+    if pipeline::keys::reserved_owner(&claims.sub) {
+        return Err(AuthError::Invalid(format!(
+            "the subject `{}` is reserved for images that arrive without a user",
+            claims.sub
+        )));
+    }
     Ok(Caller {
         admin: claims.groups.iter().any(|g| g == ADMIN_GROUP),
         sub: claims.sub,
@@ -540,5 +546,19 @@ mod tests {
             groups: vec![],
         };
         assert!(matches!(caller_of(claims), Err(AuthError::Invalid(_))));
+        // The owners of inbox and bucket drops are no one's name.
+        for sub in ["inbox", "drop", "Inbox"] {
+            let claims = Claims {
+                sub: sub.into(),
+                aud: None,
+                client_id: None,
+                token_use: None,
+                groups: vec![],
+            };
+            assert!(
+                matches!(caller_of(claims), Err(AuthError::Invalid(ref m)) if m.contains("reserved")),
+                "{sub}"
+            );
+        }
     }
 }

@@ -57,6 +57,12 @@ pub fn run(args: TokenArgs) -> Result<()> {
             args.user
         );
     }
+    if pipeline::keys::reserved_owner(&args.user) {
+        bail!(
+            "--user `{}` is reserved: it owns the images dropped into the inbox or the bucket",
+            args.user
+        );
+    }
     let key = secret::load_or_create(&args.data)?;
     println!(
         "{}",

@@ -32,6 +32,11 @@ fn peak_rss_mb(pid: u32) -> u64 {
         .unwrap()
 }
 
+async fn health_ok(http: &reqwest::Client, serve: &Serve) {
+    let res = http.get(serve.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
 fn addr(serve: &Serve) -> String {
     serve.url.trim_start_matches("http://").to_string()
 }
@@ -118,14 +123,7 @@ async fn upload_bodies_are_cut_before_the_signature_check_chunked_or_not() {
     let serve = Serve::start(&tmp.path().join("data"), &["--no-inbox"]);
     let pid = serve.child.id();
     let http = client();
-    assert_eq!(
-        http.get(serve.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    health_ok(&http, &serve).await;
     let before = peak_rss_mb(pid);
     const CAP: usize = 300 << 20;
 
@@ -212,14 +210,7 @@ async fn upload_bodies_are_cut_before_the_signature_check_chunked_or_not() {
         grown < 64,
         "the server's peak RSS grew by {grown} MB during the attack"
     );
-    assert_eq!(
-        http.get(serve.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    health_ok(&http, &serve).await;
 }
 
 /// A PNG of one pixel.
@@ -485,4 +476,19 @@ async fn one_form_posted_eight_times_at_once_stores_one_upload() {
         .wait_final(&serve, created["imageId"].as_str().unwrap())
         .await;
     assert_eq!(record["status"], "COMPLETE", "{record}");
+}
+
+#[test]
+fn no_user_may_take_the_name_that_owns_inbox_and_bucket_drops() {
+    let tmp = tempfile::tempdir().unwrap();
+    for user in ["inbox", "drop"] {
+        let out = std::process::Command::new(BIN)
+            .args(["token", "--user", user, "--data"])
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "a token for `{user}` was issued");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("reserved"), "{stderr}");
+    }
 }

@@ -3,106 +3,26 @@
 //! data directory does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use imaging::{EncodeOptions, Format, Image, image};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_imgpipe");
-const STARTUP: Duration = Duration::from_secs(60);
-const PROCESSING: Duration = Duration::from_secs(120);
+#[path = "support/serve.rs"]
+mod support;
 
-/// A running `imgpipe serve`, killed when dropped.
-struct Serve {
-    child: Child,
-    url: String,
-    data: PathBuf,
-    log: PathBuf,
+use support::*;
+
+async fn get(serve: &Serve, path: &str) -> (StatusCode, String) {
+    let res = client().get(serve.url(path)).send().await.unwrap();
+    let status = res.status();
+    (status, res.text().await.unwrap())
 }
 
-impl Serve {
-    fn start(data: &Path, extra: &[&str]) -> Serve {
-        std::fs::create_dir_all(data).unwrap();
-        let log = data.with_extension("serve.log");
-        let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0", "--jobs", "1", "--data"])
-            .arg(data)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let started = Instant::now();
-        loop {
-            match rx.recv_timeout(STARTUP.saturating_sub(started.elapsed())) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("imgpipe serve: listening on ") {
-                        let url = rest.split_whitespace().next().unwrap().to_string();
-                        return Serve {
-                            child,
-                            url,
-                            data: data.to_path_buf(),
-                            log,
-                        };
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "imgpipe serve did not start; its log:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-            }
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        // reqwest is built without a TLS provider of its own choosing, even for plain HTTP.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let res = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap()
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        (status, res.text().await.unwrap())
-    }
-
-    async fn health(&self) -> (StatusCode, Value) {
-        let (status, body) = self.get("/health").await;
-        (status, serde_json::from_str(&body).unwrap())
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn health_of(serve: &Serve) -> (StatusCode, Value) {
+    let (status, body) = get(serve, "/health").await;
+    (status, serde_json::from_str(&body).unwrap())
 }
 
 fn jpeg(w: u32, h: u32) -> Vec<u8> {
@@ -134,7 +54,10 @@ fn sample(page: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn an_image_through_the_inbox_shows_in_metrics_and_in_json_logs() {
     let tmp = tempfile::tempdir().unwrap();
-    let serve = Serve::start(&tmp.path().join("data"), &["--log-format", "json"]);
+    let serve = Serve::start(
+        &tmp.path().join("data"),
+        &["--jobs", "1", "--log-format", "json"],
+    );
     let inbox = serve.data.join("inbox");
     // Written under a dot name and renamed, as the inbox asks.
     std::fs::write(inbox.join(".photo.jpg"), jpeg(800, 500)).unwrap();
@@ -143,7 +66,7 @@ async fn an_image_through_the_inbox_shows_in_metrics_and_in_json_logs() {
     let processed = "imgpipe_images_processed_total{format=\"jpeg\"}";
     let started = Instant::now();
     let page = loop {
-        let (status, page) = serve.get("/metrics").await;
+        let (status, page) = get(&serve, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         if sample(&page, processed).is_some() {
             break page;
@@ -190,7 +113,7 @@ async fn an_image_through_the_inbox_shows_in_metrics_and_in_json_logs() {
         page.contains("# HELP imgpipe_images_processed_total"),
         "{page}"
     );
-    let (_, page) = serve.get("/metrics").await;
+    let (_, page) = get(&serve, "/metrics").await;
     assert!(
         sample(
             &page,
@@ -225,7 +148,7 @@ async fn an_image_through_the_inbox_shows_in_metrics_and_in_json_logs() {
         );
     }
 
-    let (status, health) = serve.health().await;
+    let (status, health) = health_of(&serve).await;
     assert_eq!(status, StatusCode::OK, "{health}");
     assert_eq!(
         health,
@@ -236,14 +159,14 @@ async fn an_image_through_the_inbox_shows_in_metrics_and_in_json_logs() {
 #[tokio::test]
 async fn health_answers_503_naming_the_store_or_database_that_is_gone() {
     let tmp = tempfile::tempdir().unwrap();
-    let serve = Serve::start(&tmp.path().join("data"), &["--no-inbox"]);
-    let (status, _) = serve.health().await;
+    let serve = Serve::start(&tmp.path().join("data"), &["--jobs", "1", "--no-inbox"]);
+    let (status, _) = health_of(&serve).await;
     assert_eq!(status, StatusCode::OK);
 
     let objects = serve.data.join("objects");
     let aside = serve.data.join("objects.aside");
     std::fs::rename(&objects, &aside).unwrap();
-    let (status, health) = serve.health().await;
+    let (status, health) = health_of(&serve).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
     assert_eq!(health["status"], "unavailable");
     assert_eq!(health["checks"]["store"]["status"], "failed", "{health}");
@@ -255,12 +178,12 @@ async fn health_answers_503_naming_the_store_or_database_that_is_gone() {
     );
     assert_eq!(health["checks"]["database"], json!({"status": "ok"}));
     std::fs::rename(&aside, &objects).unwrap();
-    assert_eq!(serve.health().await.0, StatusCode::OK);
+    assert_eq!(health_of(&serve).await.0, StatusCode::OK);
 
     // A database file removed under the server: it would go on writing to a file no restart
     // will find.
     std::fs::remove_file(serve.data.join("imgpipe.db")).unwrap();
-    let (status, health) = serve.health().await;
+    let (status, health) = health_of(&serve).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
     assert_eq!(health["checks"]["database"]["status"], "failed", "{health}");
     assert!(

@@ -6,6 +6,16 @@ use crate::{ErrorKind, StepError};
 
 /// Owner of uploads that arrive without one (a plain S3 drop outside `uploads/{owner}/{id}/`).
 pub const DROP_OWNER: &str = "drop";
+/// Owner of files dropped into `imgpipe serve`'s inbox folder.
+pub const INBOX_OWNER: &str = "inbox";
+
+/// Owners that belong to the system, never to a user: a user of that name would own every
+/// image dropped into the bucket or the inbox.
+pub fn reserved_owner(name: &str) -> bool {
+    [DROP_OWNER, INBOX_OWNER]
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
 
 /// Ids and owners: 1-128 of `A-Z a-z 0-9 - _ .`, not starting with a dot.
 pub fn valid_segment(s: &str) -> bool {

@@ -18,7 +18,7 @@ use super::queue::Queue;
 
 pub const DIR_NAME: &str = "inbox";
 /// The owner of inbox uploads: `uploads/inbox/{id}/{name}`.
-pub const OWNER: &str = "inbox";
+pub const OWNER: &str = pipeline::keys::INBOX_OWNER;
 
 /// What a file looked like at the last poll; unchanged across two polls means complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
