@@ -140,6 +140,13 @@ fn auth_source(args: &ServeArgs, secret: &[u8]) -> Result<(Arc<dyn CallerSource>
                     .get(i)
                     .cloned()
                     .unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json"));
+                // Whoever can change the keys in transit can mint any token.
+                if !jwks_url_is_safe(&jwks_url) {
+                    bail!(
+                        "--jwks-url {jwks_url}: the keys that verify tokens must come over \
+                         https:// (plain http:// only from a loopback address)"
+                    );
+                }
                 auth = auth.with_jwks(JwksIssuer {
                     jwks_url,
                     issuer,
@@ -152,6 +159,23 @@ fn auth_source(args: &ServeArgs, secret: &[u8]) -> Result<(Arc<dyn CallerSource>
             ))
         }
     }
+}
+
+/// https://, or http:// to a loopback address (a local test issuer).
+fn jwks_url_is_safe(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 pub async fn run(args: ServeArgs) -> Result<bool> {
@@ -327,6 +351,26 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwks_keys_come_over_tls_unless_from_loopback() {
+        for ok in [
+            "https://cognito-idp.eu-west-1.amazonaws.com/pool/.well-known/jwks.json",
+            "http://127.0.0.1:5000/pool/.well-known/jwks.json",
+            "http://localhost:5000/jwks.json",
+            "http://[::1]:5000/jwks.json",
+        ] {
+            assert!(jwks_url_is_safe(ok), "{ok}");
+        }
+        for bad in [
+            "http://issuer.example.com/jwks.json",
+            "http://127.0.0.1.example.com/jwks.json",
+            "ftp://127.0.0.1/jwks.json",
+            "jwks.json",
+        ] {
+            assert!(!jwks_url_is_safe(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn wildcard_addresses_become_loopback_urls() {

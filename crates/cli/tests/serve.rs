@@ -289,6 +289,15 @@ async fn unsafe_or_incomplete_auth_settings_are_refused() {
             "--audience",
             "app",
         ],
+        // Keys fetched over plain HTTP from elsewhere could be swapped in transit.
+        &[
+            "--auth",
+            "jwks",
+            "--issuer",
+            "http://issuer.invalid/pool",
+            "--audience",
+            "app",
+        ],
     ] {
         let out = Command::new(BIN)
             .args(["serve", "--addr", "127.0.0.1:0", "--data"])

@@ -79,11 +79,22 @@ fn forbidden(error: &str, message: impl Into<String>) -> ApiError {
 }
 
 fn refused(r: Refusal) -> ApiError {
+    refusal(r, "use the form exactly as POST /v1/uploads returned it")
+}
+
+fn refused_download(r: Refusal) -> ApiError {
+    refusal(
+        r,
+        "use the URL exactly as the image record or GET /v1/images/{id}/renditions/{name} gave it",
+    )
+}
+
+fn refusal(r: Refusal, how: &str) -> ApiError {
     match r {
         Refusal::Malformed(m) => ApiError::invalid_request(m),
         Refusal::BadSignature => forbidden(
             "SignatureDoesNotMatch",
-            "the signature does not match the fields; use the form exactly as POST /v1/uploads returned it",
+            format!("the signature does not match; {how}"),
         ),
         Refusal::Expired => forbidden(
             "Expired",
@@ -381,7 +392,7 @@ async fn download(
     state
         .presigner
         .verify_download(&key, expires, &signature, Utc::now())
-        .map_err(refused)?;
+        .map_err(refused_download)?;
     let info = state.store.head(&key).await.map_err(|e| match e {
         pipeline::PortError::NotFound(_) => ApiError::not_found("no such object"),
         e => ApiError::from(e),
