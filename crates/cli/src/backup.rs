@@ -57,7 +57,7 @@ pub fn backup(args: BackupArgs) -> Result<()> {
     let started = Instant::now();
     let summary = backup::backup(&args.data, &args.to)
         .with_context(|| format!("backing up {}", args.data.display()))?;
-    println!(
+    outln!(
         "imgpipe backup: {} -> {} ({}) in {:.2} s",
         contents(&summary.manifest),
         args.to.display(),
@@ -72,7 +72,7 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
     if args.verify_only {
         let manifest = backup::verify(&args.from)
             .with_context(|| format!("verifying {}", args.from.display()))?;
-        println!(
+        outln!(
             "imgpipe restore: {} is intact: {}, made {} by imgpipe {}; checked in {:.2} s",
             args.from.display(),
             contents(&manifest),
@@ -89,7 +89,7 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
             args.data.display()
         )
     })?;
-    println!(
+    outln!(
         "imgpipe restore: {} from the backup of {} -> {} in {:.2} s",
         contents(&manifest),
         manifest.created_at.format("%Y-%m-%d %H:%M:%S UTC"),

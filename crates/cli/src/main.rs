@@ -1,6 +1,17 @@
 //! The `imgpipe` command: the pipeline on one machine (process, inspect, history, presets),
 //! its HTTP API (serve, token) and backups of its data directory (backup, restore).
 
+/// `println!` for what the commands print: when stdout is closed early (`imgpipe inspect F |
+/// head -1`), the command ends quietly with success instead of panicking on the write.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
 mod backup;
 mod process;
 mod serve;
@@ -192,6 +203,16 @@ fn init_tracing(verbose: u8, format: LogFormat) {
     };
 }
 
+/// A write to stdout failed: a closed pipe ends the process as if the output had been read;
+/// anything else is reported.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(2);
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.log_format);
@@ -235,7 +256,7 @@ fn presets(args: PresetsArgs) -> Result<()> {
             .iter()
             .map(|(name, recipe)| Ok((name.to_string(), serde_json::to_value(recipe)?)))
             .collect::<Result<_>>()?;
-        println!("{}", serde_json::to_string_pretty(&map)?);
+        outln!("{}", serde_json::to_string_pretty(&map)?);
         return Ok(());
     }
     for (name, recipe) in config.presets.iter() {
@@ -244,12 +265,12 @@ fn presets(args: PresetsArgs) -> Result<()> {
         } else {
             ""
         };
-        println!(
+        outln!(
             "{name}{marker}: {}",
             recipe.description.as_deref().unwrap_or("")
         );
         for r in &recipe.renditions {
-            println!("  {:<10} {}", r.name, process::describe_rendition(r));
+            outln!("  {:<10} {}", r.name, process::describe_rendition(r));
         }
     }
     Ok(())
@@ -279,41 +300,43 @@ fn inspect(args: InspectArgs) -> Result<bool> {
             "accepted": error.is_none(),
             "error": error.as_ref().map(|e| serde_json::json!({"type": e.name(), "message": e.message})),
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(error.is_none());
     }
-    println!("file:        {}", args.file.display());
-    println!("bytes:       {}", bytes.len());
+    outln!("file:        {}", args.file.display());
+    outln!("bytes:       {}", bytes.len());
     if let Some(h) = &header {
         let (w, ht) = h.oriented_dims();
-        println!("format:      {:?}", h.format);
-        println!("stored:      {}x{}", h.width, h.height);
-        println!("orientation: {} (upright {w}x{ht})", h.orientation);
+        outln!("format:      {:?}", h.format);
+        outln!("stored:      {}x{}", h.width, h.height);
+        outln!("orientation: {} (upright {w}x{ht})", h.orientation);
         let alpha = if h.has_alpha { " with alpha" } else { "" };
-        println!("colour:      {}{alpha}", h.color);
+        outln!("colour:      {}{alpha}", h.color);
         match &h.color_profile {
             Some(p) => {
                 let srgb = if p.srgb { ", already sRGB" } else { "" };
-                println!(
+                outln!(
                     "profile:     {} ({} {}{srgb})",
-                    p.description, p.color_space, p.source
+                    p.description,
+                    p.color_space,
+                    p.source
                 );
                 if let Some(w) = &p.warning {
-                    println!("             warning: {w}");
+                    outln!("             warning: {w}");
                 }
             }
-            None => println!("profile:     none (taken as sRGB)"),
+            None => outln!("profile:     none (taken as sRGB)"),
         }
         let first = if h.frames > 1 {
             " (the first is used)"
         } else {
             ""
         };
-        println!("frames:      {}{first}", h.frames);
+        outln!("frames:      {}{first}", h.frames);
     }
     match &error {
-        None => println!("validation:  accepted"),
-        Some(e) => println!("validation:  rejected: {} ({})", e.name(), e.message),
+        None => outln!("validation:  accepted"),
+        Some(e) => outln!("validation:  rejected: {} ({})", e.name(), e.message),
     }
     Ok(error.is_none())
 }
@@ -338,15 +361,15 @@ async fn history(args: HistoryArgs) -> Result<()> {
         })
         .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&page.items)?);
+        outln!("{}", serde_json::to_string_pretty(&page.items)?);
         return Ok(());
     }
     if page.items.is_empty() {
-        println!("no jobs match");
+        outln!("no jobs match");
     }
     for r in &page.items {
         let name = r.source.key.rsplit('/').next().unwrap_or(&r.source.key);
-        println!(
+        outln!(
             "{}  {:<9} {}  {}",
             r.created_at.format("%Y-%m-%d %H:%M:%S"),
             r.status.as_str(),
@@ -354,13 +377,18 @@ async fn history(args: HistoryArgs) -> Result<()> {
             name
         );
         for rend in &r.renditions {
-            println!(
+            outln!(
                 "    {:<10} {:>5}x{:<5} {:>9} bytes  {:?}  {}",
-                rend.name, rend.width, rend.height, rend.bytes, rend.format, rend.key
+                rend.name,
+                rend.width,
+                rend.height,
+                rend.bytes,
+                rend.format,
+                rend.key
             );
         }
         if let Some(e) = &r.error {
-            println!("    error: {}: {}", e.kind, e.message);
+            outln!("    error: {}: {}", e.kind, e.message);
         }
     }
     Ok(())

@@ -550,11 +550,11 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
             "results": results,
             "summary": { "images": results.len(), "ok": ok, "rejected": rejected, "failed": failed, "seconds": elapsed.as_secs_f64() },
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for r in &results {
             for o in &r.outputs {
-                println!(
+                outln!(
                     "{}  {}x{}  {} bytes",
                     o.path.display(),
                     o.width,
@@ -563,7 +563,7 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
                 );
             }
         }
-        println!(
+        outln!(
             "{} image{}: {ok} ok, {rejected} rejected, {failed} failed in {:.2} s",
             results.len(),
             if results.len() == 1 { "" } else { "s" },

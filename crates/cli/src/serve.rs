@@ -283,7 +283,7 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
     );
 
-    println!("imgpipe serve: listening on http://{bound} (auth: {auth_text})");
+    outln!("imgpipe serve: listening on http://{bound} (auth: {auth_text})");
     if args.auth == AuthMode::None {
         eprintln!(
             "WARNING: imgpipe serve runs WITHOUT AUTHENTICATION (--auth none): anyone who can \

@@ -64,7 +64,7 @@ pub fn run(args: TokenArgs) -> Result<()> {
         );
     }
     let key = secret::load_or_create(&args.data)?;
-    println!(
+    outln!(
         "{}",
         api::auth::issue_local_token(&key, &args.user, args.admin, args.ttl)
     );

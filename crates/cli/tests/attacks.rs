@@ -492,3 +492,24 @@ fn no_user_may_take_the_name_that_owns_inbox_and_bucket_drops() {
         assert!(stderr.contains("reserved"), "{stderr}");
     }
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = tmp.path().join("photo.jpg");
+    std::fs::write(&photo, jpeg(64, 48)).unwrap();
+    // `imgpipe inspect photo.jpg | head -0`, without the race: the reading end is closed
+    // before the command starts.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(BIN)
+        .arg("inspect")
+        .arg(&photo)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
