@@ -513,3 +513,46 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_inbox_leaves_links_pipes_and_oversized_files_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&tmp.path().join("data"), &["--max-bytes", "1000000"]);
+    let inbox = serve.data.join("inbox");
+    std::os::unix::fs::symlink(serve.data.join("auth.key"), inbox.join("key.jpg")).unwrap();
+    nix::unistd::mkfifo(&inbox.join("pipe.jpg"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // 1 GiB that takes no disk until someone copies it.
+    std::fs::File::create(inbox.join("huge.jpg"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    std::fs::write(inbox.join("ok.jpg"), jpeg(320, 240)).unwrap();
+    let started = Instant::now();
+    while inbox.join("ok.jpg").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the inbox stopped: {}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A few more polls for the others to be looked at.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for left in ["key.jpg", "pipe.jpg", "huge.jpg"] {
+        assert!(
+            std::fs::symlink_metadata(inbox.join(left)).is_ok(),
+            "{left} was taken"
+        );
+    }
+    let stored = files_under(&serve.data.join("objects/uploads/inbox"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(stored[0].ends_with("ok.jpg"), "{stored:?}");
+    assert!(
+        serve.log().contains("inbox file left where it is"),
+        "{}",
+        serve.log()
+    );
+    // The pipe never held the inbox: it still stops at once.
+    let status = serve.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+}

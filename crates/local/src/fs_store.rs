@@ -105,6 +105,30 @@ impl FsStore {
         Ok(size)
     }
 
+    /// Puts what `reader` yields into the store as `key`, through a temporary file, and
+    /// returns its size; `None`, and nothing stored, when it yields more than `max_bytes`.
+    /// For a file the caller opened and checked itself: copying from the open descriptor, not
+    /// from a path, means what was checked is what is copied.
+    pub fn put_reader(
+        &self,
+        key: &str,
+        reader: impl io::Read,
+        max_bytes: u64,
+    ) -> Result<Option<u64>, PortError> {
+        let dest = self.path_of(key)?;
+        let dir = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| port_err(key, e))?;
+        let mut tmp = temp_in(dir).map_err(|e| port_err(key, e))?;
+        // One byte past the limit is enough to know the source is over it.
+        let mut limited = reader.take(max_bytes.saturating_add(1));
+        let size = io::copy(&mut limited, &mut tmp).map_err(|e| port_err(key, e))?;
+        if size > max_bytes {
+            return Ok(None);
+        }
+        tmp.persist(&dest).map_err(|e| port_err(key, e.error))?;
+        Ok(Some(size))
+    }
+
     /// An empty temporary file inside the store (hidden from listings), for streaming a large
     /// object in without holding it in memory; [`FsStore::persist`] puts it in place, and
     /// dropping it instead removes it.

@@ -110,6 +110,27 @@ impl LocalPipeline {
     }
 
     /// Copies a file into the store as a new upload of `owner`; returns the execution input.
+    /// [`LocalPipeline::ingest`] from a file already open, named `name`: its bytes, read from
+    /// the descriptor, become the upload. `None`, and nothing stored, when it holds more than
+    /// the byte limit.
+    pub fn ingest_open(
+        &self,
+        file: impl std::io::Read,
+        name: &str,
+        owner: &str,
+    ) -> Result<Option<Upload>, LocalError> {
+        let key = keys::upload_key(owner, &keys::new_image_id(), name);
+        let max_bytes = self.steps.config.limits.max_bytes;
+        let Some(size) = self.store.put_reader(&key, file, max_bytes)? else {
+            return Ok(None);
+        };
+        Ok(Some(Upload {
+            key,
+            size: Some(size),
+            ..Upload::default()
+        }))
+    }
+
     pub fn ingest(&self, path: &Path, owner: &str) -> Result<Upload, LocalError> {
         let name = path
             .file_name()

@@ -80,6 +80,11 @@ pub async fn watch(
                     }
                     slot.send(upload);
                 }
+                Err(e @ (NotTaken::NotRegular | NotTaken::TooLarge { .. })) => {
+                    // Not tried again while it stays as it is.
+                    tracing::warn!(file = %path.display(), reason = %e, "inbox file left where it is");
+                    taken.insert(path.clone(), *state);
+                }
                 Err(e) => {
                     tracing::warn!(file = %path.display(), error = %e, "cannot take in an inbox file; it stays there");
                 }
@@ -113,32 +118,100 @@ fn scan(dir: &Path) -> std::io::Result<HashMap<PathBuf, Seen>> {
     Ok(out)
 }
 
+/// Why an inbox file is left where it is.
+#[derive(Debug, thiserror::Error)]
+enum NotTaken {
+    #[error("it is not a regular file (a link, pipe or device put there since the last look)")]
+    NotRegular,
+    #[error("it is {size} bytes or more, over the limit of {limit}")]
+    TooLarge { size: u64, limit: u64 },
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// Opens an inbox file as it is now, never following a symbolic link and never waiting on a
+/// pipe, and checks the open descriptor: a regular file within `max_bytes`. Whatever is
+/// swapped in under the name after the scan is refused here, and what is copied is what was
+/// checked.
+fn open_checked(path: &Path, max_bytes: u64) -> Result<std::fs::File, NotTaken> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use nix::fcntl::OFlag;
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits());
+    }
+    let file = match options.open(path) {
+        Ok(f) => f,
+        // O_NOFOLLOW on a link.
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
+            return Err(NotTaken::NotRegular);
+        }
+        Err(e) => return Err(NotTaken::Failed(e.into())),
+    };
+    let meta = file.metadata().map_err(anyhow::Error::from)?;
+    if !meta.is_file() {
+        return Err(NotTaken::NotRegular);
+    }
+    if meta.len() > max_bytes {
+        return Err(NotTaken::TooLarge {
+            size: meta.len(),
+            limit: max_bytes,
+        });
+    }
+    Ok(file)
+}
+
 /// Copies the file into the store, makes sure the copy is on disk, and only then removes the
 /// inbox file. Returns the upload and whether the removal worked.
-async fn take_in(pipeline: &Arc<LocalPipeline>, path: &Path) -> anyhow::Result<(Upload, bool)> {
+async fn take_in(pipeline: &Arc<LocalPipeline>, path: &Path) -> Result<(Upload, bool), NotTaken> {
     let pipeline = pipeline.clone();
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let upload = pipeline.ingest(&path, OWNER)?;
-        let stored = pipeline.store.path_of(&upload.key)?;
-        std::fs::File::open(&stored)?.sync_all()?;
-        if let Some(parent) = stored.parent() {
-            // The new directory entry too, where the platform allows opening a directory.
-            if let Ok(d) = std::fs::File::open(parent) {
-                let _ = d.sync_all();
-            }
-        }
-        let removed = match std::fs::remove_file(&path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "taken in but cannot remove the inbox file");
-                false
-            }
-        };
-        Ok((upload, removed))
+    let joined = tokio::task::spawn_blocking(move || -> Result<(Upload, bool), NotTaken> {
+        let max_bytes = pipeline.steps.config.limits.max_bytes;
+        let file = open_checked(&path, max_bytes)?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("upload");
+        let upload = pipeline
+            .ingest_open(file, name, OWNER)
+            .map_err(anyhow::Error::from)?
+            // It grew past the limit after the check.
+            .ok_or(NotTaken::TooLarge {
+                size: max_bytes.saturating_add(1),
+                limit: max_bytes,
+            })?;
+        Ok(finish_take_in(&pipeline, &path, upload)?)
     })
-    .await?
+    .await;
+    joined.map_err(|e| NotTaken::Failed(e.into()))?
+}
+
+/// Makes sure the copy is on disk, then removes the inbox file; whether that worked.
+fn finish_take_in(
+    pipeline: &LocalPipeline,
+    path: &Path,
+    upload: Upload,
+) -> anyhow::Result<(Upload, bool)> {
+    let stored = pipeline.store.path_of(&upload.key)?;
+    std::fs::File::open(&stored)?.sync_all()?;
+    if let Some(parent) = stored.parent() {
+        // The new directory entry too, where the platform allows opening a directory.
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    let removed = match std::fs::remove_file(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "taken in but cannot remove the inbox file");
+            false
+        }
+    };
+    Ok((upload, removed))
 }
 
 /// Requeues uploads a crash or kill left unprocessed: objects under `uploads/` whose record
@@ -190,5 +263,43 @@ pub async fn recover(pipeline: Arc<LocalPipeline>, queue: Queue, mut stop: watch
         eprintln!(
             "imgpipe serve: requeued {requeued} upload(s) left unprocessed by an earlier run"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a swap between the scan and the copy presents to the open: each is refused at
+    /// once, without following the link or waiting for a writer on the pipe.
+    #[test]
+    fn only_regular_files_within_the_limit_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("auth.key");
+        std::fs::write(&secret, b"secret").unwrap();
+        let link = dir.path().join("link.jpg");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        assert!(matches!(
+            open_checked(&link, 1000),
+            Err(NotTaken::NotRegular)
+        ));
+        let fifo = dir.path().join("pipe.jpg");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            open_checked(&fifo, 1000),
+            Err(NotTaken::NotRegular)
+        ));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let huge = dir.path().join("huge.jpg");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        assert!(matches!(
+            open_checked(&huge, 1000),
+            Err(NotTaken::TooLarge { size, limit: 1000 }) if size == 1 << 30
+        ));
+        assert!(open_checked(&secret, 1000).is_ok());
     }
 }
