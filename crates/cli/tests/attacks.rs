@@ -556,3 +556,41 @@ async fn the_inbox_leaves_links_pipes_and_oversized_files_alone() {
     let status = serve.terminate(Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn the_data_directory_is_private_and_exports_are_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = tmp.path().join("photo.jpg");
+    std::fs::write(&photo, jpeg(64, 48)).unwrap();
+    let data = tmp.path().join("new/data");
+    let out = tmp.path().join("out");
+    let run = std::process::Command::new(BIN)
+        .args(["process", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .arg(&photo)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("objects")), 0o700);
+    assert_eq!(mode(&data.join("imgpipe.db")), 0o600);
+    assert_eq!(mode(&data.join("events.jsonl")), 0o600);
+    let objects = files_under(&data.join("objects"));
+    assert!(!objects.is_empty());
+    for object in &objects {
+        assert_eq!(mode(&data.join("objects").join(object)), 0o600, "{object}");
+    }
+    let exported = files_under(&out);
+    assert!(!exported.is_empty());
+    for file in &exported {
+        assert_eq!(mode(&out.join(file)), 0o644, "{file}");
+    }
+}

@@ -271,7 +271,12 @@ fn backup_then_restore_gives_back_every_object_and_record() {
             .keys()
             .find(|k| k.starts_with("objects/uploads/"))
             .unwrap();
-        assert_eq!(mode(&data.join(upload)), 0o644);
+        assert_eq!(mode(&data.join(upload)), 0o600);
+        assert_eq!(
+            mode(&data),
+            0o700,
+            "a restored data directory is private too"
+        );
     }
     assert_eq!(
         names(tmp.path()),

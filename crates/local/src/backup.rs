@@ -646,13 +646,11 @@ fn extract(
             let mut options = fs::OpenOptions::new();
             options.write(true).create_new(true);
             let out = options.open(&dest).map_err(io_err(&dest))?;
-            // Objects are ordinary 0644 files, as the store makes them; the key stays the
-            // owner's alone.
+            // Owner-only, as the store makes its files.
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                let mode = if name == AUTH_KEY { 0o600 } else { 0o644 };
-                out.set_permissions(fs::Permissions::from_mode(mode))
+                out.set_permissions(fs::Permissions::from_mode(0o600))
                     .map_err(io_err(&dest))?;
             }
             let mut writer = Hashing::new(BufWriter::new(out));
@@ -763,15 +761,14 @@ pub fn restore(archive: &Path, data: &Path, force: bool) -> Result<Manifest, Bac
     let name = file_name_of(&data)?;
     let parent = parent_of(&data);
     fs::create_dir_all(parent).map_err(io_err(parent))?;
-    // 0777 less the umask, as the directory `imgpipe` would have made; tempfile's 0700
-    // would outlive the rename.
+    // Owner-only, as `imgpipe` makes a data directory; the mode outlives the rename.
     let prefix = format!(".{name}.restore-");
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(0o777));
+        builder.permissions(fs::Permissions::from_mode(0o700));
     }
     let staging = builder.tempdir_in(parent).map_err(io_err(parent))?;
     extract(archive, &manifest, staging.path(), |_| true)?;

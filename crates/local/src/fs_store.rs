@@ -60,7 +60,7 @@ pub fn check_key(key: &str) -> Result<(), PortError> {
 impl FsStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<FsStore, PortError> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(|e| port_err(&root.display().to_string(), e))?;
+        create_private_dir(&root).map_err(|e| port_err(&root.display().to_string(), e))?;
         Ok(FsStore { root })
     }
 
@@ -88,7 +88,8 @@ impl FsStore {
         };
         let tmp = temp_in(dir).map_err(|e| port_err(key, e))?;
         fs::copy(&src, tmp.path()).map_err(|e| port_err(key, e))?;
-        set_readable(tmp.path()).map_err(|e| port_err(key, e))?;
+        // An exported rendition is the user's ordinary file, not the store's private one.
+        set_mode(tmp.path(), 0o644).map_err(|e| port_err(key, e))?;
         tmp.persist(dest).map_err(|e| port_err(key, e.error))?;
         Ok(())
     }
@@ -100,7 +101,8 @@ impl FsStore {
         fs::create_dir_all(dir).map_err(|e| port_err(key, e))?;
         let tmp = temp_in(dir).map_err(|e| port_err(key, e))?;
         let size = fs::copy(src, tmp.path()).map_err(|e| port_err(key, e))?;
-        set_readable(tmp.path()).map_err(|e| port_err(key, e))?;
+        // fs::copy carries the source's mode over; the store's copy is private whatever it was.
+        set_mode(tmp.path(), 0o600).map_err(|e| port_err(key, e))?;
         tmp.persist(&dest).map_err(|e| port_err(key, e.error))?;
         Ok(size)
     }
@@ -222,29 +224,35 @@ impl FsStore {
     }
 }
 
-/// A temporary file beside its destination. tempfile makes them owner-only (0600); stored
-/// objects and exported renditions are ordinary files (0644, then the umask of whoever
-/// created the directory decides who else can enter it).
+/// A temporary file beside its destination, owner-only (0600, tempfile's default): the
+/// store's objects are private to whoever runs imgpipe; exports are made 0644 after.
 fn temp_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
-    let mut builder = tempfile::Builder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(0o644));
-    }
-    builder.tempfile_in(dir)
+    tempfile::Builder::new().tempfile_in(dir)
 }
 
-/// `fs::copy` carries the source's mode over; a user's 0600 photo still gives a 0644 object.
-fn set_readable(path: &Path) -> io::Result<()> {
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     }
     #[cfg(not(unix))]
-    let _ = path;
+    let _ = (path, mode);
     Ok(())
+}
+
+/// Creates `dir` and its missing parents owner-only (0700): what a data directory holds
+/// (originals, records, the server key) is nobody else's to read. An existing directory keeps
+/// the mode its owner gave it.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 fn write_atomic(dest: &Path, body: &[u8]) -> io::Result<()> {
@@ -396,7 +404,7 @@ impl ObjectStore for FsStore {
             fs::create_dir_all(dir).map_err(|e| port_err(&from, e))?;
             let tmp = temp_in(dir).map_err(|e| port_err(&from, e))?;
             fs::copy(&src, tmp.path()).map_err(|e| port_err(&from, e))?;
-            set_readable(tmp.path()).map_err(|e| port_err(&from, e))?;
+            set_mode(tmp.path(), 0o600).map_err(|e| port_err(&from, e))?;
             tmp.persist(&dest).map_err(|e| port_err(&from, e.error))?;
             Ok(())
         })
@@ -558,10 +566,15 @@ mod tests {
             let meta = fs::metadata(&dest).unwrap();
             assert_eq!(meta.permissions().mode() & 0o777, 0o644);
             assert_eq!(meta.nlink(), 1, "a copy, not a hard link");
+            // The store's own copy and the store itself are private.
             let stored = store.path_of("renditions/u/1/thumb.webp").unwrap();
             assert_eq!(
                 fs::metadata(stored).unwrap().permissions().mode() & 0o777,
-                0o644
+                0o600
+            );
+            assert_eq!(
+                fs::metadata(store.root()).unwrap().permissions().mode() & 0o777,
+                0o700
             );
         }
         fs::write(&dest, b"edited").unwrap();

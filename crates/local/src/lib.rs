@@ -11,7 +11,7 @@ mod sqlite;
 
 use std::path::PathBuf;
 
-pub use fs_store::FsStore;
+pub use fs_store::{FsStore, create_private_dir};
 pub use notifier::JsonlNotifier;
 pub use runner::{DEFINITION, ExecutionStatus, LocalPipeline, Outcome, StepExecutor};
 pub use sqlite::SqliteMetadata;

@@ -64,10 +64,24 @@ pub struct Outcome {
 impl LocalPipeline {
     /// Opens (creating if needed) a data directory: `objects/`, `imgpipe.db`, `events.jsonl`.
     pub fn open(data: &Path, config: Config) -> Result<LocalPipeline, LocalError> {
-        std::fs::create_dir_all(data).map_err(|e| LocalError::Io(data.to_path_buf(), e))?;
+        crate::fs_store::create_private_dir(data)
+            .map_err(|e| LocalError::Io(data.to_path_buf(), e))?;
         let store = Arc::new(FsStore::open(data.join("objects"))?);
-        let metadata = Arc::new(SqliteMetadata::open(&data.join("imgpipe.db"))?);
-        let notifier = Arc::new(JsonlNotifier::open(&data.join("events.jsonl"))?);
+        let db = data.join("imgpipe.db");
+        let events = data.join("events.jsonl");
+        let new_files: Vec<&Path> = [db.as_path(), events.as_path()]
+            .into_iter()
+            .filter(|p| !p.exists())
+            .collect();
+        let metadata = Arc::new(SqliteMetadata::open(&db)?);
+        let notifier = Arc::new(JsonlNotifier::open(&events)?);
+        // Records and events name every image and its owner: owner-only when made here.
+        #[cfg(unix)]
+        for path in new_files {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| LocalError::Io(path.to_path_buf(), e))?;
+        }
         Self::with_ports(data, config, store.clone(), store, metadata, notifier)
     }
 

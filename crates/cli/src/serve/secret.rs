@@ -24,7 +24,7 @@ pub fn load_or_create(data: &Path) -> Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
-    fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    local::create_private_dir(data).with_context(|| format!("creating {}", data.display()))?;
     let mut key = vec![0u8; LEN];
     random_bytes(&mut key)?;
     // tempfile creates owner-only (0600) files; written whole, then linked into place only
