@@ -124,6 +124,8 @@ impl Config {
                 presets,
                 default_preset,
                 max_job_pixels,
+                // One invocation at a time per function instance: its vCPUs are the limit.
+                compute: pipeline::ComputeSlots::per_core(),
             },
         })
     }

@@ -476,7 +476,16 @@ fn unique_stems(files: &[PathBuf]) -> Vec<String> {
 }
 
 pub async fn run(args: ProcessArgs) -> Result<bool> {
-    let config = args.common.config()?;
+    let mut config = args.common.config()?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    config.compute = pipeline::ComputeSlots::new(jobs);
     let (preset, recipe) = recipe_of(&args, &config)?;
     let files = collect_inputs(&args.inputs)?;
     if files.is_empty() {
@@ -488,14 +497,6 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
         LocalPipeline::open(&args.common.data, config)
             .with_context(|| format!("opening data directory {}", args.common.data.display()))?,
     );
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
     let stems = unique_stems(&files);
     let bar = if !args.json && std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(files.len() as u64);

@@ -187,7 +187,17 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
              `imgpipe token` instead"
         );
     }
-    let config = args.common.config()?;
+    let mut config = args.common.config()?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    // As many computations as workers, even when a timed-out step's is still running.
+    config.compute = pipeline::ComputeSlots::new(jobs);
     let data = args.common.data.clone();
     let secret = secret::load_or_create(&data)?;
     let (auth, auth_text) = auth_source(&args, &secret)?;
@@ -216,14 +226,6 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
         LocalPresigner::new(&secret, base_url.clone())
             .with_max_upload_ttl(args.upload_ttl.map(Duration::from_secs)),
     );
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
     let capacity = usize::try_from(args.queue).unwrap_or(usize::MAX);
     let (queue, workers) = Queue::start(pipeline.clone(), capacity, jobs);
 

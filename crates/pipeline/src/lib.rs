@@ -15,7 +15,9 @@ pub use error::{ErrorKind, PortError, StepError};
 pub use recipe::{
     BUILTIN_PRESETS, DEFAULT_QUALITY, MAX_DIMENSION, Presets, Recipe, Rendition, valid_name,
 };
-pub use steps::{AWAITING_UPLOAD_TTL_HOURS, Config, HEADER_BYTES, RENDITION_CACHE_CONTROL, Steps};
+pub use steps::{
+    AWAITING_UPLOAD_TTL_HOURS, ComputeSlots, Config, HEADER_BYTES, RENDITION_CACHE_CONTROL, Steps,
+};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

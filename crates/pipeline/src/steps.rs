@@ -36,6 +36,59 @@ pub struct Config {
     /// Pixels one job may hold at once: the source plus every resized rendition. `None`:
     /// [`JOB_PIXELS_PER_SOURCE`] times `limits.max_pixels`.
     pub max_job_pixels: Option<u64>,
+    /// How many image computations (decode, resize, filter, encode) run at once in this
+    /// process, whatever the callers do: see [`ComputeSlots`].
+    pub compute: ComputeSlots,
+}
+
+/// Places for image computations. A step takes one before its CPU-heavy work starts, and the
+/// work itself gives it back when it ends: a step that times out (its future dropped by the
+/// state machine) cannot stop a computation already on a thread, but the computation keeps
+/// its place until it is done, so the next job waits instead of running beside it, and no
+/// more than this many computations ever run.
+#[derive(Debug, Clone)]
+pub struct ComputeSlots(Arc<tokio::sync::Semaphore>, usize);
+
+impl ComputeSlots {
+    pub fn new(slots: usize) -> ComputeSlots {
+        let slots = slots.max(1);
+        ComputeSlots(Arc::new(tokio::sync::Semaphore::new(slots)), slots)
+    }
+
+    /// One place per core.
+    pub fn per_core() -> ComputeSlots {
+        ComputeSlots::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn slots(&self) -> usize {
+        self.1
+    }
+
+    /// Computations running now.
+    pub fn busy(&self) -> usize {
+        self.1.saturating_sub(self.0.available_permits())
+    }
+
+    /// Runs `f` on a blocking thread once a place is free; the place is held by `f`'s thread
+    /// until `f` returns, even if the caller has stopped waiting.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+    ) -> Result<T, StepError> {
+        let place = self
+            .0
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StepError::internal("image workers are shut down"))?;
+        tokio::task::spawn_blocking(move || {
+            let result = f();
+            drop(place);
+            result
+        })
+        .await
+        .map_err(|e| StepError::internal(format!("image worker stopped: {e}")))?
+    }
 }
 
 /// The default job budget, in sources of the largest accepted size: room for a full-size
@@ -57,6 +110,7 @@ impl Default for Config {
             presets: Presets::builtin(),
             default_preset: "web".to_string(),
             max_job_pixels: None,
+            compute: ComputeSlots::per_core(),
         }
     }
 }
@@ -71,15 +125,6 @@ pub struct Steps {
     pub work: Arc<dyn WorkStore>,
     pub metadata: Arc<dyn MetadataStore>,
     pub notifier: Arc<dyn Notifier>,
-}
-
-/// Runs CPU-heavy image work off the async executor.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StepError> + Send + 'static,
-) -> Result<T, StepError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StepError::internal(format!("image worker stopped: {e}")))?
 }
 
 fn elapsed_ms(since: Instant) -> u64 {
@@ -219,26 +264,29 @@ impl Steps {
             false => imaging::ColorHandling::Srgb,
         };
         let started = Instant::now();
-        let (sha256, decoded, resized, exif, icc) = blocking(move || {
-            let sha256 = hex::encode(Sha256::digest(&bytes));
-            let decoded =
-                imaging::decode_with(&bytes, &limits, Some(recipe.max_output(source)), color)?;
-            let dims = (decoded.image.width(), decoded.image.height());
-            let icc = decoded
-                .profile
-                .as_ref()
-                .and_then(|p| p.icc_to_embed())
-                .map(<[u8]>::to_vec);
-            let resized = crate::render::render_colours(decoded, source, &recipe)?;
-            let exif = match keep_metadata {
-                true => imaging::sniff(&bytes)
-                    .ok()
-                    .and_then(|f| imaging::exif_of(&bytes, f)),
-                false => None,
-            };
-            Ok((sha256, dims, resized, exif, icc))
-        })
-        .await?;
+        let (sha256, decoded, resized, exif, icc) = self
+            .config
+            .compute
+            .run(move || {
+                let sha256 = hex::encode(Sha256::digest(&bytes));
+                let decoded =
+                    imaging::decode_with(&bytes, &limits, Some(recipe.max_output(source)), color)?;
+                let dims = (decoded.image.width(), decoded.image.height());
+                let icc = decoded
+                    .profile
+                    .as_ref()
+                    .and_then(|p| p.icc_to_embed())
+                    .map(<[u8]>::to_vec);
+                let resized = crate::render::render_colours(decoded, source, &recipe)?;
+                let exif = match keep_metadata {
+                    true => imaging::sniff(&bytes)
+                        .ok()
+                        .and_then(|f| imaging::exif_of(&bytes, f)),
+                    false => None,
+                };
+                Ok((sha256, dims, resized, exif, icc))
+            })
+            .await?;
         let decode_ms = elapsed_ms(started).saturating_sub(resized.iter().map(|r| r.ms).sum());
         let prefix = keys::work_prefix(&job.image_id);
         let exif_key = self.put_work(format!("{prefix}source.exif"), exif).await?;
@@ -301,14 +349,17 @@ impl Steps {
         let started = Instant::now();
         let image = self.work.get_image(&item.work_key).await?;
         let ops = item.rendition.operations.clone();
-        let image = blocking(move || {
-            let mut img: Image = Arc::unwrap_or_clone(image);
-            for op in &ops {
-                img = imaging::apply(img, op)?;
-            }
-            Ok(img)
-        })
-        .await?;
+        let image = self
+            .config
+            .compute
+            .run(move || {
+                let mut img: Image = Arc::unwrap_or_clone(image);
+                for op in &ops {
+                    img = imaging::apply(img, op)?;
+                }
+                Ok(img)
+            })
+            .await?;
         let work_key = format!(
             "{}{}.filtered",
             keys::work_prefix(&item.image_id),
@@ -352,7 +403,11 @@ impl Steps {
             icc,
             background: r.background(),
         };
-        let bytes = blocking(move || Ok(imaging::encode(&image, &opts)?)).await?;
+        let bytes = self
+            .config
+            .compute
+            .run(move || Ok(imaging::encode(&image, &opts)?))
+            .await?;
         let key = keys::rendition_key(&item.owner, &item.image_id, &r.name, format.extension());
         let size = bytes.len() as u64;
         self.renditions
@@ -611,4 +666,33 @@ fn tags_of(upload: &Upload, metadata: &BTreeMap<String, String>) -> Vec<String> 
     tags.dedup();
     tags.truncate(MAX_TAGS);
     tags
+}
+
+#[cfg(test)]
+mod compute_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_computation_keeps_its_place_after_its_caller_gives_up() {
+        let slots = ComputeSlots::new(1);
+        // What the state machine does to a step past its TimeoutSeconds.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            slots.run(|| {
+                std::thread::sleep(Duration::from_millis(600));
+                Ok(())
+            }),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        assert_eq!(slots.busy(), 1, "the abandoned computation still runs");
+        let started = std::time::Instant::now();
+        slots.run(|| Ok(())).await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "the next computation ran beside the abandoned one"
+        );
+        assert_eq!(slots.busy(), 0);
+    }
 }
