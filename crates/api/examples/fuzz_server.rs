@@ -76,6 +76,9 @@ async fn main() {
         presigner: Arc::new(P),
         auth: Arc::new(JwtAuth::new().with_local(secret.to_vec())),
         config: Arc::new(pipeline::Config::default()),
+        // The API checker sends many valid forms as one user; the limits have tests of
+        // their own.
+        forms: Arc::new(api::FormThrottle::new(api::FormLimits::off())),
     };
     let port: u16 = std::env::args().nth(1).unwrap().parse().unwrap();
     eprintln!(

@@ -20,6 +20,8 @@ pub struct ApiError {
     /// A stable name, e.g. `NotFound`, `InvalidRecipe`, `Unauthorized`.
     pub error: String,
     pub message: String,
+    /// Seconds for the `Retry-After` header; a 503 without one gets [`RETRY_AFTER_SECONDS`].
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -28,7 +30,14 @@ impl ApiError {
             status: status.as_u16(),
             error: error.to_string(),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the client when to try again.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// 400 `InvalidRequest`: a body, parameter or combination the API does not accept.
@@ -109,6 +118,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
             StatusCode::SERVICE_UNAVAILABLE => "Unavailable",
+            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
             s if s.is_server_error() => "Internal",
             _ => "InvalidRequest",
         };
@@ -116,6 +126,7 @@ impl ApiError {
             status: status.as_u16(),
             error: error.to_string(),
             message: reason,
+            retry_after: None,
         }
     }
 }
@@ -142,10 +153,13 @@ impl IntoResponse for ApiError {
             StatusCode::UNAUTHORIZED => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            StatusCode::SERVICE_UNAVAILABLE => {
+            StatusCode::SERVICE_UNAVAILABLE if self.retry_after.is_none() => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
             _ => {}
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -8,9 +8,11 @@ pub mod error;
 pub mod ops;
 pub mod presign;
 pub mod routes;
+pub mod throttle;
 
 pub use auth::{AuthError, Caller, CallerSource};
 pub use error::ApiError;
 pub use ops::{HealthCheck, MetricsRenderer, Ops};
 pub use presign::{Presigner, UploadForm, UploadRequest};
 pub use routes::{ApiState, router, router_with};
+pub use throttle::{FormLimits, FormThrottle};

@@ -25,7 +25,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::{ApiError, Caller, CallerSource, Ops, Presigner, UploadForm, UploadRequest};
+use crate::{
+    ApiError, Caller, CallerSource, FormThrottle, Ops, Presigner, UploadForm, UploadRequest,
+};
 
 /// Largest request body: an upload request is a few hundred bytes, a long recipe a few KiB.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -71,6 +73,8 @@ pub struct ApiState {
     pub auth: Arc<dyn CallerSource>,
     /// Presets, limits (max bytes for uploads) and the default preset.
     pub config: Arc<pipeline::Config>,
+    /// Per-user limits on creating upload forms.
+    pub forms: Arc<FormThrottle>,
 }
 
 /// GET /health, GET /v1/presets (no auth); POST /v1/uploads, GET /v1/images,
@@ -217,6 +221,13 @@ async fn create_upload(
             req.bytes
         )));
     }
+
+    // Only a request that would otherwise succeed counts against the caller's limits.
+    state
+        .forms
+        .check_open(state.metadata.as_ref(), &caller.sub)
+        .await?;
+    state.forms.take(&caller.sub)?;
 
     let now = Utc::now();
     let expires = now + chrono::Duration::hours(pipeline::AWAITING_UPLOAD_TTL_HOURS);

@@ -175,6 +175,7 @@ async fn list_with(
         presigner: Arc::new(NoPresigner),
         auth,
         config: Arc::new(pipeline::Config::default()),
+        forms: Arc::default(),
     });
     let mut request = Request::get("/v1/images");
     if let Some(token) = token {

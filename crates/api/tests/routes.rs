@@ -71,6 +71,7 @@ struct Options {
     /// Wraps the stores, e.g. to inject faults.
     metadata: Option<Arc<dyn MetadataStore>>,
     uploads: Option<Arc<dyn ObjectStore>>,
+    forms: api::FormLimits,
 }
 
 impl Default for Options {
@@ -80,6 +81,7 @@ impl Default for Options {
             presigner_fails: false,
             metadata: None,
             uploads: None,
+            forms: api::FormLimits::default(),
         }
     }
 }
@@ -106,6 +108,7 @@ impl Harness {
             presigner: presigner.clone(),
             auth: Arc::new(JwtAuth::new().with_local(SECRET)),
             config: Arc::new(config),
+            forms: Arc::new(api::FormThrottle::new(options.forms)),
         };
         Harness {
             app: router(state),
@@ -325,6 +328,66 @@ async fn upload_creates_an_awaiting_record_and_asks_for_a_form() {
         ttl > chrono::Duration::minutes(14) && ttl <= chrono::Duration::minutes(15),
         "{ttl}"
     );
+}
+
+#[tokio::test]
+async fn upload_forms_are_limited_per_user_with_retry_after() {
+    // The rate: three a minute, then 429 until the bucket refills.
+    let h = Harness::with(Options {
+        forms: api::FormLimits {
+            per_minute: 3,
+            open: 0,
+        },
+        ..Options::default()
+    });
+    for _ in 0..3 {
+        let (status, _, body) = h.upload("alice", upload_body()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, headers, body) = h.upload("alice", upload_body()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"], "TooManyRequests");
+    let after: u64 = headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&after), "{after}");
+    // Refused requests create nothing, and other users are not affected.
+    assert_eq!(h.presigner.uploads.lock().unwrap().len(), 3);
+    let (status, _, _) = h.upload("bob", upload_body()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // A request the API refuses anyway does not use up the rate.
+    let mut bad = upload_body();
+    bad["contentType"] = json!("text/html");
+    let (status, _, _) = h.upload("bob", bad).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Open forms: counted in the store, so they hold across processes; a form whose file
+    // has arrived no longer counts.
+    let h = Harness::with(Options {
+        forms: api::FormLimits {
+            per_minute: 0,
+            open: 2,
+        },
+        ..Options::default()
+    });
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, _, body) = h.upload("alice", upload_body()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["imageId"].as_str().unwrap().to_string());
+    }
+    let (status, headers, body) = h.upload("alice", upload_body()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("2 upload forms are open"),
+        "{body}"
+    );
+    let after: u64 = headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((14 * 60..=15 * 60).contains(&after), "{after}");
+    let mut record = h.record(&ids[0]).await.unwrap();
+    record.execution_id = Some("e1".into());
+    record.status = Status::Processing;
+    h.metadata.begin(&record).await.unwrap();
+    let (status, _, body) = h.upload("alice", upload_body()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
 #[tokio::test]

@@ -16,6 +16,10 @@ pub const MAX_BYTES: &str = "IMGPIPE_MAX_BYTES";
 /// Pixels one job may hold (source plus resized renditions); unset, 4 x the pixel limit.
 pub const MAX_JOB_PIXELS: &str = "IMGPIPE_MAX_JOB_PIXELS";
 pub const DEFAULT_PRESET: &str = "IMGPIPE_DEFAULT_PRESET";
+/// Upload forms one user may create a minute, per api function instance; `0`: no limit.
+pub const FORMS_PER_MINUTE: &str = "IMGPIPE_FORMS_PER_MINUTE";
+/// Upload forms one user may have open (file not yet sent), across instances; `0`: no limit.
+pub const MAX_OPEN_FORMS: &str = "IMGPIPE_MAX_OPEN_FORMS";
 /// Forces S3 path-style addressing on (`true`) or off (`false`); unset, it follows whether an
 /// endpoint override is configured.
 pub const S3_PATH_STYLE: &str = "IMGPIPE_S3_PATH_STYLE";
@@ -30,6 +34,8 @@ pub struct Config {
     pub alerts_topic_arn: String,
     pub events_topic_arn: String,
     pub steps: pipeline::Config,
+    /// The api function's per-user limits on upload forms.
+    pub forms: api::FormLimits,
 }
 
 /// Every missing required variable and every unusable value, together.
@@ -99,6 +105,24 @@ impl Config {
         let mut max_job_pixels = 0;
         number(MAX_JOB_PIXELS, &mut max_job_pixels);
         let max_job_pixels = (max_job_pixels > 0).then_some(max_job_pixels);
+        let mut forms = api::FormLimits::default();
+        // Zero is allowed here: it turns the limit off.
+        let mut limit = |name: &str| -> Option<u32> {
+            let text = value(name)?;
+            match text.parse::<u32>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    invalid.push(format!("{name}: `{text}` is not a whole number"));
+                    None
+                }
+            }
+        };
+        if let Some(n) = limit(FORMS_PER_MINUTE) {
+            forms.per_minute = n;
+        }
+        if let Some(n) = limit(MAX_OPEN_FORMS) {
+            forms.open = n as usize;
+        }
 
         let presets = Presets::builtin();
         let default_preset = value(DEFAULT_PRESET).unwrap_or_else(|| "web".to_string());
@@ -127,6 +151,7 @@ impl Config {
                 // One invocation at a time per function instance: its vCPUs are the limit.
                 compute: pipeline::ComputeSlots::per_core(),
             },
+            forms,
         })
     }
 }
@@ -240,5 +265,18 @@ mod tests {
         assert_eq!(c.steps.job_pixel_budget(), 4000);
         env.insert(MAX_JOB_PIXELS, "2500");
         assert_eq!(load(&env).unwrap().steps.job_pixel_budget(), 2500);
+    }
+
+    #[test]
+    fn form_limits_default_are_set_and_zero_turns_them_off() {
+        let mut env = complete();
+        assert_eq!(load(&env).unwrap().forms, api::FormLimits::default());
+        env.insert(FORMS_PER_MINUTE, "0");
+        env.insert(MAX_OPEN_FORMS, "7");
+        let forms = load(&env).unwrap().forms;
+        assert_eq!((forms.per_minute, forms.open), (0, 7));
+        env.insert(MAX_OPEN_FORMS, "-1");
+        let e = load(&env).unwrap_err().to_string();
+        assert!(e.contains("IMGPIPE_MAX_OPEN_FORMS: `-1`"), "{e}");
     }
 }

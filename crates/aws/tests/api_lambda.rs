@@ -422,4 +422,28 @@ async fn routes_against_moto() {
     assert!(metadata.get(&id).await.unwrap().is_none());
     let gone = invoke(&app, &event("api-get-image.json", &sub, &id)).await;
     assert_eq!(gone.status, 404, "{:?}", gone.body);
+
+    // Open forms are counted in the table, so the limit holds across function instances:
+    // two apps stand for two instances, each with its own rate limiter.
+    let mut limited_env = env.clone();
+    limited_env.insert(aws::config::MAX_OPEN_FORMS, "2".to_string());
+    let limited = Config::from_lookup(|name| limited_env.get(name).cloned()).unwrap();
+    let instances = [
+        aws::apigw::app(aws::api_state(&limited, &sdk), Some("*")).unwrap(),
+        aws::apigw::app(aws::api_state(&limited, &sdk), Some("*")).unwrap(),
+    ];
+    let busy = format!("{sub}-busy");
+    for instance in &instances {
+        let created = invoke(instance, &event("api-create-upload.json", &busy, SAMPLE_ID)).await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+    }
+    for instance in &instances {
+        let refused = invoke(instance, &event("api-create-upload.json", &busy, SAMPLE_ID)).await;
+        assert_eq!(refused.status, 429, "{:?}", refused.body);
+        assert_eq!(refused.json()["error"], "TooManyRequests");
+        let after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+        assert!((14 * 60..=15 * 60).contains(&after), "{after}");
+    }
+    let other = invoke(&instances[0], &event("api-create-upload.json", &sub, SAMPLE_ID)).await;
+    assert_eq!(other.status, 201, "another user is not limited: {:?}", other.body);
 }

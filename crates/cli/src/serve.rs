@@ -70,6 +70,14 @@ pub struct ServeArgs {
     /// wait to be accepted.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: Option<u64>,
+    /// Upload forms (POST /v1/uploads) one user may create a minute; 0 for no limit. Over it:
+    /// 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = api::throttle::DEFAULT_FORMS_PER_MINUTE)]
+    pub forms_per_minute: u32,
+    /// Upload forms one user may hold open (created in the last 15 minutes, file not yet
+    /// sent); 0 for no limit. Over it: 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = api::throttle::DEFAULT_OPEN_FORMS)]
+    pub max_open_forms: usize,
     /// Caps how long upload forms stay valid, in seconds (tests of expiry).
     #[arg(long, hide = true)]
     pub upload_ttl: Option<u64>,
@@ -253,6 +261,10 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
         presigner: presigner.clone(),
         auth,
         config: pipeline.steps.config.clone(),
+        forms: Arc::new(api::FormThrottle::new(api::FormLimits {
+            per_minute: args.forms_per_minute,
+            open: args.max_open_forms,
+        })),
     };
     let ops = observe::ops(
         pipeline.store.clone(),
