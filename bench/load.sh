@@ -24,7 +24,10 @@ cargo build --release --locked -q -p imgpipe --bin imgpipe --example load
 bin="$CARGO_TARGET_DIR/release/imgpipe"
 data="$(mktemp -d)"
 out="$(mktemp)"
-"$bin" serve --addr 127.0.0.1:0 --no-inbox --data "$data" ${serve_args[@]+"${serve_args[@]}"} \
+# Every client uses the one token: the per-user form limits are off so that they stand for
+# many users.
+"$bin" serve --addr 127.0.0.1:0 --no-inbox --forms-per-minute 0 --max-open-forms 0 \
+  --data "$data" ${serve_args[@]+"${serve_args[@]}"} \
   >"$out" 2>"$data/serve.log" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data" "$out"' EXIT

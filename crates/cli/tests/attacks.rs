@@ -478,6 +478,46 @@ async fn one_form_posted_eight_times_at_once_stores_one_upload() {
     assert_eq!(record["status"], "COMPLETE", "{record}");
 }
 
+#[tokio::test]
+async fn one_user_creating_forms_in_a_loop_is_stopped_and_others_are_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The defaults: 120 forms a minute, 100 open.
+    let serve = Serve::start(&tmp.path().join("data"), &["--no-inbox"]);
+    let mallory = Api::new(&token(&serve.data, "mallory", false));
+    let body = json!({"filename": "x.jpg", "contentType": "image/jpeg", "bytes": 100});
+    let mut created = 0;
+    let mut refused = None;
+    for _ in 0..300 {
+        let res = mallory
+            .http
+            .post(serve.url("/v1/uploads"))
+            .bearer_auth(&mallory.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        match res.status() {
+            StatusCode::CREATED => created += 1,
+            _ => {
+                refused = Some(res);
+                break;
+            }
+        }
+    }
+    assert_eq!(created, 100, "the open-forms limit is 100");
+    let res = refused.expect("300 forms were created in a loop");
+    let after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(after >= 60, "Retry-After {after}: the first form expires in 15 minutes");
+    assert_error(res, StatusCode::TOO_MANY_REQUESTS, "TooManyRequests").await;
+    // Nothing more was recorded for the refused request; another user is served.
+    let alice = Api::new(&token(&serve.data, "alice", true));
+    let (status, page) = alice.get(&serve.url("/v1/images?limit=100")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"].as_array().unwrap().len(), 100);
+    assert!(page["cursor"].is_null(), "more than 100 records: {page}");
+    alice.create_upload(&serve, 100, "image/jpeg").await;
+}
+
 #[test]
 fn no_user_may_take_the_name_that_owns_inbox_and_bucket_drops() {
     let tmp = tempfile::tempdir().unwrap();
