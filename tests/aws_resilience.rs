@@ -74,6 +74,7 @@ impl Stack {
             alerts_topic_arn: topics[0].clone(),
             events_topic_arn: topics[1].clone(),
             steps: pipeline::Config::default(),
+            forms: api::FormLimits::default(),
         };
         let steps = aws::lambda::steps_for(&config, &sdk);
         let runner = Arc::new(Runner::new(

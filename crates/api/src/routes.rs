@@ -199,7 +199,13 @@ async fn create_upload(
     if !tags.is_empty() {
         metadata.insert("tags".to_string(), tags.join(","));
     }
-    let metadata_bytes: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    // With the form marker Validate looks for (the image id, added once there is one).
+    let marker_bytes = pipeline::FORM_METADATA.len() + keys::new_image_id().len();
+    let metadata_bytes: usize = metadata
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum::<usize>()
+        + marker_bytes;
     if metadata_bytes > MAX_UPLOAD_METADATA_BYTES {
         return Err(ApiError::invalid_recipe(format!(
             "recipe: too large to travel with the upload ({metadata_bytes} bytes of object \
@@ -267,6 +273,9 @@ async fn create_upload(
         return Err(ApiError::internal("three new image ids already existed"));
     };
 
+    // Tells Validate a record awaits this upload: it claims that record and never makes a
+    // new one, so once the image is deleted its form cannot bring it back.
+    metadata.insert(pipeline::FORM_METADATA.to_string(), record.id.clone());
     let request = UploadRequest {
         key: record.source.key.clone(),
         content_type: req.content_type,

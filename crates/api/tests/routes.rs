@@ -19,7 +19,7 @@ use pipeline::memory::{Fault, Flaky, MemoryMetadata, MemoryObjectStore};
 use pipeline::model::{
     ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
 };
-use pipeline::ports::{Begin, MetadataStore, ObjectStore};
+use pipeline::ports::{Begin, IfAbsent, MetadataStore, ObjectStore};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -319,6 +319,7 @@ async fn upload_creates_an_awaiting_record_and_asks_for_a_form() {
     assert_eq!(
         form.metadata,
         BTreeMap::from([
+            ("form".to_string(), id.to_string()),
             ("preset".to_string(), "web".to_string()),
             ("tags".to_string(), "beach,summer:2024".to_string()),
         ])
@@ -347,7 +348,11 @@ async fn upload_forms_are_limited_per_user_with_retry_after() {
     let (status, headers, body) = h.upload("alice", upload_body()).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["error"], "TooManyRequests");
-    let after: u64 = headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let after: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=20).contains(&after), "{after}");
     // Refused requests create nothing, and other users are not affected.
     assert_eq!(h.presigner.uploads.lock().unwrap().len(), 3);
@@ -377,10 +382,17 @@ async fn upload_forms_are_limited_per_user_with_retry_after() {
     let (status, headers, body) = h.upload("alice", upload_body()).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("2 upload forms are open"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 upload forms are open"),
         "{body}"
     );
-    let after: u64 = headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let after: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((14 * 60..=15 * 60).contains(&after), "{after}");
     let mut record = h.record(&ids[0]).await.unwrap();
     record.execution_id = Some("e1".into());
@@ -810,6 +822,9 @@ impl MetadataStore for StrictCursors {
     async fn begin(&self, record: &ImageRecord) -> Result<Begin, PortError> {
         self.0.begin(record).await
     }
+    async fn claim(&self, record: &ImageRecord) -> Result<Begin, PortError> {
+        self.0.claim(record).await
+    }
     async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError> {
         self.0.get(id).await
     }
@@ -828,8 +843,9 @@ impl MetadataStore for StrictCursors {
         status: Status,
         error: &ErrorInfo,
         fallback: &ImageRecord,
+        if_absent: IfAbsent,
     ) -> Result<(), PortError> {
-        self.0.fail(id, status, error, fallback).await
+        self.0.fail(id, status, error, fallback, if_absent).await
     }
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
         if query

@@ -28,7 +28,7 @@ use pipeline::memory::rules::{self, BeginDecision};
 use pipeline::model::{
     ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
 };
-use pipeline::ports::{Begin, MetadataStore};
+use pipeline::ports::{Begin, IfAbsent, MetadataStore};
 use serde_json::Value;
 
 use crate::errors::port_error;
@@ -568,32 +568,16 @@ impl DynamoMetadata {
         }
     }
 
-    fn raced(&self, op: &str, id: &str) -> PortError {
-        PortError::Transient(format!(
-            "{}: lost {MAX_RACES} races with concurrent writers",
-            self.what(op, id)
-        ))
-    }
-}
-
-#[async_trait]
-impl MetadataStore for DynamoMetadata {
-    async fn create_awaiting(
+    /// `begin` or `claim`, as `decide` rules.
+    async fn start(
         &self,
         record: &ImageRecord,
-        expires_at: DateTime<Utc>,
-    ) -> Result<bool, PortError> {
-        let mut r = record.clone();
-        r.status = Status::AwaitingUpload;
-        self.insert(to_item(&r, Some(expires_at.timestamp()))?, &r.id)
-            .await
-    }
-
-    async fn begin(&self, record: &ImageRecord) -> Result<Begin, PortError> {
+        decide: fn(Option<&ImageRecord>, &ImageRecord) -> BeginDecision,
+    ) -> Result<Begin, PortError> {
         let id = record.id.as_str();
         for _ in 0..MAX_RACES {
             let existing = self.read(id).await?;
-            match rules::begin(existing.as_ref(), record) {
+            match decide(existing.as_ref(), record) {
                 BeginDecision::Insert => {
                     if self.insert(to_item(record, None)?, id).await? {
                         return Ok(Begin::Started(record.clone()));
@@ -654,9 +638,39 @@ impl MetadataStore for DynamoMetadata {
                 BeginDecision::Duplicate => {
                     return Ok(Begin::Duplicate(existing.unwrap_or_else(|| record.clone())));
                 }
+                BeginDecision::Gone => return Ok(Begin::Gone),
             }
         }
         Err(self.raced("begin", id))
+    }
+
+    fn raced(&self, op: &str, id: &str) -> PortError {
+        PortError::Transient(format!(
+            "{}: lost {MAX_RACES} races with concurrent writers",
+            self.what(op, id)
+        ))
+    }
+}
+
+#[async_trait]
+impl MetadataStore for DynamoMetadata {
+    async fn create_awaiting(
+        &self,
+        record: &ImageRecord,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        let mut r = record.clone();
+        r.status = Status::AwaitingUpload;
+        self.insert(to_item(&r, Some(expires_at.timestamp()))?, &r.id)
+            .await
+    }
+
+    async fn begin(&self, record: &ImageRecord) -> Result<Begin, PortError> {
+        self.start(record, rules::begin).await
+    }
+
+    async fn claim(&self, record: &ImageRecord) -> Result<Begin, PortError> {
+        self.start(record, rules::claim).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError> {
@@ -730,10 +744,12 @@ impl MetadataStore for DynamoMetadata {
         status: Status,
         error: &ErrorInfo,
         fallback: &ImageRecord,
+        if_absent: IfAbsent,
     ) -> Result<(), PortError> {
         let execution_id = fallback.execution_id.as_deref();
         for _ in 0..MAX_RACES {
             match self.read(id).await? {
+                None if if_absent == IfAbsent::Skip => return Ok(()),
                 None => {
                     let mut r = fallback.clone();
                     r.id = id.to_string();

@@ -253,6 +253,8 @@ async fn routes_against_moto() {
     assert_eq!(condition(&policy, "key"), Some(&json!(key)));
     assert_eq!(condition(&policy, "bucket"), Some(&json!(uploads_bucket)));
     assert_eq!(condition(&policy, "x-amz-meta-preset"), Some(&json!("web")));
+    // The mark that makes Validate claim this record and never make a new one.
+    assert_eq!(condition(&policy, "x-amz-meta-form"), Some(&json!(id)));
     assert_eq!(
         condition(&policy, "x-amz-server-side-encryption"),
         Some(&json!("AES256"))
@@ -444,6 +446,14 @@ async fn routes_against_moto() {
         let after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
         assert!((14 * 60..=15 * 60).contains(&after), "{after}");
     }
-    let other = invoke(&instances[0], &event("api-create-upload.json", &sub, SAMPLE_ID)).await;
-    assert_eq!(other.status, 201, "another user is not limited: {:?}", other.body);
+    let other = invoke(
+        &instances[0],
+        &event("api-create-upload.json", &sub, SAMPLE_ID),
+    )
+    .await;
+    assert_eq!(
+        other.status, 201,
+        "another user is not limited: {:?}",
+        other.body
+    );
 }

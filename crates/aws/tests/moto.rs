@@ -15,7 +15,7 @@ use pipeline::PortError;
 use pipeline::model::{
     ErrorInfo, Event, EventKind, ImageRecord, ListQuery, RenditionRecord, SourceInfo, Status,
 };
-use pipeline::ports::{Begin, MetadataStore, Notifier, ObjectStore, PutOptions};
+use pipeline::ports::{Begin, IfAbsent, MetadataStore, Notifier, ObjectStore, PutOptions};
 use serde_json::Value;
 use support::{sdk, subscribed_queue, unique};
 
@@ -384,6 +384,7 @@ async fn dynamo_concurrent_begins_start_exactly_one_execution() {
         match t.await.unwrap() {
             Begin::Started(r) => started.push(r),
             Begin::Duplicate(_) => duplicates += 1,
+            Begin::Gone => panic!("begin never answers Gone"),
         }
     }
     assert_eq!(started.len(), 1, "{started:?}");
@@ -486,7 +487,7 @@ async fn dynamo_fail_records_rejections_only_where_it_may() {
     // Its own execution's record: rejected, with the error.
     let r = record("img1", "u1", "exec-a", at(0));
     meta.begin(&r).await.unwrap();
-    meta.fail("img1", Status::Rejected, &error, &r)
+    meta.fail("img1", Status::Rejected, &error, &r, IfAbsent::Create)
         .await
         .unwrap();
     let got = meta.get("img1").await.unwrap().unwrap();
@@ -496,7 +497,7 @@ async fn dynamo_fail_records_rejections_only_where_it_may() {
 
     // No record yet: the fallback is written with the failure.
     let fallback = record("img2", "u1", "exec-b", at(1));
-    meta.fail("img2", Status::Failed, &error, &fallback)
+    meta.fail("img2", Status::Failed, &error, &fallback, IfAbsent::Create)
         .await
         .unwrap();
     let got = meta.get("img2").await.unwrap().unwrap();
@@ -508,18 +509,45 @@ async fn dynamo_fail_records_rejections_only_where_it_may() {
     let owned = record("img3", "u1", "exec-c", at(2));
     meta.begin(&owned).await.unwrap();
     let intruder = record("img3", "u1", "exec-d", at(3));
-    meta.fail("img3", Status::Failed, &error, &intruder)
+    meta.fail("img3", Status::Failed, &error, &intruder, IfAbsent::Create)
         .await
         .unwrap();
     assert_eq!(meta.get("img3").await.unwrap(), Some(owned.clone()));
     meta.complete("img3", None).await.unwrap();
-    meta.fail("img3", Status::Failed, &error, &owned)
+    meta.fail("img3", Status::Failed, &error, &owned, IfAbsent::Create)
         .await
         .unwrap();
     assert_eq!(
         meta.get("img3").await.unwrap().unwrap().status,
         Status::Complete
     );
+}
+
+#[tokio::test]
+async fn dynamo_a_deleted_image_is_not_brought_back_by_its_form_or_its_execution() {
+    let (meta, _) = table().await;
+    let r = record("img1", "u1", "exec-a", at(0));
+    // An awaited upload claims its record...
+    meta.create_awaiting(&r, at(60)).await.unwrap();
+    assert!(matches!(meta.claim(&r).await.unwrap(), Begin::Started(_)));
+    assert_eq!(
+        meta.get("img1").await.unwrap().unwrap().status,
+        Status::Processing
+    );
+    // ...and is retried as its own execution...
+    assert!(matches!(meta.claim(&r).await.unwrap(), Begin::Started(_)));
+    // ...but once the image is deleted, neither a replayed form nor the failure of the
+    // execution that was running makes a record again.
+    assert!(meta.delete("img1").await.unwrap());
+    assert!(matches!(meta.claim(&r).await.unwrap(), Begin::Gone));
+    let error = ErrorInfo {
+        kind: "NotFound".into(),
+        message: "the original is gone".into(),
+    };
+    meta.fail("img1", Status::Failed, &error, &r, IfAbsent::Skip)
+        .await
+        .unwrap();
+    assert_eq!(meta.get("img1").await.unwrap(), None);
 }
 
 /// Seven images of u1 a minute apart (img0 oldest), three of u2; tags and statuses mixed.

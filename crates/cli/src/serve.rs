@@ -279,6 +279,7 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
             presigner,
             store: pipeline.store.clone(),
             queue: queue.clone(),
+            metadata: pipeline.steps.metadata.clone(),
             max_body,
         }))
         .merge(web::routes(&base_url))

@@ -478,6 +478,130 @@ async fn one_form_posted_eight_times_at_once_stores_one_upload() {
     assert_eq!(record["status"], "COMPLETE", "{record}");
 }
 
+/// Every file of image `id` in the store: original, renditions, quarantine, metadata.
+fn files_of(serve: &Serve, id: &str) -> Vec<String> {
+    files_under(&serve.data.join("objects"))
+        .into_iter()
+        .filter(|f| f.contains(id))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deleted_image_stays_deleted_whatever_its_form_or_execution_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&tmp.path().join("data"), &["--no-inbox", "--jobs", "1"]);
+    let alice = Api::new(&token(&serve.data, "alice", false));
+    let photo = jpeg(320, 240);
+
+    // A form replayed after its image was processed and deleted: refused, nothing returns.
+    let created = alice.create_upload(&serve, photo.len(), "image/jpeg").await;
+    let id = created["imageId"].as_str().unwrap().to_string();
+    let fields = form_fields(&created);
+    let res = alice
+        .post_form(&created, &fields, &photo, Some("image/jpeg"))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(alice.wait_final(&serve, &id).await["status"], "COMPLETE");
+    let url = serve.url(&format!("/v1/images/{id}"));
+    let res = alice
+        .http
+        .delete(&url)
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = alice
+        .post_form(&created, &fields, &photo, Some("image/jpeg"))
+        .await;
+    assert_error(res, StatusCode::GONE, "ImageDeleted").await;
+    // A form whose image was deleted before any file came: the same.
+    let unused = alice.create_upload(&serve, photo.len(), "image/jpeg").await;
+    let unused_id = unused["imageId"].as_str().unwrap().to_string();
+    let res = alice
+        .http
+        .delete(serve.url(&format!("/v1/images/{unused_id}")))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = alice
+        .post_form(&unused, &form_fields(&unused), &photo, Some("image/jpeg"))
+        .await;
+    assert_error(res, StatusCode::GONE, "ImageDeleted").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for id in [&id, &unused_id] {
+        let (status, _) = alice.get(&serve.url(&format!("/v1/images/{id}"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(files_of(&serve, id), Vec::<String>::new());
+    }
+
+    // DELETE while the image is processing: slow renditions of a large photo, deleted as
+    // soon as the record says PROCESSING. What the execution writes after goes too.
+    let big = jpeg(3000, 2000);
+    let renditions: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"name": format!("r{i}"), "resize": {"width": 2400},
+                   "operations": [{"op": "blur", "sigma": 20.0}]})
+        })
+        .collect();
+    let res = alice
+        .http
+        .post(serve.url("/v1/uploads"))
+        .bearer_auth(&alice.token)
+        .json(&json!({
+            "filename": "big.jpg",
+            "contentType": "image/jpeg",
+            "bytes": big.len(),
+            "recipe": { "renditions": renditions },
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    let id = created["imageId"].as_str().unwrap().to_string();
+    let res = alice
+        .post_form(&created, &form_fields(&created), &big, Some("image/jpeg"))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let url = serve.url(&format!("/v1/images/{id}"));
+    let started = Instant::now();
+    loop {
+        let (status, record) = alice.get(&url).await;
+        assert_eq!(status, StatusCode::OK);
+        match record["status"].as_str().unwrap() {
+            "PROCESSING" => break,
+            "AWAITING_UPLOAD" => {}
+            other => panic!("{other} before the DELETE could be sent: make the recipe slower"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = alice
+        .http
+        .delete(&url)
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // The execution ends by removing what it wrote; the log says when.
+    let started = Instant::now();
+    while !serve.log().contains("what this execution wrote is removed") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the execution did not end; log:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, record) = alice.get(&url).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{record}");
+    assert_eq!(files_of(&serve, &id), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn one_user_creating_forms_in_a_loop_is_stopped_and_others_are_not() {
     let tmp = tempfile::tempdir().unwrap();
@@ -506,8 +630,15 @@ async fn one_user_creating_forms_in_a_loop_is_stopped_and_others_are_not() {
     }
     assert_eq!(created, 100, "the open-forms limit is 100");
     let res = refused.expect("300 forms were created in a loop");
-    let after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!(after >= 60, "Retry-After {after}: the first form expires in 15 minutes");
+    let after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        after >= 60,
+        "Retry-After {after}: the first form expires in 15 minutes"
+    );
     assert_error(res, StatusCode::TOO_MANY_REQUESTS, "TooManyRequests").await;
     // Nothing more was recorded for the refused request; another user is served.
     let alice = Api::new(&token(&serve.data, "alice", true));

@@ -12,7 +12,7 @@ use pipeline::memory::rules::{self, BeginDecision};
 use pipeline::model::{
     ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
 };
-use pipeline::ports::{Begin, MetadataStore};
+use pipeline::ports::{Begin, IfAbsent, MetadataStore};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 const SCHEMA: &str = "
@@ -164,6 +164,61 @@ impl SqliteMetadata {
         tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
             .await
             .map_err(|e| PortError::Permanent(format!("database worker stopped: {e}")))?
+    }
+
+    /// `begin` or `claim`, as `decide` rules.
+    async fn start(
+        &self,
+        record: &ImageRecord,
+        decide: fn(Option<&ImageRecord>, &ImageRecord) -> BeginDecision,
+    ) -> Result<Begin, PortError> {
+        let r = record.clone();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let existing = get(&tx, &r.id)?;
+            let out = match decide(existing.as_ref(), &r) {
+                BeginDecision::Insert => {
+                    insert(&tx, &r, None)?;
+                    Begin::Started(r)
+                }
+                BeginDecision::Claim => {
+                    let old = existing.unwrap_or_else(|| r.clone());
+                    let tags = if r.tags.is_empty() {
+                        old.tags.clone()
+                    } else {
+                        r.tags.clone()
+                    };
+                    tx.execute(
+                        "UPDATE images SET status = ?2, source = ?3, recipe = ?4, updated_at = ?5,
+                             execution_id = ?6, tags = ?7, expires_at = NULL
+                         WHERE id = ?1 AND status = 'AWAITING_UPLOAD'",
+                        params![
+                            r.id,
+                            Status::Processing.as_str(),
+                            serde_json::to_string(&r.source).map_err(json_err)?,
+                            r.recipe
+                                .as_ref()
+                                .map(serde_json::to_string)
+                                .transpose()
+                                .map_err(json_err)?,
+                            ts(&r.updated_at),
+                            r.execution_id,
+                            serde_json::to_string(&tags).map_err(json_err)?,
+                        ],
+                    )
+                    .map_err(db_err)?;
+                    Begin::Started(get(&tx, &r.id)?.unwrap_or(r))
+                }
+                BeginDecision::Retry => Begin::Started(existing.unwrap_or(r)),
+                BeginDecision::Duplicate => Begin::Duplicate(existing.unwrap_or(r)),
+                BeginDecision::Gone => Begin::Gone,
+            };
+            tx.commit().map_err(db_err)?;
+            Ok(out)
+        })
+        .await
     }
 }
 
@@ -348,52 +403,11 @@ impl MetadataStore for SqliteMetadata {
     }
 
     async fn begin(&self, record: &ImageRecord) -> Result<Begin, PortError> {
-        let r = record.clone();
-        self.with(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err)?;
-            let existing = get(&tx, &r.id)?;
-            let out = match rules::begin(existing.as_ref(), &r) {
-                BeginDecision::Insert => {
-                    insert(&tx, &r, None)?;
-                    Begin::Started(r)
-                }
-                BeginDecision::Claim => {
-                    let old = existing.unwrap_or_else(|| r.clone());
-                    let tags = if r.tags.is_empty() {
-                        old.tags.clone()
-                    } else {
-                        r.tags.clone()
-                    };
-                    tx.execute(
-                        "UPDATE images SET status = ?2, source = ?3, recipe = ?4, updated_at = ?5,
-                             execution_id = ?6, tags = ?7, expires_at = NULL
-                         WHERE id = ?1 AND status = 'AWAITING_UPLOAD'",
-                        params![
-                            r.id,
-                            Status::Processing.as_str(),
-                            serde_json::to_string(&r.source).map_err(json_err)?,
-                            r.recipe
-                                .as_ref()
-                                .map(serde_json::to_string)
-                                .transpose()
-                                .map_err(json_err)?,
-                            ts(&r.updated_at),
-                            r.execution_id,
-                            serde_json::to_string(&tags).map_err(json_err)?,
-                        ],
-                    )
-                    .map_err(db_err)?;
-                    Begin::Started(get(&tx, &r.id)?.unwrap_or(r))
-                }
-                BeginDecision::Retry => Begin::Started(existing.unwrap_or(r)),
-                BeginDecision::Duplicate => Begin::Duplicate(existing.unwrap_or(r)),
-            };
-            tx.commit().map_err(db_err)?;
-            Ok(out)
-        })
-        .await
+        self.start(record, rules::begin).await
+    }
+
+    async fn claim(&self, record: &ImageRecord) -> Result<Begin, PortError> {
+        self.start(record, rules::claim).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError> {
@@ -478,6 +492,7 @@ impl MetadataStore for SqliteMetadata {
         status: Status,
         error: &ErrorInfo,
         fallback: &ImageRecord,
+        if_absent: IfAbsent,
     ) -> Result<(), PortError> {
         let id = id.to_string();
         let error = error.clone();
@@ -487,6 +502,7 @@ impl MetadataStore for SqliteMetadata {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
             match get(&tx, &id)? {
+                None if if_absent == IfAbsent::Skip => {}
                 None => {
                     let mut r = fallback;
                     r.id = id;

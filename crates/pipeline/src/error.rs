@@ -18,6 +18,9 @@ pub enum ErrorKind {
     RecipeTooLarge,
     /// An object or record the step needs does not exist.
     NotFound,
+    /// The upload came through a form whose image has been deleted since (a replayed form,
+    /// or one posted while its image was deleted): it is discarded, nothing recorded.
+    ImageDeleted,
     /// A dependency failed in a way worth retrying.
     Transient,
     /// A step input that does not parse: a wiring bug, not the user's fault.
@@ -35,6 +38,7 @@ impl ErrorKind {
             ErrorKind::InvalidRecipe => "InvalidRecipe",
             ErrorKind::RecipeTooLarge => "RecipeTooLarge",
             ErrorKind::NotFound => "NotFound",
+            ErrorKind::ImageDeleted => "ImageDeleted",
             ErrorKind::Transient => "Transient",
             ErrorKind::InvalidInput => "InvalidInput",
             ErrorKind::Internal => "Internal",
@@ -49,6 +53,7 @@ impl ErrorKind {
             "InvalidRecipe" => ErrorKind::InvalidRecipe,
             "RecipeTooLarge" => ErrorKind::RecipeTooLarge,
             "NotFound" => ErrorKind::NotFound,
+            "ImageDeleted" => ErrorKind::ImageDeleted,
             "Transient" => ErrorKind::Transient,
             "InvalidInput" => ErrorKind::InvalidInput,
             "Internal" => ErrorKind::Internal,

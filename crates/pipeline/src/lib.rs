@@ -16,7 +16,8 @@ pub use recipe::{
     BUILTIN_PRESETS, DEFAULT_QUALITY, MAX_DIMENSION, Presets, Recipe, Rendition, valid_name,
 };
 pub use steps::{
-    AWAITING_UPLOAD_TTL_HOURS, ComputeSlots, Config, HEADER_BYTES, RENDITION_CACHE_CONTROL, Steps,
+    AWAITING_UPLOAD_TTL_HOURS, ComputeSlots, Config, FORM_METADATA, HEADER_BYTES,
+    RENDITION_CACHE_CONTROL, Steps,
 };
 
 use serde::Serialize;

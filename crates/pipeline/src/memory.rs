@@ -11,7 +11,7 @@ use imaging::Image;
 
 use crate::model::{ErrorInfo, Event, ImageRecord, ListQuery, Page, RenditionRecord, Status};
 use crate::ports::{
-    Begin, MetadataStore, Notifier, ObjectInfo, ObjectStore, PutOptions, WorkStore,
+    Begin, IfAbsent, MetadataStore, Notifier, ObjectInfo, ObjectStore, PutOptions, WorkStore,
 };
 use crate::{ErrorKind, PortError, StepError};
 
@@ -148,6 +148,40 @@ impl MemoryMetadata {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn start(
+        &self,
+        record: &ImageRecord,
+        decide: fn(Option<&ImageRecord>, &ImageRecord) -> rules::BeginDecision,
+    ) -> Begin {
+        let mut records = lock(&self.records);
+        let existing = records.get(&record.id);
+        match decide(existing, record) {
+            rules::BeginDecision::Insert => {
+                records.insert(record.id.clone(), record.clone());
+                Begin::Started(record.clone())
+            }
+            rules::BeginDecision::Claim => {
+                let old = existing.cloned();
+                let mut r = record.clone();
+                if let Some(old) = old {
+                    r.created_at = old.created_at;
+                    if r.tags.is_empty() {
+                        r.tags = old.tags;
+                    }
+                }
+                records.insert(r.id.clone(), r.clone());
+                Begin::Started(r)
+            }
+            rules::BeginDecision::Retry => {
+                Begin::Started(existing.cloned().unwrap_or_else(|| record.clone()))
+            }
+            rules::BeginDecision::Duplicate => {
+                Begin::Duplicate(existing.cloned().unwrap_or_else(|| record.clone()))
+            }
+            rules::BeginDecision::Gone => Begin::Gone,
+        }
+    }
 }
 
 /// The conditional-write rules every MetadataStore follows, in one place, so the in-memory
@@ -157,7 +191,17 @@ pub mod rules {
 
     /// What `begin` does given the existing record, if any.
     pub fn begin(existing: Option<&ImageRecord>, new: &ImageRecord) -> BeginDecision {
+        start(existing, new, false)
+    }
+
+    /// What `claim` does: as `begin`, but an absent record is not created.
+    pub fn claim(existing: Option<&ImageRecord>, new: &ImageRecord) -> BeginDecision {
+        start(existing, new, true)
+    }
+
+    fn start(existing: Option<&ImageRecord>, new: &ImageRecord, awaited: bool) -> BeginDecision {
         match existing {
+            None if awaited => BeginDecision::Gone,
             None => BeginDecision::Insert,
             Some(r) if r.status == Status::AwaitingUpload => BeginDecision::Claim,
             Some(r) if r.execution_id.is_some() && r.execution_id == new.execution_id => {
@@ -173,6 +217,8 @@ pub mod rules {
         Claim,
         Retry,
         Duplicate,
+        /// An awaited upload whose record is gone: its image was deleted.
+        Gone,
     }
 
     /// `fail` only touches a record this execution owns (or one not yet claimed) and never
@@ -203,32 +249,11 @@ impl MetadataStore for MemoryMetadata {
     }
 
     async fn begin(&self, record: &ImageRecord) -> Result<Begin, PortError> {
-        let mut records = lock(&self.records);
-        let existing = records.get(&record.id);
-        match rules::begin(existing, record) {
-            rules::BeginDecision::Insert => {
-                records.insert(record.id.clone(), record.clone());
-                Ok(Begin::Started(record.clone()))
-            }
-            rules::BeginDecision::Claim => {
-                let old = existing.cloned();
-                let mut r = record.clone();
-                if let Some(old) = old {
-                    r.created_at = old.created_at;
-                    if r.tags.is_empty() {
-                        r.tags = old.tags;
-                    }
-                }
-                records.insert(r.id.clone(), r.clone());
-                Ok(Begin::Started(r))
-            }
-            rules::BeginDecision::Retry => Ok(Begin::Started(
-                existing.cloned().unwrap_or_else(|| record.clone()),
-            )),
-            rules::BeginDecision::Duplicate => Ok(Begin::Duplicate(
-                existing.cloned().unwrap_or_else(|| record.clone()),
-            )),
-        }
+        Ok(self.start(record, rules::begin))
+    }
+
+    async fn claim(&self, record: &ImageRecord) -> Result<Begin, PortError> {
+        Ok(self.start(record, rules::claim))
     }
 
     async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError> {
@@ -271,9 +296,11 @@ impl MetadataStore for MemoryMetadata {
         status: Status,
         error: &ErrorInfo,
         fallback: &ImageRecord,
+        if_absent: IfAbsent,
     ) -> Result<(), PortError> {
         let mut records = lock(&self.records);
         match records.get_mut(id) {
+            None if if_absent == IfAbsent::Skip => {}
             None => {
                 let mut r = fallback.clone();
                 r.status = status;
@@ -614,6 +641,10 @@ impl MetadataStore for FlakyMetadata {
         self.faults.check("begin", &record.id)?;
         self.inner.begin(record).await
     }
+    async fn claim(&self, record: &ImageRecord) -> Result<Begin, PortError> {
+        self.faults.check("begin", &record.id)?;
+        self.inner.claim(record).await
+    }
     async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError> {
         self.faults.check("get", id)?;
         self.inner.get(id).await
@@ -632,9 +663,12 @@ impl MetadataStore for FlakyMetadata {
         status: Status,
         error: &ErrorInfo,
         fallback: &ImageRecord,
+        if_absent: IfAbsent,
     ) -> Result<(), PortError> {
         self.faults.check("fail", id)?;
-        self.inner.fail(id, status, error, fallback).await
+        self.inner
+            .fail(id, status, error, fallback, if_absent)
+            .await
     }
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
         self.faults.check("list", "images")?;

@@ -48,6 +48,17 @@ pub enum Begin {
     Started(ImageRecord),
     /// Another execution already has it: the event is a duplicate.
     Duplicate(ImageRecord),
+    /// `claim` only: the upload was awaited, but its record is gone (the image was deleted).
+    Gone,
+}
+
+/// What [`MetadataStore::fail`] does when the image has no record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfAbsent {
+    /// Creates it: the failure came before any record existed.
+    Create,
+    /// Leaves it absent: the record existed, so its absence means the image was deleted.
+    Skip,
 }
 
 /// The metadata table. Every write that changes status is conditional, so duplicate or
@@ -64,19 +75,27 @@ pub trait MetadataStore: Send + Sync {
     /// AWAITING_UPLOAD record to PROCESSING, accepts a retry of the same execution, and
     /// reports anything else as a duplicate without writing.
     async fn begin(&self, record: &ImageRecord) -> Result<Begin, PortError>;
+    /// [`MetadataStore::begin`] for an upload an AWAITING_UPLOAD record was made for (one
+    /// through an API form): the same, except that an absent record is not created but
+    /// answered [`Begin::Gone`], so a form replayed after its image was deleted brings
+    /// nothing back.
+    async fn claim(&self, record: &ImageRecord) -> Result<Begin, PortError>;
     async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError>;
     /// Adds or replaces one rendition of a PROCESSING record.
     async fn put_rendition(&self, id: &str, rendition: &RenditionRecord) -> Result<(), PortError>;
     /// PROCESSING -> COMPLETE, filling in the source hash.
     async fn complete(&self, id: &str, sha256: Option<&str>) -> Result<(), PortError>;
-    /// Records a rejection or failure. Creates `fallback` with that status if there is no
-    /// record yet (the upload never got as far as Validate's claim).
+    /// Records a rejection or failure of the execution `fallback.execution_id`. Without a
+    /// record, creates `fallback` with that status if `if_absent` says so (the upload never
+    /// got as far as Validate's claim), and writes nothing otherwise (the image had a record
+    /// and was deleted since).
     async fn fail(
         &self,
         id: &str,
         status: Status,
         error: &ErrorInfo,
         fallback: &ImageRecord,
+        if_absent: IfAbsent,
     ) -> Result<(), PortError>;
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError>;
     /// Removes the record and its renditions; `Ok(false)` if there was none.

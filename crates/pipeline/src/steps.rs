@@ -15,7 +15,7 @@ use crate::io::{
 };
 use crate::keys::{self, UploadIdentity};
 use crate::model::{ErrorInfo, Event, EventKind, ImageRecord, RenditionRecord, SourceInfo, Status};
-use crate::ports::{Begin, MetadataStore, Notifier, ObjectStore, PutOptions, WorkStore};
+use crate::ports::{Begin, IfAbsent, MetadataStore, Notifier, ObjectStore, PutOptions, WorkStore};
 use crate::{ErrorKind, Presets, Recipe, StepError, telemetry};
 
 /// How much of an upload Validate reads to find its header; the whole object only when the
@@ -23,6 +23,9 @@ use crate::{ErrorKind, Presets, Recipe, StepError, telemetry};
 pub const HEADER_BYTES: u64 = 64 * 1024;
 /// Renditions are immutable (new content gets a new image id), so caches may keep them.
 pub const RENDITION_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+/// Object metadata an API upload form sets (to the image id): the upload was awaited by a
+/// record, so Validate claims that record and never makes a new one.
+pub const FORM_METADATA: &str = "form";
 /// An API upload that never arrives is forgotten after this long.
 pub const AWAITING_UPLOAD_TTL_HOURS: i64 = 24;
 const MAX_TAGS: usize = 20;
@@ -191,7 +194,25 @@ impl Steps {
             execution_id: Some(input.execution_id.clone()),
             tags: tags_of(&upload, &info.metadata),
         };
-        let duplicate = match self.metadata.begin(&record).await? {
+        // An upload through an API form only ever claims the record made for it: if that is
+        // gone, the image was deleted, and a replay of its form must not bring it back.
+        let awaited = info.metadata.get(FORM_METADATA) == Some(&ident.id);
+        let begun = if awaited {
+            self.metadata.claim(&record).await?
+        } else {
+            self.metadata.begin(&record).await?
+        };
+        let duplicate = match begun {
+            Begin::Gone => {
+                return Err(StepError::new(
+                    ErrorKind::ImageDeleted,
+                    format!(
+                        "image {}: deleted before its upload was processed; the upload is \
+                         discarded",
+                        ident.id
+                    ),
+                ));
+            }
             Begin::Started(_) => false,
             Begin::Duplicate(existing) => {
                 info!(status = %existing.status, "duplicate event; another execution owns this image");
@@ -534,14 +555,28 @@ impl Steps {
             execution_id: Some(execution_id.clone()),
             tags: state.upload.tags.clone(),
         };
+        if kind == Some(ErrorKind::ImageDeleted) {
+            return self.discard(&state.upload.key, ident, error).await;
+        }
+        // After Validate's claim the image had a record: if it is gone now, the image was
+        // deleted while this execution ran, and the failure must not bring a record back.
+        let claimed = state.job.is_some();
+        let if_absent = if claimed {
+            IfAbsent::Skip
+        } else {
+            IfAbsent::Create
+        };
         self.metadata
-            .fail(&ident.id, status, &error, &fallback)
+            .fail(&ident.id, status, &error, &fallback, if_absent)
             .await?;
         // The write above is conditional: it records the outcome only for the execution that
         // owns the image (or claims it, when there was no record). Any other execution got
         // here through a duplicate event, or one that failed after another had finished, and
         // must not alert, quarantine or clear the owner's intermediates: one alert per image.
         let record = self.metadata.get(&ident.id).await?;
+        if record.is_none() && claimed {
+            return self.discard(&state.upload.key, ident, error).await;
+        }
         let owner = record.as_ref().and_then(|r| r.execution_id.as_deref());
         if owner != Some(execution_id.as_str()) || record.as_ref().map(|r| r.status) != Some(status)
         {
@@ -587,6 +622,34 @@ impl Steps {
         })
     }
 
+    /// Removes what an execution wrote for an image deleted before or while it ran: the
+    /// upload (a replayed form's file; the one DELETE removed is gone already), renditions
+    /// stored after DELETE listed them, intermediates. Nothing is recorded or announced:
+    /// the owner asked for the image to go.
+    async fn discard(
+        &self,
+        upload_key: &str,
+        ident: UploadIdentity,
+        error: ErrorInfo,
+    ) -> Result<NotifyOutput, StepError> {
+        delete_if_there(self.uploads.as_ref(), upload_key).await?;
+        if keys::valid_segment(&ident.owner) && keys::valid_segment(&ident.id) {
+            let prefix = format!("renditions/{}/{}/", ident.owner, ident.id);
+            for key in self.renditions.list(&prefix).await? {
+                delete_if_there(self.renditions.as_ref(), &key).await?;
+            }
+        }
+        self.work.clear(&keys::work_prefix(&ident.id)).await?;
+        info!(error = %error.kind, "image deleted; what this execution wrote is removed");
+        Ok(NotifyOutput {
+            image_id: ident.id,
+            owner: ident.owner,
+            status: Status::Failed,
+            renditions: Vec::new(),
+            error: Some(error),
+        })
+    }
+
     /// Copies a rejected original under `quarantine/` with the reason beside it. The original
     /// stays where it was: nothing a user sent is ever deleted by a rejection.
     async fn quarantine(
@@ -626,6 +689,14 @@ impl Steps {
     pub async fn expect_upload(&self, record: &ImageRecord) -> Result<bool, StepError> {
         let expires = Utc::now() + Duration::hours(AWAITING_UPLOAD_TTL_HOURS);
         Ok(self.metadata.create_awaiting(record, expires).await?)
+    }
+}
+
+/// Deletes `key`; one already gone is what was wanted.
+async fn delete_if_there(store: &dyn ObjectStore, key: &str) -> Result<(), StepError> {
+    match store.delete(key).await {
+        Ok(()) | Err(crate::PortError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -413,6 +413,115 @@ async fn a_failure_is_failed_not_rejected() {
     assert_eq!(w.notifier.events()[0].kind, EventKind::Failed);
 }
 
+/// Runs NotifyFailure for `err`, as the state machine's Catch does.
+async fn notify_failure(
+    w: &World,
+    key: &str,
+    job: Option<Job>,
+    error: &str,
+    exec: &str,
+) -> pipeline::io::NotifyOutput {
+    w.steps
+        .notify(NotifyInput::Failure {
+            state: Box::new(FailedState {
+                upload: upload(key),
+                job,
+                error: CaughtError {
+                    error: error.to_string(),
+                    cause: None,
+                },
+            }),
+            execution_id: exec.into(),
+        })
+        .await
+        .unwrap()
+}
+
+/// The record the API makes before it hands out a form, and the form's object metadata.
+async fn awaited(w: &World, owner: &str, id: &str, key: &str) -> BTreeMap<String, String> {
+    let now = chrono::Utc::now();
+    let record = pipeline::model::ImageRecord {
+        id: id.into(),
+        owner: owner.into(),
+        status: Status::AwaitingUpload,
+        source: pipeline::model::SourceInfo {
+            key: key.into(),
+            etag: None,
+            bytes: 1,
+            format: None,
+            width: None,
+            height: None,
+            sha256: None,
+            color_profile: None,
+        },
+        recipe: None,
+        renditions: Vec::new(),
+        error: None,
+        created_at: now,
+        updated_at: now,
+        execution_id: None,
+        tags: Vec::new(),
+    };
+    assert!(w.steps.expect_upload(&record).await.unwrap());
+    BTreeMap::from([(pipeline::FORM_METADATA.to_string(), id.to_string())])
+}
+
+#[tokio::test]
+async fn a_form_posted_after_its_image_was_deleted_brings_nothing_back() {
+    let w = world(Config::default());
+    let key = "uploads/alice/01GONE/a.jpg";
+    let form = awaited(&w, "alice", "01GONE", key).await;
+    // The owner deletes the image (the API's DELETE), then the form's file arrives.
+    assert!(w.metadata.delete("01GONE").await.unwrap());
+    w.objects.insert(key, photo(64, 64), form.clone());
+    let err = validate(&w, key, "exec-replay").await.unwrap_err();
+    assert_eq!(err.name(), "ImageDeleted");
+    let out = notify_failure(&w, key, None, err.name(), "exec-replay").await;
+    assert_eq!(out.error.unwrap().kind, "ImageDeleted");
+    assert_eq!(w.metadata.get("01GONE").await.unwrap(), None);
+    assert!(w.objects.keys().is_empty(), "{:?}", w.objects.keys());
+    assert!(w.notifier.events().is_empty(), "nothing to announce");
+
+    // Without the form's mark (a drop into the bucket) an upload still makes its record.
+    let drop = "uploads/alice/01DROP/b.jpg";
+    w.objects.insert(drop, photo(64, 64), BTreeMap::new());
+    validate(&w, drop, "exec-drop").await.unwrap();
+    assert!(w.metadata.get("01DROP").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_image_deleted_while_processing_leaves_nothing() {
+    let w = world(Config::default());
+    let key = "uploads/bob/01DEL/a.jpg";
+    let form = awaited(&w, "bob", "01DEL", key).await;
+    w.objects.insert(key, photo(640, 480), form);
+    let job = validate(&w, key, "exec-del").await.unwrap();
+    let resized = w.steps.resize(job.clone()).await.unwrap();
+    let item = resized.items.into_iter().next().unwrap();
+    // The API's DELETE runs between two steps: it removes the original and the record.
+    w.objects.delete(key).await.unwrap();
+    assert!(w.metadata.delete("01DEL").await.unwrap());
+    // The next Store still writes its rendition, then finds the record gone.
+    let err = w.steps.store(item).await.unwrap_err();
+    assert_eq!(err.name(), "NotFound");
+    assert!(
+        w.objects
+            .keys()
+            .iter()
+            .any(|k| k.starts_with("renditions/")),
+        "the rendition object was written before the record was found gone"
+    );
+    let out = notify_failure(&w, key, Some(job), err.name(), "exec-del").await;
+    assert_eq!(out.status, Status::Failed);
+    assert_eq!(
+        w.metadata.get("01DEL").await.unwrap(),
+        None,
+        "no record comes back"
+    );
+    assert!(w.objects.keys().is_empty(), "{:?}", w.objects.keys());
+    assert!(w.notifier.events().is_empty());
+}
+
 #[tokio::test]
 async fn invoke_speaks_json_and_names_bad_input() {
     let w = world(Config::default());

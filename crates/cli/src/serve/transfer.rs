@@ -19,7 +19,8 @@ use chrono::Utc;
 use http::{HeaderValue, Method, StatusCode, header};
 use local::FsStore;
 use pipeline::io::Upload;
-use pipeline::ports::ObjectStore;
+use pipeline::model::Status;
+use pipeline::ports::{MetadataStore, ObjectStore};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_http::cors::{Any, CorsLayer};
@@ -49,6 +50,8 @@ pub struct TransferState {
     pub presigner: Arc<LocalPresigner>,
     pub store: Arc<FsStore>,
     pub queue: Queue,
+    /// The records, to refuse a form whose image is gone before its file is read.
+    pub metadata: Arc<dyn MetadataStore>,
     /// The largest request body accepted at all: the pipeline's byte limit plus the slack.
     pub max_body: u64,
 }
@@ -251,6 +254,23 @@ async fn store_file(
     }
     if state.store.head(&form.key).await.is_ok() {
         return Err(already_uploaded());
+    }
+    // Validate would discard the file of a deleted image anyway; saying so now spares the
+    // client the upload.
+    if let Some(id) = form.metadata.get(pipeline::FORM_METADATA) {
+        match state.metadata.get(id).await.map_err(ApiError::from)? {
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::GONE,
+                    "ImageDeleted",
+                    "the image this form was for has been deleted; ask for a new form",
+                ));
+            }
+            Some(record) if record.status != Status::AwaitingUpload => {
+                return Err(already_uploaded());
+            }
+            Some(_) => {}
+        }
     }
     let store = state.store.clone();
     let tmp = tokio::task::spawn_blocking(move || store.temp_file())
