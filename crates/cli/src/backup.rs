@@ -34,6 +34,12 @@ pub struct RestoreArgs {
     /// nothing to the data directory.
     #[arg(long, conflicts_with = "force")]
     pub verify_only: bool,
+    /// Also restore the archive's auth.key, the key `imgpipe serve` signs tokens, upload
+    /// forms and download links with, so those issued before the backup keep working. Only
+    /// for an archive you made: whoever holds that key can sign admin tokens. Without this,
+    /// serve makes a new key and tokens are issued again (`imgpipe token`).
+    #[arg(long, conflicts_with = "verify_only")]
+    pub keep_auth_key: bool,
 }
 
 fn mib(bytes: u64) -> String {
@@ -82,7 +88,12 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let manifest = backup::restore(&args.from, &args.data, args.force).with_context(|| {
+    let key = if args.keep_auth_key {
+        backup::AuthKey::FromArchive
+    } else {
+        backup::AuthKey::New
+    };
+    let manifest = backup::restore(&args.from, &args.data, args.force, key).with_context(|| {
         format!(
             "restoring {} into {}",
             args.from.display(),
@@ -96,5 +107,15 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
         args.data.display(),
         started.elapsed().as_secs_f64()
     );
+    let archived_key = manifest.entries.iter().any(|e| e.path == backup::AUTH_KEY);
+    if archived_key && !args.keep_auth_key {
+        eprintln!(
+            "imgpipe restore: the archive's {} was not restored (it signs tokens, forms and \
+             links, and whoever made the archive holds it): serve makes a new one, so issue \
+             tokens again with `imgpipe token`; restore with --keep-auth-key to keep the old \
+             ones working",
+            backup::AUTH_KEY
+        );
+    }
     Ok(())
 }

@@ -209,6 +209,7 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
     let data = args.common.data.clone();
     let secret = secret::load_or_create(&data)?;
     let (auth, auth_text) = auth_source(&args, &secret)?;
+    let metrics_auth = auth.clone();
     let max_body = config.limits.max_bytes.saturating_add(transfer::FORM_SLACK);
     // Before the pipeline exists, so that every step's metrics reach it.
     let metrics = observe::install_metrics()?;
@@ -292,6 +293,15 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
         app.layer(axum::middleware::from_fn(guard::loopback_host_only))
     } else {
         app
+    };
+    // Beyond loopback, the operators' metrics are for admins only.
+    let app = if addr.ip().is_loopback() {
+        app
+    } else {
+        app.layer(axum::middleware::from_fn_with_state(
+            metrics_auth,
+            guard::metrics_for_admins,
+        ))
     };
     let limits = http::Limits::for_this_process(
         args.max_connections

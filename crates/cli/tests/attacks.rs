@@ -649,6 +649,33 @@ async fn one_user_creating_forms_in_a_loop_is_stopped_and_others_are_not() {
     alice.create_upload(&serve, 100, "image/jpeg").await;
 }
 
+#[tokio::test]
+async fn metrics_beyond_loopback_need_an_admin_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    // On every interface: reached here through 127.0.0.1, but not a loopback-only server.
+    let serve = Serve::start_at(&tmp.path().join("data"), "0.0.0.0:0", &["--no-inbox"]);
+    let url = serve.url.replace("0.0.0.0", "127.0.0.1");
+    let http = client();
+    let metrics = format!("{url}/metrics");
+    let res = http.get(&metrics).send().await.unwrap();
+    assert_error(res, StatusCode::UNAUTHORIZED, "Unauthorized").await;
+    let user = token(&serve.data, "alice", false);
+    let res = http.get(&metrics).bearer_auth(&user).send().await.unwrap();
+    assert_error(res, StatusCode::FORBIDDEN, "Forbidden").await;
+    let res = http.get(format!("{url}/health")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "/health stays open");
+    let admin = token(&serve.data, "ops", true);
+    let res = http.get(&metrics).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("imgpipe_http_requests"), "{text}");
+
+    // On loopback only this machine reaches it, and no token is needed.
+    let local = Serve::start(&tmp.path().join("local"), &["--no-inbox"]);
+    let res = http.get(local.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
 #[test]
 fn no_user_may_take_the_name_that_owns_inbox_and_bucket_drops() {
     let tmp = tempfile::tempdir().unwrap();

@@ -254,8 +254,29 @@ fn backup_then_restore_gives_back_every_object_and_record() {
     let checked = ok(&["restore", "--from", s(&archive), "--verify-only"]);
     assert!(checked.contains("is intact"), "{checked}");
 
+    // By default the archive's signing key stays out, and the restore says so: whoever
+    // made the archive holds it and could sign admin tokens with it.
     fs::remove_dir_all(&data).unwrap();
-    let line = ok(&["restore", "--from", s(&archive), "--data", s(&data)]);
+    let out = imgpipe(&["restore", "--from", s(&archive), "--data", s(&data)]);
+    assert!(out.status.success());
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warning.contains("auth.key was not restored") && warning.contains("--keep-auth-key"),
+        "{warning}"
+    );
+    let mut without_key = files.clone();
+    without_key.remove("auth.key");
+    assert_eq!(checksums(&data), without_key);
+
+    fs::remove_dir_all(&data).unwrap();
+    let line = ok(&[
+        "restore",
+        "--from",
+        s(&archive),
+        "--data",
+        s(&data),
+        "--keep-auth-key",
+    ]);
     assert!(
         line.contains("6 records") && line.contains(" s\n"),
         "{line}"
@@ -442,6 +463,7 @@ fn restore_into_a_non_empty_directory_needs_force() {
         "--data",
         s(&target),
         "--force",
+        "--keep-auth-key",
     ]);
     assert!(!target.join("keep.txt").exists(), "replaced whole");
     assert_eq!(checksums(&target), checksums(&data));

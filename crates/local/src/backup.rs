@@ -30,8 +30,19 @@ const DATABASE: &str = "imgpipe.db";
 const OBJECTS: &str = "objects";
 const EVENTS: &str = "events.jsonl";
 /// The server secret of `imgpipe serve`. Backed up because tokens, upload forms and download
-/// links signed with it keep working after a restore; it is the one owner-only file.
-const AUTH_KEY: &str = "auth.key";
+/// links signed with it keep working after a restore; it is the one owner-only file. A
+/// restore takes it only when asked ([`AuthKey::FromArchive`]): whoever made the archive
+/// holds it, and with it can sign admin tokens.
+pub const AUTH_KEY: &str = "auth.key";
+
+/// Whether a restore takes the archive's signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKey {
+    /// Becomes this data directory's key: earlier tokens, forms and links keep working.
+    FromArchive,
+    /// Left out: `imgpipe serve` makes a new key, and tokens are issued again.
+    New,
+}
 /// Intermediates between steps (expired after a day in the cloud); a retried job makes them
 /// again, so they are not worth keeping.
 const WORK_PREFIX: &str = "work";
@@ -740,7 +751,12 @@ fn is_empty_dir(dir: &Path) -> Result<bool, BackupError> {
 /// Restores `archive` as the data directory `data`. `data` must be missing or empty unless
 /// `force`, which replaces it whole. Everything is extracted and checked beside `data` first
 /// and renamed into place at the end, so a failure leaves `data` as it was.
-pub fn restore(archive: &Path, data: &Path, force: bool) -> Result<Manifest, BackupError> {
+pub fn restore(
+    archive: &Path,
+    data: &Path,
+    force: bool,
+    key: AuthKey,
+) -> Result<Manifest, BackupError> {
     // Absolute, so `.` or `dir/..` still name a parent and a file name to rename.
     let data = std::path::absolute(data).map_err(io_err(data))?;
     if data.exists() && !data.is_dir() {
@@ -771,7 +787,9 @@ pub fn restore(archive: &Path, data: &Path, force: bool) -> Result<Manifest, Bac
         builder.permissions(fs::Permissions::from_mode(0o700));
     }
     let staging = builder.tempdir_in(parent).map_err(io_err(parent))?;
-    extract(archive, &manifest, staging.path(), |_| true)?;
+    extract(archive, &manifest, staging.path(), |name| {
+        key == AuthKey::FromArchive || name != AUTH_KEY
+    })?;
     check_database(&staging.path().join(DATABASE), &manifest)?;
 
     if empty {

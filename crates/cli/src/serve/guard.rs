@@ -1,11 +1,12 @@
-//! Checks on requests before they reach a route: a deadline for the API's requests, and with
-//! `--auth none` a loopback `Host` only.
+//! Checks on requests before they reach a route: a deadline for the API's requests, with
+//! `--auth none` a loopback `Host` only, and beyond loopback `/metrics` for admins only.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use api::ApiError;
-use axum::extract::Request;
+use api::{ApiError, CallerSource};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
@@ -48,6 +49,33 @@ pub async fn loopback_host_only(request: Request, next: Next) -> Response {
              localhost, 127.0.0.1 or [::1]",
         )
         .into_response(),
+    }
+}
+
+/// When serving beyond loopback: `GET /metrics` only with an admin's bearer token. The
+/// metrics name routes, counts and timings of every user's work, which is the operator's
+/// business; a scraper sends the token (Prometheus: `authorization: {credentials: ...}`).
+/// On a loopback address only this machine's users reach it, as they reach the data
+/// directory's database.
+pub async fn metrics_for_admins(
+    State(auth): State<Arc<dyn CallerSource>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() != "/metrics" {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    match auth.caller(&parts).await {
+        Ok(caller) if caller.admin => next.run(Request::from_parts(parts, body)).await,
+        Ok(_) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "/metrics needs an admin's token (imgpipe token --admin) when served beyond \
+             loopback",
+        )
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

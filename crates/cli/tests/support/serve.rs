@@ -62,10 +62,15 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(data: &Path, extra: &[&str]) -> Serve {
+        Serve::start_at(data, "127.0.0.1:0", extra)
+    }
+
+    /// [`Serve::start`] on another address; `url` is what the server printed.
+    pub fn start_at(data: &Path, addr: &str, extra: &[&str]) -> Serve {
         std::fs::create_dir_all(data).unwrap();
         let log = data.with_extension("serve.log");
         let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+            .args(["serve", "--addr", addr, "--data"])
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "info")
