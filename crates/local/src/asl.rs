@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -1148,7 +1148,11 @@ impl<E: TaskExecutor> Runner<E> {
                     .max(1);
                 let mut results = vec![Value::Null; items.len()];
                 let (eff, ctx) = (&eff, &ctx);
+                let failed = &AtomicBool::new(false);
                 let iterations = items.into_iter().enumerate().map(|(i, item)| async move {
+                    if failed.load(Ordering::Relaxed) {
+                        return Ok(None);
+                    }
                     let input = match &m.item_selector {
                         Some(sel) => {
                             let mut item_ctx = ctx.clone();
@@ -1164,16 +1168,30 @@ impl<E: TaskExecutor> Runner<E> {
                     };
                     let path = [iteration, &[i]].concat();
                     let out = self.run_graph(x, &m.item_processor, input, &path).await?;
-                    Ok::<_, Stop>((i, out))
+                    Ok::<_, Stop>(Some((i, out)))
                 });
-                // Completion order, not item order: the first iteration to fail fails the Map
-                // and drops (cancels) the rest, as Step Functions stops them.
+                // Completion order, not item order. The first iteration to fail fails the Map:
+                // no further iteration starts, and the running ones finish before the Map
+                // fails, as their Lambda invocations do when Step Functions stops a Map. So
+                // nothing a step is in the middle of writing lands after the Catch has run.
                 let mut running = stream::iter(iterations).buffer_unordered(limit);
+                let mut first_failure = None;
                 while let Some(done) = running.next().await {
-                    let (i, out) = done?;
-                    if let Some(slot) = results.get_mut(i) {
-                        *slot = out;
+                    match done {
+                        Ok(Some((i, out))) => {
+                            if let Some(slot) = results.get_mut(i) {
+                                *slot = out;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(stop) => {
+                            failed.store(true, Ordering::Relaxed);
+                            first_failure.get_or_insert(stop);
+                        }
                     }
+                }
+                if let Some(stop) = first_failure {
+                    return Err(stop);
                 }
                 (
                     Value::Array(results),
@@ -1531,6 +1549,32 @@ mod tests {
         assert_eq!(
             e.output.unwrap()["error"],
             json!({"Error": "Broken", "Cause": "item"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_map_lets_running_iterations_finish_and_starts_no_more() {
+        let mut def = mapper(2, false);
+        def["States"]["M"]["Catch"] =
+            json!([{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}]);
+        def["States"]["Caught"] = json!({"Type": "Succeed"});
+        let f = fake(|_, input, _| match input["bad"].as_bool() {
+            Some(true) => Err(TaskFailure::new("Broken", "item")),
+            _ => Ok(json!(1)),
+        });
+        // The slow one is running when the bad one fails; the third would start after.
+        let items = json!([{"sleep_ms": 200}, {"bad": true, "sleep_ms": 20}, {"bad": false}]);
+        let (e, fake) = run(def, f, json!({"items": items})).await;
+        assert_eq!(e.path(), ["M", "Caught"]);
+        assert_eq!(
+            fake.active.load(Ordering::SeqCst),
+            0,
+            "the slow iteration ran to its end before the Catch"
+        );
+        assert_eq!(
+            fake.calls().len(),
+            2,
+            "no iteration started after the failure"
         );
     }
 

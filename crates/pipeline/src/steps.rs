@@ -451,7 +451,14 @@ impl Steps {
             bytes: size,
             ms: item.ms + elapsed_ms(started),
         };
-        self.metadata.put_rendition(&item.image_id, &record).await?;
+        if let Err(e) = self.metadata.put_rendition(&item.image_id, &record).await {
+            if matches!(e, crate::PortError::NotFound(_)) {
+                // The image was deleted while this rendition was being made: NotifyFailure may
+                // already have cleared its renditions, so this one goes now.
+                delete_if_there(self.renditions.as_ref(), &record.key).await?;
+            }
+            return Err(e.into());
+        }
         telemetry::record_bytes_out(format, size);
         info!(rendition = %record.name, key = %record.key, bytes = size, ms = record.ms, "stored");
         Ok(record)
