@@ -569,11 +569,11 @@ TITLES = {
     "5b": "API JSON body trickled at 1 byte/s",
     "7": "DNS rebinding against --auth none (Host header)",
     "8a": "one form posted 8 times at once",
-    "8b": "NEW: form replayed after DELETE /v1/images/{id}",
+    "8b": "form replayed after DELETE /v1/images/{id}",
     "8c": "DELETE /v1/images/{id} while PROCESSING (12 MP, 4 big renditions)",
     "10": "a token for the user `inbox` / `drop`",
     "11": "data directory and files readable by others",
-    "12": "NEW: 300 upload forms by one user in a tight loop",
+    "12": "300 upload forms by one user in a tight loop",
     "13": "GET /metrics (from loopback)",
     "13b": "download with a bad signature",
     "13c": "`imgpipe inspect FILE | head -1` (closed pipe)",
@@ -841,7 +841,7 @@ def attack_8a(ctx):
 
 
 def attack_8b(ctx):
-    """NEW: a form replayed after its image was deleted must not bring the image back."""
+    """a form replayed after its image was deleted must not bring the image back."""
     srv = ctx.main
     alice = User(srv, "alice")
     photo = gradient_png(64, 48)
@@ -975,7 +975,7 @@ def attack_11(ctx):
 
 
 def attack_12(ctx):
-    """NEW: one user creating upload forms in a tight loop is slowed down (429)."""
+    """one user creating upload forms in a tight loop is slowed down (429)."""
     srv = ctx.main
     token = srv.token("mallory")
     body = json.dumps({"filename": "a.png", "contentType": "image/png", "bytes": 100, "preset": "web"})

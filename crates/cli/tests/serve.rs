@@ -86,7 +86,13 @@ async fn upload_flow_end_to_end() {
         // Any change to the URL is refused.
         let forged = location.replace(&format!("{name}."), "x.");
         let res = client().get(&forged).send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        let body = assert_error(res, StatusCode::FORBIDDEN, "SignatureDoesNotMatch").await;
+        // It names what was tampered with: the download URL, not an upload form.
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("URL") && !message.contains("form"),
+            "{message}"
+        );
     }
     let bogus = serve.url(&format!(
         "/download/uploads/alice/{id}/photo.jpg?expires=9999999999&signature=x"

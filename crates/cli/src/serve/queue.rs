@@ -109,12 +109,16 @@ async fn work(
 async fn run_one(pipeline: &LocalPipeline, upload: &Upload) {
     match pipeline.run(upload).await {
         Ok(outcome) => {
-            let status = outcome
-                .record
-                .as_ref()
-                .map(|r| r.status.as_str())
-                .unwrap_or("no record");
-            let id = outcome.record.as_ref().map(|r| r.id.as_str()).unwrap_or("");
+            let Some(record) = &outcome.record else {
+                // Failures are recorded; an image without a record was deleted before or
+                // while it was processed, and its execution removed what it wrote.
+                let id = pipeline::keys::identify(&upload.key, upload.etag.as_deref())
+                    .map(|i| i.id)
+                    .unwrap_or_default();
+                tracing::info!(key = %upload.key, image_id = %id, status = "deleted", "processing ended: the image was deleted");
+                return;
+            };
+            let (status, id) = (record.status.as_str(), record.id.as_str());
             match &outcome.execution.status {
                 ExecutionStatus::Failed { error, cause } => tracing::warn!(
                     key = %upload.key, image_id = %id, %status, %error, %cause, "processing ended in failure"
