@@ -502,15 +502,10 @@ async fn a_deleted_image_stays_deleted_whatever_its_form_or_execution_does() {
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(alice.wait_final(&serve, &id).await["status"], "COMPLETE");
-    let url = serve.url(&format!("/v1/images/{id}"));
-    let res = alice
-        .http
-        .delete(&url)
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        alice.delete_image(&serve, &id).await,
+        StatusCode::NO_CONTENT
+    );
     let res = alice
         .post_form(&created, &fields, &photo, Some("image/jpeg"))
         .await;
@@ -518,14 +513,10 @@ async fn a_deleted_image_stays_deleted_whatever_its_form_or_execution_does() {
     // A form whose image was deleted before any file came: the same.
     let unused = alice.create_upload(&serve, photo.len(), "image/jpeg").await;
     let unused_id = unused["imageId"].as_str().unwrap().to_string();
-    let res = alice
-        .http
-        .delete(serve.url(&format!("/v1/images/{unused_id}")))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        alice.delete_image(&serve, &unused_id).await,
+        StatusCode::NO_CONTENT
+    );
     let res = alice
         .post_form(&unused, &form_fields(&unused), &photo, Some("image/jpeg"))
         .await;
@@ -579,14 +570,10 @@ async fn a_deleted_image_stays_deleted_whatever_its_form_or_execution_does() {
         assert!(started.elapsed() < Duration::from_secs(30));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let res = alice
-        .http
-        .delete(&url)
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        alice.delete_image(&serve, &id).await,
+        StatusCode::NO_CONTENT
+    );
     // The execution ends by removing what it wrote; the log says when.
     let started = Instant::now();
     while !serve.log().contains("what this execution wrote is removed") {

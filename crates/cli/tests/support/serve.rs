@@ -284,6 +284,17 @@ impl Api {
             .unwrap()
     }
 
+    /// DELETE /v1/images/{id}; the status.
+    pub async fn delete_image(&self, serve: &Serve, id: &str) -> StatusCode {
+        self.http
+            .delete(serve.url(&format!("/v1/images/{id}")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
     /// Polls the record until it is final.
     pub async fn wait_final(&self, serve: &Serve, id: &str) -> Value {
         let started = Instant::now();
