@@ -105,6 +105,17 @@ pub struct CommonArgs {
     pub max_job_pixels: Option<u64>,
 }
 
+/// How many images are processed at once: `--jobs`, else the number of cores.
+pub fn workers(requested: Option<usize>) -> usize {
+    requested
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1)
+}
+
 impl CommonArgs {
     pub fn config(&self) -> Result<Config> {
         let presets = match &self.presets {

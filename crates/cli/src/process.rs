@@ -477,14 +477,7 @@ fn unique_stems(files: &[PathBuf]) -> Vec<String> {
 
 pub async fn run(args: ProcessArgs) -> Result<bool> {
     let mut config = args.common.config()?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
+    let jobs = crate::workers(args.jobs);
     config.compute = pipeline::ComputeSlots::new(jobs);
     let (preset, recipe) = recipe_of(&args, &config)?;
     let files = collect_inputs(&args.inputs)?;

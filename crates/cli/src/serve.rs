@@ -196,14 +196,7 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
         );
     }
     let mut config = args.common.config()?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
+    let jobs = crate::workers(args.jobs);
     // As many computations as workers, even when a timed-out step's is still running.
     config.compute = pipeline::ComputeSlots::new(jobs);
     let data = args.common.data.clone();

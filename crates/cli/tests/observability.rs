@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use imaging::{EncodeOptions, Format, Image, image};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -23,25 +22,6 @@ async fn get(serve: &Serve, path: &str) -> (StatusCode, String) {
 async fn health_of(serve: &Serve) -> (StatusCode, Value) {
     let (status, body) = get(serve, "/health").await;
     (status, serde_json::from_str(&body).unwrap())
-}
-
-fn jpeg(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 90])
-    });
-    imaging::encode(
-        &Image::ImageRgb8(img),
-        &EncodeOptions {
-            format: Format::Jpeg,
-            quality: 90,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
-        },
-    )
-    .unwrap()
 }
 
 /// The value of one sample line (`name{labels} value`) of a Prometheus text page.
