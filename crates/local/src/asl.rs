@@ -627,6 +627,15 @@ fn check_handlers<'s>(lists: impl Iterator<Item = &'s [String]>, what: &str) -> 
         if list.is_empty() {
             return Err(format!("a {what} has an empty ErrorEquals"));
         }
+        // A name given twice is a slip in the definition, harmless to the engine but a sign
+        // that the list was not read.
+        if let Some(twice) = list
+            .iter()
+            .enumerate()
+            .find_map(|(j, e)| list[..j].contains(e).then_some(e))
+        {
+            return Err(format!("a {what}'s ErrorEquals names {twice} twice"));
+        }
         if list.iter().any(|e| e == ALL) && (list.len() > 1 || i + 1 < lists.len()) {
             return Err(format!("States.ALL must be alone and in the last {what}"));
         }
@@ -1622,6 +1631,11 @@ mod tests {
             (
                 json!({"StartAt": "P", "QueryLanguage": "JSONata", "States": {"P": {"Type": "Pass", "End": true}}}),
                 "QueryLanguage",
+            ),
+            (
+                json!({"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "r", "End": true,
+                "Retry": [{"ErrorEquals": ["x", "y", "x"]}]}}}),
+                "names x twice",
             ),
         ];
         for (def, why) in bad {
