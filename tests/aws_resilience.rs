@@ -221,7 +221,12 @@ async fn ten_deliveries_of_one_s3_event_make_one_record_one_set_of_renditions_on
     // An API upload's key names its id; a batch drop's id comes from its key and ETag.
     let id = ulid::Ulid::new().to_string();
     let api_key = format!("uploads/alice/{id}/beach.jpg");
-    let drop_key = format!("uploads/batch-{}/shoot/a.jpg", ulid::Ulid::new());
+    // A drop named as people name files: the event carries it as
+    // `my+shoot/my+photo+%281%29%2Bfinal.jpg`, and Validate must find the object by its name.
+    let drop_key = format!(
+        "uploads/batch-{}/my shoot/my photo (1)+final.jpg",
+        ulid::Ulid::new()
+    );
     let api_event = stack.put(&api_key, &photo).await;
     let drop_event = stack.put(&drop_key, &photo).await;
 
@@ -291,7 +296,7 @@ async fn ten_deliveries_of_one_s3_event_make_one_record_one_set_of_renditions_on
 async fn ten_deliveries_of_a_corrupt_upload_make_one_rejection_and_one_alert() {
     let stack = Stack::new().await;
     let id = ulid::Ulid::new().to_string();
-    let key = format!("uploads/bob/{id}/broken.jpg");
+    let key = format!("uploads/bob/{id}/broken photo (2).jpg");
     // Cut inside its header: every delivery's Validate refuses it.
     let broken = jpeg(600, 400)[..120].to_vec();
     let event = stack.put(&key, &broken).await;
@@ -315,9 +320,34 @@ async fn ten_deliveries_of_a_corrupt_upload_make_one_rejection_and_one_alert() {
         .keys(&stack.uploads, &format!("quarantine/bob/{id}/"))
         .await;
     assert_eq!(
-        quarantined.len(),
-        2,
-        "the copy and its reason: {quarantined:?}"
+        quarantined,
+        [
+            format!("quarantine/bob/{id}/broken_photo__2_.jpg"),
+            format!("quarantine/bob/{id}/broken_photo__2_.jpg.reason.json")
+        ],
+        "the copy and its reason, under the decoded name made safe"
     );
     assert_eq!(stack.get(&key).await, broken, "original kept as uploaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_folder_made_in_the_s3_console_is_ignored_without_an_alert() {
+    let stack = Stack::new().await;
+    let key = format!("uploads/{}/", ulid::Ulid::new());
+    let event = stack.put(&key, b"").await;
+
+    let runs = stack.deliver(&event, 1).await;
+
+    assert_eq!(runs[0].status, ExecutionStatus::Succeeded, "{:?}", runs[0]);
+    assert_eq!(runs[0].path(), ["Route", "FolderObject"]);
+    assert_eq!(stack.items_in_table().await, 0, "no record");
+    assert!(messages(&stack.sqs, &stack.alerts_queue).await.is_empty());
+    assert!(messages(&stack.sqs, &stack.events_queue).await.is_empty());
+    // An empty file that is not a folder is still an upload, rejected with its reason.
+    let empty = format!("uploads/carol/{}/empty.jpg", ulid::Ulid::new());
+    let event = stack.put(&empty, b"").await;
+    let runs = stack.deliver(&event, 1).await;
+    assert!(runs[0].path().contains(&"NotifyFailure"), "{:?}", runs[0]);
+    let alerts = messages(&stack.sqs, &stack.alerts_queue).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
 }

@@ -26,8 +26,19 @@ pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
     .unwrap()
 }
 
-/// The event EventBridge delivers for an object created in the ingest bucket.
+/// The key as S3 puts it in event notifications: each path segment form-encoded (`+` for a
+/// space, `%28` for `(`), the slashes as they are.
+pub fn event_key(key: &str) -> String {
+    key.split('/')
+        .map(|segment| form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The event EventBridge delivers for an object created in the ingest bucket (`key` as
+/// named in the bucket; the event carries it encoded).
 pub fn object_created(bucket: &str, key: &str, size: usize, etag: &str) -> Value {
+    let key = event_key(key);
     json!({
         "version": "0",
         "id": ulid::Ulid::new().to_string(),

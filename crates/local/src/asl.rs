@@ -20,6 +20,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 use tracing::debug;
 
+mod choice;
+use choice::Rule;
+
 const ALL: &str = "States.ALL";
 const TASK_FAILED: &str = "States.TaskFailed";
 const TIMEOUT: &str = "States.Timeout";
@@ -448,130 +451,6 @@ struct Fail {
     cause: Option<String>,
     #[serde(rename = "Comment", default)]
     _comment: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(try_from = "Value")]
-struct Rule {
-    cond: Cond,
-    next: String,
-}
-
-#[derive(Debug)]
-enum Cond {
-    And(Vec<Cond>),
-    Or(Vec<Cond>),
-    Not(Box<Cond>),
-    Test(Path, Test),
-}
-
-#[derive(Debug)]
-enum Test {
-    IsPresent(bool),
-    IsNull(bool),
-    BooleanEquals(bool),
-    StringEquals(String),
-    NumericEquals(f64),
-}
-
-impl TryFrom<Value> for Rule {
-    type Error = String;
-
-    fn try_from(v: Value) -> Result<Rule, String> {
-        let (cond, next) = Cond::parse(&v, true)?;
-        let next = next.ok_or_else(|| format!("choice rule {v} has no Next"))?;
-        Ok(Rule { cond, next })
-    }
-}
-
-impl Cond {
-    fn parse(v: &Value, top: bool) -> Result<(Cond, Option<String>), String> {
-        let Value::Object(m) = v else {
-            return Err(format!("a choice rule must be an object, not {v}"));
-        };
-        let text = |val: &Value| val.as_str().map(str::to_string);
-        let flag = |k: &str, val: &Value| val.as_bool().ok_or(format!("{k} needs a boolean"));
-        let (mut variable, mut next, mut conds, mut tests) = (None, None, vec![], vec![]);
-        for (k, val) in m {
-            match k.as_str() {
-                "Comment" => {}
-                "Next" if top => next = Some(text(val).ok_or("Next needs a string")?),
-                "Variable" => {
-                    let p = text(val).ok_or("Variable needs a string")?;
-                    variable = Some(Path::try_from(p)?);
-                }
-                "And" | "Or" => {
-                    let list = val.as_array().ok_or(format!("{k} needs an array"))?;
-                    let inner = list.iter().map(|c| Cond::parse(c, false).map(|(c, _)| c));
-                    let inner = inner.collect::<Result<Vec<_>, _>>()?;
-                    conds.push(if k == "And" {
-                        Cond::And(inner)
-                    } else {
-                        Cond::Or(inner)
-                    });
-                }
-                "Not" => conds.push(Cond::Not(Box::new(Cond::parse(val, false)?.0))),
-                "IsPresent" => tests.push(Test::IsPresent(flag(k, val)?)),
-                "IsNull" => tests.push(Test::IsNull(flag(k, val)?)),
-                "BooleanEquals" => tests.push(Test::BooleanEquals(flag(k, val)?)),
-                "StringEquals" => tests.push(Test::StringEquals(
-                    text(val).ok_or("StringEquals needs a string")?,
-                )),
-                "NumericEquals" => tests.push(Test::NumericEquals(
-                    val.as_f64().ok_or("NumericEquals needs a number")?,
-                )),
-                _ => return Err(format!("unsupported choice rule field {k:?}")),
-            }
-        }
-        let cond = match (conds.pop(), tests.pop(), variable) {
-            (Some(c), None, None) if conds.is_empty() => c,
-            (None, Some(t), Some(p)) if tests.is_empty() => Cond::Test(p, t),
-            _ => {
-                return Err(format!(
-                    "choice rule {v} needs one comparison with a Variable, or one And/Or/Not"
-                ));
-            }
-        };
-        Ok((cond, next))
-    }
-
-    fn eval(&self, input: &Value, ctx: &Value) -> Result<bool, TaskFailure> {
-        Ok(match self {
-            Cond::And(cs) => {
-                for c in cs {
-                    if !c.eval(input, ctx)? {
-                        return Ok(false);
-                    }
-                }
-                true
-            }
-            Cond::Or(cs) => {
-                for c in cs {
-                    if c.eval(input, ctx)? {
-                        return Ok(true);
-                    }
-                }
-                false
-            }
-            Cond::Not(c) => !c.eval(input, ctx)?,
-            Cond::Test(path, test) => {
-                // Step Functions fails a comparison on a missing Variable rather than calling it
-                // false; IsPresent is the way to ask.
-                let v = match (test, path.get(input, ctx)) {
-                    (Test::IsPresent(want), found) => return Ok(found.is_some() == *want),
-                    (_, Some(v)) => v,
-                    (_, None) => return Err(path.missing(input, ctx)),
-                };
-                match test {
-                    Test::IsPresent(want) => *want,
-                    Test::IsNull(want) => v.is_null() == *want,
-                    Test::BooleanEquals(b) => v.as_bool() == Some(*b),
-                    Test::StringEquals(s) => v.as_str() == Some(s.as_str()),
-                    Test::NumericEquals(n) => v.as_f64() == Some(*n),
-                }
-            }
-        })
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1615,8 +1494,8 @@ mod tests {
                 "intrinsics",
             ),
             (
-                json!({"StartAt": "C", "States": {"C": {"Type": "Choice", "Choices": [{"Variable": "$.a", "StringMatches": "x*", "Next": "S"}]}, "S": {"Type": "Succeed"}}}),
-                "StringMatches",
+                json!({"StartAt": "C", "States": {"C": {"Type": "Choice", "Choices": [{"Variable": "$.a", "StringLessThan": "x", "Next": "S"}]}, "S": {"Type": "Succeed"}}}),
+                "StringLessThan",
             ),
             (
                 json!({"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "r", "End": true,
@@ -1767,7 +1646,8 @@ mod tests {
                 "AlreadyProcessing"
             ]
         );
-        let upload = json!({"bucket": "b", "key": "uploads/x", "etag": "e", "size": 3});
+        let upload = json!({"bucket": "b", "key": "uploads/x", "etag": "e", "size": 3,
+            "keyEncoded": true});
         assert_eq!(
             fake.calls(),
             [(
@@ -1775,6 +1655,16 @@ mod tests {
                 json!({"upload": upload, "executionId": "arn:exec:e1"})
             )]
         );
+    }
+
+    #[tokio::test]
+    async fn a_folder_object_ends_the_execution_without_a_step() {
+        let event = json!({"detail": {"bucket": {"name": "b"},
+            "object": {"key": "uploads/new folder/", "etag": "e", "size": 0}}});
+        let (e, fake) = pipeline(steps(false, resized()), event).await;
+        assert_eq!(e.status, ExecutionStatus::Succeeded);
+        assert_eq!(e.path(), ["Route", "FolderObject"]);
+        assert!(fake.calls().is_empty());
     }
 
     #[tokio::test]

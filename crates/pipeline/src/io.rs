@@ -26,6 +26,22 @@ pub struct Upload {
     pub recipe: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Set by the state machine when `key` came from an S3 event, which carries it
+    /// URL-encoded as a form field: `my photo (1).jpg` arrives as `my+photo+%281%29.jpg`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub key_encoded: bool,
+}
+
+impl Upload {
+    /// The upload with its key as the object is named in the bucket: decoded once, if it
+    /// came encoded. Every step that touches the object goes through this first.
+    pub fn decoded(mut self) -> Upload {
+        if self.key_encoded {
+            self.key = crate::keys::decode_event_key(&self.key);
+            self.key_encoded = false;
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -122,6 +122,17 @@ pub fn identify(key: &str, etag: Option<&str>) -> Result<UploadIdentity, StepErr
     })
 }
 
+/// An object key as S3 event notifications carry it (HTML form encoding: `+` for a space,
+/// `%XX` for other bytes) back to the key itself. `+` is replaced before the percent-decoding,
+/// so an encoded plus (`%2B`) stays a plus. S3 keys are UTF-8; bytes that are not (only a
+/// forged event has them) become U+FFFD, and the key is then reported as not found.
+pub fn decode_event_key(encoded: &str) -> String {
+    let spaced = encoded.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
@@ -132,6 +143,22 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_keys_are_decoded_as_form_fields() {
+        assert_eq!(
+            decode_event_key("uploads/my+photo+%281%29.jpg"),
+            "uploads/my photo (1).jpg"
+        );
+        // An encoded plus is a plus; an encoded percent is decoded once, not twice.
+        assert_eq!(decode_event_key("a%2Bb%2520c.jpg"), "a+b%20c.jpg");
+        assert_eq!(decode_event_key("caf%C3%A9.jpg"), "café.jpg");
+        assert_eq!(decode_event_key("plain/key.jpg"), "plain/key.jpg");
+        // Not UTF-8 (a forged event): replaced, never a panic.
+        assert_eq!(decode_event_key("bad%FF.jpg"), "bad\u{fffd}.jpg");
+        // A lone or short escape is left as it is.
+        assert_eq!(decode_event_key("100%.jpg%4"), "100%.jpg%4");
+    }
 
     #[test]
     fn sanitises_names() {

@@ -138,7 +138,7 @@ impl Steps {
     /// Checks an upload from its header alone, resolves its recipe and claims the image for
     /// this execution.
     pub async fn validate(&self, input: ValidateInput) -> Result<Job, StepError> {
-        let upload = input.upload;
+        let upload = input.upload.decoded();
         let ident = keys::identify(&upload.key, upload.etag.as_deref())?;
         let limits = self.config.limits;
         let info = self.uploads.head(&upload.key).await?;
@@ -518,6 +518,8 @@ impl Steps {
         state: FailedState,
         execution_id: String,
     ) -> Result<NotifyOutput, StepError> {
+        let mut state = state;
+        state.upload = state.upload.decoded();
         let kind = ErrorKind::from_name(&state.error.error);
         let status = match kind {
             Some(k) if k.is_rejection() => Status::Rejected,

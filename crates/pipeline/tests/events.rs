@@ -123,19 +123,28 @@ fn s3_event_reshapes_into_validate_input() {
         .expect("FromS3Event has Parameters");
     let event = read(&root().join("events/s3-object-created.json"));
     let mut upload = Map::new();
-    for (field, path) in params {
-        let field = field.strip_suffix(".$").expect("only JSONPath parameters");
-        upload.insert(
-            field.to_string(),
-            at(&event, path.as_str().unwrap()).clone(),
-        );
+    for (field, value) in params {
+        match field.strip_suffix(".$") {
+            Some(field) => upload.insert(
+                field.to_string(),
+                at(&event, value.as_str().unwrap()).clone(),
+            ),
+            None => upload.insert(field.clone(), value.clone()),
+        };
     }
     let upload: Upload = serde_json::from_value(Value::Object(upload)).unwrap();
+    // S3 sends the key form-encoded; the reshaped input says so, and decoding gives the name.
     assert_eq!(
         upload.key,
         at(&event, "$.detail.object.key").as_str().unwrap()
     );
-    assert!(upload.key.starts_with("uploads/"));
+    assert!(upload.key_encoded);
+    let upload = upload.decoded();
+    assert_eq!(
+        upload.key,
+        "uploads/alice/01JD8X3Q7V4M2N6P9R5T0WZ8KB/my photo (1).jpg"
+    );
+    assert!(!upload.key_encoded);
     assert!(upload.etag.is_some() && upload.size.is_some());
 
     let input: ValidateInput = serde_json::from_value(serde_json::json!({
