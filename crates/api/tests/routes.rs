@@ -847,6 +847,12 @@ impl MetadataStore for StrictCursors {
     ) -> Result<(), PortError> {
         self.0.fail(id, status, error, fallback, if_absent).await
     }
+    async fn mark_announced(&self, id: &str, execution_id: &str) -> Result<bool, PortError> {
+        self.0.mark_announced(id, execution_id).await
+    }
+    async fn unmark_announced(&self, id: &str, execution_id: &str) -> Result<(), PortError> {
+        self.0.unmark_announced(id, execution_id).await
+    }
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
         if query
             .cursor

@@ -45,6 +45,8 @@ pub const RENDITIONS: &str = "renditions";
 pub const ERROR: &str = "error";
 pub const TAGS: &str = "tags";
 pub const EXPIRES_AT: &str = "expiresAt";
+/// The execution whose outcome was announced ([`MetadataStore::mark_announced`]).
+pub const ANNOUNCED_BY: &str = "announcedBy";
 pub const BY_OWNER: &str = "byOwner";
 pub const BY_STATUS: &str = "byStatus";
 
@@ -770,7 +772,7 @@ impl MetadataStore for DynamoMetadata {
                         let name = x.name(EXECUTION_ID);
                         set.push(format!("{name} = if_not_exists({name}, {})", x.value(s(e))));
                     }
-                    let remove = vec![x.name(EXPIRES_AT)];
+                    let remove = vec![x.name(EXPIRES_AT), x.name(RENDITIONS)];
                     // Only if the record is still as read, so the decision still holds.
                     let owner_matches = match &existing.execution_id {
                         Some(e) => format!("{} = {}", x.name(EXECUTION_ID), x.value(s(e))),
@@ -941,6 +943,43 @@ impl MetadataStore for DynamoMetadata {
             items.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         }
         Ok(Page { items, cursor })
+    }
+
+    async fn mark_announced(&self, id: &str, execution_id: &str) -> Result<bool, PortError> {
+        let mut x = Expr::default();
+        let set = vec![format!(
+            "{} = {}",
+            x.name(ANNOUNCED_BY),
+            x.value(s(execution_id))
+        )];
+        let condition = format!(
+            "attribute_exists({}) AND (attribute_not_exists({by}) OR {by} <> {})",
+            x.name(ID),
+            x.value(s(execution_id)),
+            by = x.name(ANNOUNCED_BY),
+        );
+        if self
+            .update(id, &x, update_expression(&set, &[]), condition)
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        // The condition failed: either there is no record, or this execution's mark is there.
+        match self.read(id).await? {
+            None => Err(PortError::NotFound(format!("image {id}"))),
+            Some(_) => Ok(false),
+        }
+    }
+
+    async fn unmark_announced(&self, id: &str, execution_id: &str) -> Result<(), PortError> {
+        let mut x = Expr::default();
+        let remove = vec![x.name(ANNOUNCED_BY)];
+        let condition = format!("{} = {}", x.name(ANNOUNCED_BY), x.value(s(execution_id)));
+        // A lost condition means the mark is another execution's, or gone: nothing to undo.
+        self.update(id, &x, update_expression(&[], &remove), condition)
+            .await?;
+        Ok(())
     }
 
     async fn delete(&self, id: &str) -> Result<bool, PortError> {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::MessageAttributeValue;
 use pipeline::PortError;
-use pipeline::model::Event;
+use pipeline::model::{Event, EventKind};
 use pipeline::ports::Notifier;
 
 use crate::errors::port_error;
@@ -40,7 +40,11 @@ impl SnsNotifier {
 
 /// A one-line subject within SNS's limits (ASCII, no control characters, under 100).
 pub fn subject(event: &Event) -> String {
-    format!("imgpipe: image {} {}", event.image_id, event.status)
+    let what = match event.kind {
+        EventKind::NotAnnounced => "COMPLETE, completion not announced".to_string(),
+        _ => event.status.to_string(),
+    };
+    format!("imgpipe: image {} {what}", event.image_id)
         .chars()
         .map(|c| {
             if c.is_ascii() && !c.is_ascii_control() {

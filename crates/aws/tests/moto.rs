@@ -478,6 +478,49 @@ async fn dynamo_renditions_then_complete() {
 }
 
 #[tokio::test]
+async fn dynamo_marks_each_executions_announcement_once_and_failures_drop_renditions() {
+    let (meta, client) = table().await;
+    let e = meta.mark_announced("img1", "exec-a").await.unwrap_err();
+    assert!(matches!(e, PortError::NotFound(_)), "{e:?}");
+    assert!(meta.get("img1").await.unwrap().is_none(), "no item made");
+    let r = record("img1", "u1", "exec-a", at(0));
+    meta.begin(&r).await.unwrap();
+    assert!(meta.mark_announced("img1", "exec-a").await.unwrap());
+    assert!(
+        !meta.mark_announced("img1", "exec-a").await.unwrap(),
+        "a retry"
+    );
+    // Taken back after a failed publish: the retry marks (and publishes) again.
+    meta.unmark_announced("img1", "exec-a").await.unwrap();
+    assert!(meta.mark_announced("img1", "exec-a").await.unwrap());
+    // Another execution's mark is not undone by this one, and its own is new.
+    assert!(meta.mark_announced("img1", "exec-b").await.unwrap());
+    meta.unmark_announced("img1", "exec-a").await.unwrap();
+    assert!(!meta.mark_announced("img1", "exec-b").await.unwrap());
+    let item = raw_item(&client, meta.table(), "img1").await;
+    assert_eq!(
+        item.get(aws::dynamo::ANNOUNCED_BY),
+        Some(&AttributeValue::S("exec-b".into()))
+    );
+
+    meta.put_rendition("img1", &rendition("thumb", 256))
+        .await
+        .unwrap();
+    let error = ErrorInfo {
+        kind: "Internal".into(),
+        message: "medium failed".into(),
+    };
+    meta.fail("img1", Status::Failed, &error, &r, IfAbsent::Skip)
+        .await
+        .unwrap();
+    let failed = meta.get("img1").await.unwrap().unwrap();
+    assert_eq!(failed.status, Status::Failed);
+    assert!(failed.renditions.is_empty(), "{:?}", failed.renditions);
+    let item = raw_item(&client, meta.table(), "img1").await;
+    assert!(!item.contains_key(aws::dynamo::RENDITIONS), "{item:?}");
+}
+
+#[tokio::test]
 async fn dynamo_fail_records_rejections_only_where_it_may() {
     let (meta, _) = table().await;
     let error = ErrorInfo {
@@ -831,6 +874,13 @@ fn event(kind: EventKind, id: &str) -> Event {
                 message: "bug".into(),
             }),
         ),
+        EventKind::NotAnnounced => (
+            Status::Complete,
+            Some(ErrorInfo {
+                kind: "Transient".into(),
+                message: "events topic unreachable".into(),
+            }),
+        ),
     };
     Event {
         kind,
@@ -878,8 +928,10 @@ async fn sns_routes_completions_to_events_and_rejections_to_alerts() {
 
     let done = event(EventKind::Completed, "img-ok");
     let rejected = event(EventKind::Rejected, "img-bad");
+    let unannounced = event(EventKind::NotAnnounced, "img-quiet");
     notifier.publish(&done).await.unwrap();
     notifier.publish(&rejected).await.unwrap();
+    notifier.publish(&unannounced).await.unwrap();
 
     let on_events = envelopes(&sqs, &events_q).await;
     assert_eq!(on_events.len(), 1, "{on_events:?}");
@@ -891,8 +943,16 @@ async fn sns_routes_completions_to_events_and_rejections_to_alerts() {
     assert_eq!(attribute(e, "kind"), Some("completed"));
     assert_eq!(attribute(e, "errorType"), None);
 
-    let on_alerts = envelopes(&sqs, &alerts_q).await;
-    assert_eq!(on_alerts.len(), 1, "{on_alerts:?}");
+    let mut on_alerts = envelopes(&sqs, &alerts_q).await;
+    on_alerts.sort_by_key(|a| a["Subject"].as_str().unwrap_or("").to_string());
+    assert_eq!(on_alerts.len(), 2, "{on_alerts:?}");
+    let q = &on_alerts[1];
+    assert_eq!(
+        q["Subject"],
+        "imgpipe: image img-quiet COMPLETE, completion not announced"
+    );
+    assert_eq!(attribute(q, "kind"), Some("notAnnounced"));
+    assert_eq!(attribute(q, "status"), Some("COMPLETE"));
     let a = &on_alerts[0];
     assert_eq!(a["TopicArn"], Value::String(alerts.clone()));
     assert_eq!(a["Subject"], "imgpipe: image img-bad REJECTED");

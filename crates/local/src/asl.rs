@@ -1658,6 +1658,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_completion_that_could_not_be_announced_ends_in_its_own_fail_state() {
+        let (e, fake) = pipeline(
+            fake(|resource, input, _| match resource {
+                VALIDATE => Ok(json!({"duplicate": false, "imageId": "img"})),
+                RESIZE => resized(),
+                FILTER => Ok(input.clone()),
+                STORE => Ok(json!({"name": input["name"]})),
+                NOTIFY if input["outcome"] == "success" => {
+                    Err(TaskFailure::new("Permanent", "events topic: access denied"))
+                }
+                NOTIFY => Ok(json!({"imageId": "img", "status": "COMPLETE"})),
+                other => panic!("unexpected resource {other}"),
+            }),
+            json!({"key": "uploads/o/img/a.jpg"}),
+        )
+        .await;
+        let ExecutionStatus::Failed { error, .. } = &e.status else {
+            panic!("{e:?}");
+        };
+        assert_eq!(error, "CompletionNotAnnounced");
+        assert_eq!(
+            e.path()[e.path().len() - 4..],
+            [
+                "NotifySuccess",
+                "NotifyFailure",
+                "AfterFailure",
+                "CompletedNotAnnounced"
+            ]
+        );
+        let last = fake.calls().pop().unwrap().1;
+        assert_eq!(last["state"]["error"]["Error"], "Permanent");
+    }
+
+    #[tokio::test]
     async fn a_folder_object_ends_the_execution_without_a_step() {
         let event = json!({"detail": {"bucket": {"name": "b"},
             "object": {"key": "uploads/new folder/", "etag": "e", "size": 0}}});
@@ -1695,6 +1729,7 @@ mod tests {
                 "IsDuplicate",
                 "Resize",
                 "NotifyFailure",
+                "AfterFailure",
                 "Failed"
             ]
         );

@@ -45,6 +45,12 @@ CREATE TABLE IF NOT EXISTS renditions (
     ms       INTEGER NOT NULL,
     PRIMARY KEY (image_id, name)
 );
+-- Which execution's outcome was announced (MetadataStore::mark_announced). A table of its
+-- own, so databases made before it need no migration: CREATE IF NOT EXISTS adds it.
+CREATE TABLE IF NOT EXISTS announcements (
+    image_id     TEXT PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
+    execution_id TEXT NOT NULL
+);
 ";
 
 pub struct SqliteMetadata {
@@ -511,6 +517,8 @@ impl MetadataStore for SqliteMetadata {
                     insert(&tx, &r, None)?;
                 }
                 Some(existing) if rules::may_fail(&existing, fallback.execution_id.as_deref()) => {
+                    tx.execute("DELETE FROM renditions WHERE image_id = ?1", [&id])
+                        .map_err(db_err)?;
                     tx.execute(
                         "UPDATE images SET status = ?2, error_type = ?3, error_message = ?4,
                              updated_at = ?5, expires_at = NULL,
@@ -594,6 +602,59 @@ impl MetadataStore for SqliteMetadata {
                 None
             };
             Ok(Page { items, cursor })
+        })
+        .await
+    }
+
+    async fn mark_announced(&self, id: &str, execution_id: &str) -> Result<bool, PortError> {
+        let id = id.to_string();
+        let execution_id = execution_id.to_string();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let exists: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM images WHERE id = ?1)",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            if !exists {
+                return Err(PortError::NotFound(id));
+            }
+            let by: Option<String> = tx
+                .query_row(
+                    "SELECT execution_id FROM announcements WHERE image_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if by.as_deref() == Some(execution_id.as_str()) {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO announcements (image_id, execution_id) VALUES (?1, ?2)",
+                params![id, execution_id],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn unmark_announced(&self, id: &str, execution_id: &str) -> Result<(), PortError> {
+        let id = id.to_string();
+        let execution_id = execution_id.to_string();
+        self.with(move |conn| {
+            conn.execute(
+                "DELETE FROM announcements WHERE image_id = ?1 AND execution_id = ?2",
+                params![id, execution_id],
+            )
+            .map_err(db_err)?;
+            Ok(())
         })
         .await
     }

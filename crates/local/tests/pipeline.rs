@@ -300,3 +300,79 @@ async fn sqlite_lists_newest_first_with_filters_and_cursor() {
         "a forged cursor is refused"
     );
 }
+
+#[tokio::test]
+async fn sqlite_marks_each_executions_announcement_once_and_failures_drop_renditions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = SqliteMetadata::open(&tmp.path().join("t.db")).unwrap();
+    let e = db.mark_announced("01ANN", "exec-a").await.unwrap_err();
+    assert!(matches!(e, pipeline::PortError::NotFound(_)), "{e:?}");
+    let now = chrono::Utc::now();
+    let record = pipeline::model::ImageRecord {
+        id: "01ANN".into(),
+        owner: "o".into(),
+        status: Status::Processing,
+        source: pipeline::model::SourceInfo {
+            key: "uploads/o/01ANN/a.jpg".into(),
+            etag: None,
+            bytes: 1,
+            format: None,
+            width: None,
+            height: None,
+            sha256: None,
+            color_profile: None,
+        },
+        recipe: None,
+        renditions: vec![],
+        error: None,
+        created_at: now,
+        updated_at: now,
+        execution_id: Some("exec-a".into()),
+        tags: vec![],
+    };
+    db.begin(&record).await.unwrap();
+    assert!(db.mark_announced("01ANN", "exec-a").await.unwrap());
+    assert!(
+        !db.mark_announced("01ANN", "exec-a").await.unwrap(),
+        "a retry"
+    );
+    // Taken back after a failed publish: the retry marks (and publishes) again.
+    db.unmark_announced("01ANN", "exec-a").await.unwrap();
+    assert!(db.mark_announced("01ANN", "exec-a").await.unwrap());
+    // Another execution's mark is not undone by this one, and its own is new.
+    assert!(db.mark_announced("01ANN", "exec-b").await.unwrap());
+    db.unmark_announced("01ANN", "exec-a").await.unwrap();
+    assert!(!db.mark_announced("01ANN", "exec-b").await.unwrap());
+
+    let rendition = pipeline::model::RenditionRecord {
+        name: "thumb".into(),
+        key: "renditions/o/01ANN/thumb.webp".into(),
+        format: imaging::Format::Webp,
+        width: 10,
+        height: 10,
+        bytes: 10,
+        ms: 1,
+    };
+    db.put_rendition("01ANN", &rendition).await.unwrap();
+    let error = pipeline::model::ErrorInfo {
+        kind: "Internal".into(),
+        message: "medium failed".into(),
+    };
+    db.fail(
+        "01ANN",
+        Status::Failed,
+        &error,
+        &record,
+        pipeline::ports::IfAbsent::Skip,
+    )
+    .await
+    .unwrap();
+    let failed = db.get("01ANN").await.unwrap().unwrap();
+    assert_eq!(failed.status, Status::Failed);
+    assert!(failed.renditions.is_empty(), "{:?}", failed.renditions);
+
+    // The mark goes with the record.
+    assert!(db.delete("01ANN").await.unwrap());
+    let e = db.mark_announced("01ANN", "exec-b").await.unwrap_err();
+    assert!(matches!(e, pipeline::PortError::NotFound(_)), "{e:?}");
+}

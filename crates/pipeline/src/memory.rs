@@ -142,6 +142,8 @@ impl ObjectStore for MemoryObjectStore {
 #[derive(Default)]
 pub struct MemoryMetadata {
     records: Mutex<BTreeMap<String, ImageRecord>>,
+    /// Image id -> the execution whose outcome was announced.
+    announced: Mutex<BTreeMap<String, String>>,
 }
 
 impl MemoryMetadata {
@@ -310,6 +312,7 @@ impl MetadataStore for MemoryMetadata {
             Some(r) if rules::may_fail(r, fallback.execution_id.as_deref()) => {
                 r.status = status;
                 r.error = Some(error.clone());
+                r.renditions.clear();
                 r.updated_at = Utc::now();
                 // As the SQL and DynamoDB stores do: a record nobody had claimed now belongs
                 // to the execution that recorded its failure.
@@ -350,8 +353,31 @@ impl MetadataStore for MemoryMetadata {
         })
     }
 
+    async fn mark_announced(&self, id: &str, execution_id: &str) -> Result<bool, PortError> {
+        let records = lock(&self.records);
+        if !records.contains_key(id) {
+            return Err(PortError::NotFound(id.to_string()));
+        }
+        let mut announced = lock(&self.announced);
+        if announced.get(id).map(String::as_str) == Some(execution_id) {
+            return Ok(false);
+        }
+        announced.insert(id.to_string(), execution_id.to_string());
+        Ok(true)
+    }
+
+    async fn unmark_announced(&self, id: &str, execution_id: &str) -> Result<(), PortError> {
+        let mut announced = lock(&self.announced);
+        if announced.get(id).map(String::as_str) == Some(execution_id) {
+            announced.remove(id);
+        }
+        Ok(())
+    }
+
     async fn delete(&self, id: &str) -> Result<bool, PortError> {
-        Ok(lock(&self.records).remove(id).is_some())
+        let mut records = lock(&self.records);
+        lock(&self.announced).remove(id);
+        Ok(records.remove(id).is_some())
     }
 
     async fn check(&self) -> Result<(), PortError> {
@@ -669,6 +695,14 @@ impl MetadataStore for FlakyMetadata {
         self.inner
             .fail(id, status, error, fallback, if_absent)
             .await
+    }
+    async fn mark_announced(&self, id: &str, execution_id: &str) -> Result<bool, PortError> {
+        self.faults.check("mark_announced", id)?;
+        self.inner.mark_announced(id, execution_id).await
+    }
+    async fn unmark_announced(&self, id: &str, execution_id: &str) -> Result<(), PortError> {
+        self.faults.check("unmark_announced", id)?;
+        self.inner.unmark_announced(id, execution_id).await
     }
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
         self.faults.check("list", "images")?;

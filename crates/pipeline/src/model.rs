@@ -167,6 +167,9 @@ pub enum EventKind {
     Rejected,
     /// Processing failed; goes to the alerts topic.
     Failed,
+    /// The image is complete, but its completion could not be announced; goes to the
+    /// alerts topic with the reason.
+    NotAnnounced,
 }
 
 impl EventKind {

@@ -85,7 +85,8 @@ pub trait MetadataStore: Send + Sync {
     async fn put_rendition(&self, id: &str, rendition: &RenditionRecord) -> Result<(), PortError>;
     /// PROCESSING -> COMPLETE, filling in the source hash.
     async fn complete(&self, id: &str, sha256: Option<&str>) -> Result<(), PortError>;
-    /// Records a rejection or failure of the execution `fallback.execution_id`. Without a
+    /// Records a rejection or failure of the execution `fallback.execution_id`, which drops
+    /// the renditions the record listed (NotifyFailure removes their objects). Without a
     /// record, creates `fallback` with that status if `if_absent` says so (the upload never
     /// got as far as Validate's claim), and writes nothing otherwise (the image had a record
     /// and was deleted since).
@@ -97,6 +98,14 @@ pub trait MetadataStore: Send + Sync {
         fallback: &ImageRecord,
         if_absent: IfAbsent,
     ) -> Result<(), PortError>;
+    /// Marks the outcome of `execution_id` as announced, just before it is published:
+    /// `Ok(true)` when this call set the mark, `Ok(false)` when that execution's mark was
+    /// there already (a retry after the message went out), `NotFound` without a record. So a
+    /// retried Notify publishes once per image and outcome.
+    async fn mark_announced(&self, id: &str, execution_id: &str) -> Result<bool, PortError>;
+    /// Takes `execution_id`'s mark back after publishing failed, so that the retry publishes.
+    /// Nothing happens when the mark is another execution's or absent.
+    async fn unmark_announced(&self, id: &str, execution_id: &str) -> Result<(), PortError>;
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError>;
     /// Removes the record and its renditions; `Ok(false)` if there was none.
     async fn delete(&self, id: &str) -> Result<bool, PortError>;

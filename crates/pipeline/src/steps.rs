@@ -8,7 +8,7 @@ use std::time::Instant;
 use chrono::{Duration, Utc};
 use imaging::{EncodeOptions, Image, Limits};
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::io::{
     FailedState, Job, NotifyInput, NotifyOutput, ResizeOutput, Upload, ValidateInput, WorkItem,
@@ -452,10 +452,12 @@ impl Steps {
             ms: item.ms + elapsed_ms(started),
         };
         if let Err(e) = self.metadata.put_rendition(&item.image_id, &record).await {
-            if matches!(e, crate::PortError::NotFound(_)) {
-                // The image was deleted while this rendition was being made: NotifyFailure may
-                // already have cleared its renditions, so this one goes now.
-                delete_if_there(self.renditions.as_ref(), &record.key).await?;
+            // Not listed, so not kept: the image was deleted or failed while this rendition
+            // was being made (NotifyFailure may have cleared its renditions already), or the
+            // write failed and the retry puts the object again. Deleting is best effort: the
+            // write's error is the one to report.
+            if let Err(d) = delete_if_there(self.renditions.as_ref(), &record.key).await {
+                warn!(key = %record.key, error = %d, "unlisted rendition not deleted");
             }
             return Err(e.into());
         }
@@ -488,20 +490,23 @@ impl Steps {
         self.metadata
             .complete(&job.image_id, sha256.as_deref())
             .await?;
-        self.notifier
-            .publish(&Event {
-                kind: EventKind::Completed,
-                image_id: job.image_id.clone(),
-                owner: job.owner.clone(),
-                status: Status::Complete,
-                source_key: job.source.key.clone(),
-                renditions: renditions.clone(),
-                error: None,
-                execution_id: Some(job.execution_id.clone()),
-                at: Utc::now(),
-            })
-            .await?;
-        self.work.clear(&keys::work_prefix(&job.image_id)).await?;
+        let event = Event {
+            kind: EventKind::Completed,
+            image_id: job.image_id.clone(),
+            owner: job.owner.clone(),
+            status: Status::Complete,
+            source_key: job.source.key.clone(),
+            renditions: renditions.clone(),
+            error: None,
+            execution_id: Some(job.execution_id.clone()),
+            at: Utc::now(),
+        };
+        self.announce(&event, &job.execution_id).await?;
+        // The image is complete and announced: intermediates left behind (they also expire
+        // under the work/ lifecycle rule) must not turn it into a failure.
+        if let Err(e) = self.work.clear(&keys::work_prefix(&job.image_id)).await {
+            warn!(error = %e, "intermediates not cleared");
+        }
         telemetry::record_outcome(Status::Complete, job.source.format);
         info!(renditions = renditions.len(), "complete");
         Ok(NotifyOutput {
@@ -587,9 +592,15 @@ impl Steps {
             return self.discard(&state.upload.key, ident, error).await;
         }
         let owner = record.as_ref().and_then(|r| r.execution_id.as_deref());
+        if let Some(r) = &record
+            && r.status == Status::Complete
+            && owner == Some(execution_id.as_str())
+        {
+            return self.completed_unannounced(r, error, &execution_id).await;
+        }
         if owner != Some(execution_id.as_str()) || record.as_ref().map(|r| r.status) != Some(status)
         {
-            info!(owner = ?owner, status = ?record.as_ref().map(|r| r.status), error = %error.kind, "failure of an execution that does not own the image; nothing recorded");
+            info!(owner = ?owner, status = ?record.as_ref().map(|r| r.status), error = %error.kind, "failure of an execution that does not own the image (a duplicate event, or one that failed after another finished); nothing recorded");
             return Ok(NotifyOutput {
                 image_id: ident.id,
                 owner: ident.owner,
@@ -601,23 +612,25 @@ impl Steps {
         if status == Status::Rejected {
             self.quarantine(&state.upload.key, &ident, &error).await?;
         }
-        self.notifier
-            .publish(&Event {
-                kind: if status == Status::Rejected {
-                    EventKind::Rejected
-                } else {
-                    EventKind::Failed
-                },
-                image_id: ident.id.clone(),
-                owner: ident.owner.clone(),
-                status,
-                source_key: state.upload.key.clone(),
-                renditions: Vec::new(),
-                error: Some(error.clone()),
-                execution_id: Some(execution_id),
-                at: now,
-            })
-            .await?;
+        // The record lists no renditions now; the objects of those that were stored before
+        // the failure go too.
+        self.remove_renditions(&ident).await?;
+        let event = Event {
+            kind: if status == Status::Rejected {
+                EventKind::Rejected
+            } else {
+                EventKind::Failed
+            },
+            image_id: ident.id.clone(),
+            owner: ident.owner.clone(),
+            status,
+            source_key: state.upload.key.clone(),
+            renditions: Vec::new(),
+            error: Some(error.clone()),
+            execution_id: Some(execution_id.clone()),
+            at: now,
+        };
+        self.announce(&event, &execution_id).await?;
         self.work.clear(&keys::work_prefix(&ident.id)).await?;
         let source_format = state.job.as_ref().and_then(|j| j.source.format);
         telemetry::record_outcome(status, source_format);
@@ -642,12 +655,7 @@ impl Steps {
         error: ErrorInfo,
     ) -> Result<NotifyOutput, StepError> {
         delete_if_there(self.uploads.as_ref(), upload_key).await?;
-        if keys::valid_segment(&ident.owner) && keys::valid_segment(&ident.id) {
-            let prefix = format!("renditions/{}/{}/", ident.owner, ident.id);
-            for key in self.renditions.list(&prefix).await? {
-                delete_if_there(self.renditions.as_ref(), &key).await?;
-            }
-        }
+        self.remove_renditions(&ident).await?;
         self.work.clear(&keys::work_prefix(&ident.id)).await?;
         info!(error = %error.kind, "image deleted; what this execution wrote is removed");
         Ok(NotifyOutput {
@@ -655,6 +663,76 @@ impl Steps {
             owner: ident.owner,
             status: Status::Failed,
             renditions: Vec::new(),
+            error: Some(error),
+        })
+    }
+
+    /// Deletes every rendition object of the image (its keys are deterministic, under one
+    /// prefix): for a failure, what Store wrote before another rendition failed.
+    async fn remove_renditions(&self, ident: &UploadIdentity) -> Result<(), StepError> {
+        if keys::valid_segment(&ident.owner) && keys::valid_segment(&ident.id) {
+            let prefix = format!("renditions/{}/{}/", ident.owner, ident.id);
+            for key in self.renditions.list(&prefix).await? {
+                delete_if_there(self.renditions.as_ref(), &key).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `event` once per image and execution: the record is marked before the
+    /// message goes out, and the mark is taken back when publishing fails so that the retry
+    /// publishes. A retry that finds the mark (the message went out, then the step failed or
+    /// timed out) does not publish again. A crash between marking and publishing loses the
+    /// message rather than sending it twice; the log says so.
+    async fn announce(&self, event: &Event, execution_id: &str) -> Result<(), StepError> {
+        if !self
+            .metadata
+            .mark_announced(&event.image_id, execution_id)
+            .await?
+        {
+            info!(kind = ?event.kind, "this execution announced the outcome already; not published again");
+            return Ok(());
+        }
+        if let Err(e) = self.notifier.publish(event).await {
+            if let Err(u) = self
+                .metadata
+                .unmark_announced(&event.image_id, execution_id)
+                .await
+            {
+                error!(kind = ?event.kind, error = %u, "publishing failed and its mark could not be taken back: a retry will not publish this outcome");
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// NotifySuccess failed for good after the record became COMPLETE (its message could not
+    /// be published): the renditions are stored and listed, but nobody was told. Alerts with
+    /// the reason, unless this execution's completion did go out before the step failed.
+    async fn completed_unannounced(
+        &self,
+        record: &ImageRecord,
+        error: ErrorInfo,
+        execution_id: &str,
+    ) -> Result<NotifyOutput, StepError> {
+        error!(error = %error.kind, reason = %error.message, "the image is COMPLETE and its renditions stored, but announcing its completion failed");
+        let event = Event {
+            kind: EventKind::NotAnnounced,
+            image_id: record.id.clone(),
+            owner: record.owner.clone(),
+            status: Status::Complete,
+            source_key: record.source.key.clone(),
+            renditions: record.renditions.clone(),
+            error: Some(error.clone()),
+            execution_id: Some(execution_id.to_string()),
+            at: Utc::now(),
+        };
+        self.announce(&event, execution_id).await?;
+        Ok(NotifyOutput {
+            image_id: record.id.clone(),
+            owner: record.owner.clone(),
+            status: Status::Complete,
+            renditions: record.renditions.clone(),
             error: Some(error),
         })
     }

@@ -545,3 +545,158 @@ async fn invoke_speaks_json_and_names_bad_input() {
         );
     }
 }
+
+/// Validate, Resize, then Filter and Store for the first `stored` renditions: where an
+/// execution stands when its next Store fails.
+async fn up_to_store(
+    w: &World,
+    key: &str,
+    exec: &str,
+    stored: usize,
+) -> (Job, String, Vec<pipeline::model::RenditionRecord>) {
+    w.objects.insert(key, photo(640, 480), BTreeMap::new());
+    let job = validate(w, key, exec).await.unwrap();
+    let resized = w.steps.resize(job.clone()).await.unwrap();
+    let mut records = Vec::new();
+    for item in resized.items.into_iter().take(stored) {
+        let item = w.steps.filter(item).await.unwrap();
+        records.push(w.steps.store(item).await.unwrap());
+    }
+    (job, resized.sha256, records)
+}
+
+fn success(
+    job: &Job,
+    sha256: &str,
+    renditions: &[pipeline::model::RenditionRecord],
+) -> NotifyInput {
+    NotifyInput::Success {
+        job: Box::new(job.clone()),
+        sha256: Some(sha256.to_string()),
+        renditions: renditions.to_vec(),
+    }
+}
+
+/// Fails every `publish` of the given kinds, as an unreachable or forbidden topic does.
+struct TopicDown {
+    inner: Arc<MemoryNotifier>,
+    kinds: Vec<EventKind>,
+}
+
+#[async_trait::async_trait]
+impl pipeline::ports::Notifier for TopicDown {
+    async fn publish(&self, event: &pipeline::model::Event) -> Result<(), pipeline::PortError> {
+        if self.kinds.contains(&event.kind) {
+            return Err(pipeline::PortError::Permanent(
+                "topic: access denied".into(),
+            ));
+        }
+        self.inner.publish(event).await
+    }
+}
+
+#[tokio::test]
+async fn a_retried_notify_publishes_once_and_a_failed_publish_is_sent_by_the_retry() {
+    let mut w = world(Config::default());
+    let (job, sha, stored) = up_to_store(&w, "uploads/a/01ONCE/a.jpg", "exec-1", 3).await;
+    // Notify runs, its message goes out, and the step is retried anyway (a timeout, a lost
+    // answer): one message.
+    w.steps.notify(success(&job, &sha, &stored)).await.unwrap();
+    w.steps.notify(success(&job, &sha, &stored)).await.unwrap();
+    assert_eq!(w.notifier.events().len(), 1);
+
+    // The first publish fails: the retry is the one that sends it, once.
+    let (job, sha, stored) = up_to_store(&w, "uploads/a/01LATE/a.jpg", "exec-2", 3).await;
+    let flaky = Arc::new(pipeline::memory::FlakyNotifier::new(
+        w.notifier.clone(),
+        pipeline::memory::Fault::Transient(1),
+    ));
+    w.steps.notifier = flaky.clone();
+    let err = w
+        .steps
+        .notify(success(&job, &sha, &stored))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "Transient");
+    let record = w.metadata.get("01LATE").await.unwrap().unwrap();
+    assert_eq!(
+        record.status,
+        Status::Complete,
+        "recorded before announcing"
+    );
+    w.steps.notify(success(&job, &sha, &stored)).await.unwrap();
+    w.steps.notify(success(&job, &sha, &stored)).await.unwrap();
+    let late: Vec<_> = w
+        .notifier
+        .events()
+        .into_iter()
+        .filter(|e| e.image_id == "01LATE")
+        .collect();
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].kind, EventKind::Completed);
+    assert_eq!(flaky.faults.calls(), 2, "the third Notify did not publish");
+}
+
+#[tokio::test]
+async fn a_failed_rendition_takes_the_stored_ones_with_it_and_alerts_once() {
+    let w = world(Config::default());
+    let key = "uploads/a/01HALF/a.jpg";
+    let (job, _, stored) = up_to_store(&w, key, "exec-half", 2).await;
+    assert_eq!(stored.len(), 2);
+    let listed = |w: &World| {
+        w.objects
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with("renditions/a/01HALF/"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(&w).len(), 2);
+    // The third rendition's Store fails for good; the Map's Catch runs NotifyFailure, twice
+    // (its own retry).
+    for _ in 0..2 {
+        let out = notify_failure(&w, key, Some(job.clone()), "Internal", "exec-half").await;
+        assert_eq!(out.status, Status::Failed);
+    }
+    let record = w.metadata.get("01HALF").await.unwrap().unwrap();
+    assert_eq!(record.status, Status::Failed);
+    assert!(record.renditions.is_empty(), "{:?}", record.renditions);
+    assert!(listed(&w).is_empty(), "{:?}", listed(&w));
+    assert!(w.objects.object(key).is_some(), "the original is kept");
+    let events = w.notifier.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, EventKind::Failed);
+}
+
+#[tokio::test]
+async fn a_completion_that_cannot_be_announced_is_alerted_and_the_image_kept() {
+    let mut w = world(Config::default());
+    let key = "uploads/a/01MUTE/a.jpg";
+    let (job, sha, stored) = up_to_store(&w, key, "exec-mute", 3).await;
+    w.steps.notifier = Arc::new(TopicDown {
+        inner: w.notifier.clone(),
+        kinds: vec![EventKind::Completed],
+    });
+    // NotifySuccess fails on every attempt; then the Catch runs NotifyFailure.
+    let err = w
+        .steps
+        .notify(success(&job, &sha, &stored))
+        .await
+        .unwrap_err();
+    let out = notify_failure(&w, key, Some(job.clone()), err.name(), "exec-mute").await;
+    assert_eq!(out.status, Status::Complete);
+    assert_eq!(out.renditions.len(), 3);
+    let record = w.metadata.get("01MUTE").await.unwrap().unwrap();
+    assert_eq!(record.status, Status::Complete, "the image is not failed");
+    assert_eq!(record.renditions.len(), 3);
+    for r in &record.renditions {
+        assert!(w.objects.object(&r.key).is_some(), "{} kept", r.key);
+    }
+    // NotifyFailure retried: still one alert.
+    notify_failure(&w, key, Some(job), err.name(), "exec-mute").await;
+    let events = w.notifier.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, EventKind::NotAnnounced);
+    assert!(events[0].kind.is_alert());
+    assert_eq!(events[0].status, Status::Complete);
+    assert_eq!(events[0].error.as_ref().unwrap().kind, err.name());
+}
