@@ -682,6 +682,16 @@ pub struct RunOptions {
     pub max_map_concurrency: usize,
     /// State entries allowed per execution, Map iterations included; stops runaway loops.
     pub max_transitions: usize,
+    /// Multiplies every TimeoutSeconds, the execution's included. On AWS each step has a
+    /// Lambda's CPU to itself; on one machine every step of every execution shares its cores
+    /// (and waits for a compute place), so the embedded runner allows more time.
+    pub timeout_scale: f64,
+}
+
+impl RunOptions {
+    fn timeout(&self, seconds: u64) -> Duration {
+        Duration::from_secs_f64(seconds as f64 * self.timeout_scale.max(0.0))
+    }
 }
 
 impl Default for RunOptions {
@@ -690,6 +700,7 @@ impl Default for RunOptions {
             retry_delay_scale: 1.0,
             max_map_concurrency: 0,
             max_transitions: 10_000,
+            timeout_scale: 1.0,
         }
     }
 }
@@ -818,10 +829,13 @@ impl<E: TaskExecutor> Runner<E> {
         };
         let body = self.run_graph(&x, &self.machine.graph, input, &[]);
         let result = match self.machine.timeout_seconds {
-            Some(s) => tokio::time::timeout(Duration::from_secs(s), body)
+            Some(s) => tokio::time::timeout(self.options.timeout(s), body)
                 .await
                 .unwrap_or_else(|_| {
-                    let cause = format!("the execution ran longer than {s} s");
+                    let cause = format!(
+                        "the execution ran longer than {} s",
+                        self.options.timeout(s).as_secs()
+                    );
                     Err(TaskFailure::new(TIMEOUT, cause).into())
                 }),
             None => body.await,
@@ -1003,12 +1017,15 @@ impl<E: TaskExecutor> Runner<E> {
                 };
                 let call = self.executor.invoke(&t.resource, args);
                 let result = match t.timeout_seconds {
-                    Some(s) => tokio::time::timeout(Duration::from_secs(s), call)
+                    Some(s) => tokio::time::timeout(self.options.timeout(s), call)
                         .await
                         .unwrap_or_else(|_| {
                             Err(TaskFailure::new(
                                 TIMEOUT,
-                                format!("{name} ran longer than {s} s"),
+                                format!(
+                                    "{name} ran longer than {} s",
+                                    self.options.timeout(s).as_secs()
+                                ),
                             ))
                         }),
                     None => call.await,
@@ -1359,6 +1376,32 @@ mod tests {
             "States.TaskFailed does not cover timeouts"
         );
         assert_eq!(e.output.unwrap()["Error"], "States.Timeout");
+    }
+
+    #[tokio::test]
+    async fn timeouts_are_scaled_by_the_run_options() {
+        let def = json!({"StartAt": "T", "TimeoutSeconds": 10, "States": {
+            "T": {"Type": "Task", "Resource": "r", "TimeoutSeconds": 1, "End": true}}});
+        // 1 s scaled to 0.1 s: a 400 ms step times out, and the cause says the real limit.
+        let (mut r, _) = runner(&def, echo());
+        r.options_mut().timeout_scale = 0.1;
+        let e = r.run("e", json!({"sleep_ms": 400})).await.unwrap();
+        let ExecutionStatus::Failed { error, cause } = &e.status else {
+            panic!("{e:?}");
+        };
+        assert_eq!(error, "States.Timeout");
+        assert!(cause.contains("longer than 0 s"), "{cause}");
+        // The execution's own timeout too: 10 s scaled to 0.2 s.
+        let def = json!({"StartAt": "T", "TimeoutSeconds": 10, "States": {
+            "T": {"Type": "Task", "Resource": "r", "End": true}}});
+        let (mut r, _) = runner(&def, echo());
+        r.options_mut().timeout_scale = 0.02;
+        let e = r.run("e", json!({"sleep_ms": 400})).await.unwrap();
+        assert!(failed("States.Timeout")(&e), "{e:?}");
+        // Unscaled, the same step finishes.
+        let (r, _) = runner(&def, echo());
+        let e = r.run("e", json!({"sleep_ms": 400})).await.unwrap();
+        assert_eq!(e.status, ExecutionStatus::Succeeded);
     }
 
     #[tokio::test]

@@ -16,6 +16,11 @@ use tracing::Instrument;
 use crate::asl::{self, Execution, RunOptions, Runner, StateMachine, TaskExecutor, TaskFailure};
 use crate::{FsStore, JsonlNotifier, LocalError, SqliteMetadata};
 
+/// The definition's timeouts fit the 5 minutes an Express execution may last on AWS, where
+/// every step has a Lambda's CPU to itself. Here all steps of all executions share the
+/// machine's cores, so they get four times as long (20 minutes an image, 10 for Resize).
+const EMBEDDED_TIMEOUT_SCALE: f64 = 4.0;
+
 /// The state machine definition, compiled in so the binary needs no files beside it.
 pub const DEFINITION: &str = include_str!("../../../statemachine/image_pipeline.asl.json");
 
@@ -108,7 +113,10 @@ impl LocalPipeline {
             Arc::new(StepExecutor {
                 steps: steps.clone(),
             }),
-            RunOptions::default(),
+            RunOptions {
+                timeout_scale: EMBEDDED_TIMEOUT_SCALE,
+                ..RunOptions::default()
+            },
         );
         Ok(LocalPipeline {
             data: data.to_path_buf(),

@@ -102,7 +102,11 @@ fn text<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
 /// The image id of an upload key, as Validate will derive it.
 fn id_of_upload(upload: &Value) -> Option<String> {
     let key = text(upload, &["key"])?;
-    keys::identify(key, text(upload, &["etag"]))
+    let key = match upload.get("keyEncoded").and_then(Value::as_bool) {
+        Some(true) => keys::decode_event_key(key),
+        _ => key.to_string(),
+    };
+    keys::identify(&key, text(upload, &["etag"]))
         .ok()
         .map(|ident| ident.id)
 }
@@ -171,6 +175,15 @@ mod tests {
             assert_eq!(execution_id, Some(exec), "{step:?} {input}");
         }
         assert_eq!(ids_of(StepName::Filter, &json!([1])), (None, None));
+        // A drop's id hashes its key: the key named in the bucket, not as S3 events encode it.
+        let drop = |key: &str, encoded: bool| {
+            let input = json!({"upload": {"key": key, "etag": "e", "keyEncoded": encoded}});
+            ids_of(StepName::Validate, &input).0
+        };
+        assert_eq!(
+            drop("uploads/x/my+photo.jpg", true),
+            drop("uploads/x/my photo.jpg", false)
+        );
     }
 
     #[test]
