@@ -11,13 +11,12 @@
 mod support;
 
 mod common;
+#[path = "common/lambdas.rs"]
+mod lambdas;
 
 use common::{jpeg, object_created};
+use lambdas::{Lambdas, Resources};
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,71 +28,6 @@ use pipeline::StepName;
 use pipeline::model::Status;
 use pipeline::ports::MetadataStore;
 use serde_json::Value;
-
-/// Children killed with their whole process group when the test ends, even by a panic.
-struct Group(Vec<Child>);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            // The whole group: cargo-lambda runs its server as a child of its own.
-            let _ = Command::new("kill")
-                .arg("--")
-                .arg(format!("-{}", child.id()))
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening: {status}");
-        }
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn tool(name: &str) -> PathBuf {
-    let venv = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/imgpipe/venv/bin")
-        .join(name);
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
-        .or_else(|| venv.is_file().then_some(venv))
-        .unwrap_or_else(|| panic!("{name} is needed: scripts/setup installs it"))
-}
-
-/// The function binaries this workspace build produced (each function's own tests make cargo
-/// build it, in the same build as this test).
-fn bootstrap(step: StepName) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let path = dir.join(step.as_str());
-    assert!(
-        path.is_file(),
-        "{} is not built: run the whole workspace's tests (scripts/test), which build every function",
-        path.display()
-    );
-    path
-}
 
 /// Step Functions' view of a Lambda Task: invoke, and turn a function error into the state
 /// error `errorType` with the payload as its cause.
@@ -178,87 +112,15 @@ async fn receive(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_lambda_binaries_run_the_state_machine_against_moto() {
-    let sdk = support::sdk().await;
-    let s3 = aws::S3Store::client_for(&sdk);
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    let sns = aws_sdk_sns::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-
-    // The stack's resources, as template.yaml declares them.
-    let uploads = support::unique("ingest");
-    let renditions = support::unique("renditions");
-    for bucket in [&uploads, &renditions] {
-        s3.create_bucket().bucket(bucket).send().await.unwrap();
-    }
-    let table = support::unique("images");
-    aws::DynamoMetadata::create_table(&dynamo, &table)
-        .await
-        .unwrap();
-    let topic = |name: String| {
-        let sns = sns.clone();
-        async move {
-            let out = sns.create_topic().name(name).send().await.unwrap();
-            out.topic_arn().unwrap().to_string()
-        }
-    };
-    let alerts = topic(support::unique("alerts")).await;
-    let events = topic(support::unique("events")).await;
-    let alerts_queue = support::subscribed_queue(&sqs, &sns, &alerts).await;
-    let events_queue = support::subscribed_queue(&sqs, &sns, &events).await;
-
-    // The Lambda emulator, then the five bootstraps polling it as their runtime API.
-    let port = free_port();
-    let mut emulator = Command::new(tool("cargo-lambda"))
-        .args([
-            "lambda",
-            "watch",
-            "--only-lambda-apis",
-            "-A",
-            "127.0.0.1",
-            "-P",
-        ])
-        .arg(port.to_string())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("cargo lambda watch starts");
-    wait_for_port(port, "cargo lambda watch", &mut emulator);
-    let mut children = vec![emulator];
-    let moto = support::endpoint();
-    for step in StepName::ALL {
-        let name = step.as_str();
-        let child = Command::new(bootstrap(step))
-            .env_clear()
-            .env(
-                "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{port}/.rt/{name}"),
-            )
-            .env("AWS_LAMBDA_FUNCTION_NAME", name)
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_ENDPOINT_URL", moto)
-            .env("IMGPIPE_UPLOADS_BUCKET", &uploads)
-            .env("IMGPIPE_RENDITIONS_BUCKET", &renditions)
-            .env("IMGPIPE_TABLE", &table)
-            .env("IMGPIPE_ALERTS_TOPIC_ARN", &alerts)
-            .env("IMGPIPE_EVENTS_TOPIC_ARN", &events)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        children.push(child);
-    }
-    let _processes = Group(children);
+    let r = Resources::new().await;
+    let lambdas = Lambdas::start(&r);
+    let port = lambdas.port;
+    let (sdk, s3, sqs) = (&r.sdk, &r.s3, &r.sqs);
+    let (uploads, renditions) = (r.uploads.clone(), r.renditions.clone());
+    let (alerts_queue, events_queue) = (r.alerts_queue.clone(), r.events_queue.clone());
 
     let lambda = aws_sdk_lambda::Client::from_conf(
-        aws_sdk_lambda::config::Builder::from(&sdk)
+        aws_sdk_lambda::config::Builder::from(sdk)
             .endpoint_url(format!("http://127.0.0.1:{port}"))
             .build(),
     );
@@ -271,7 +133,7 @@ async fn the_lambda_binaries_run_the_state_machine_against_moto() {
             ..RunOptions::default()
         },
     );
-    let metadata = aws::DynamoMetadata::new(dynamo.clone(), table.clone());
+    let metadata = r.metadata();
 
     // A good photo dropped under uploads/{owner}/{id}/.
     let id = ulid::Ulid::new().to_string();

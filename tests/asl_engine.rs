@@ -1,0 +1,181 @@
+//! The state machine definition on an ASL engine written apart from ours
+//! (aws-local-stepfunctions, driven by tests/asl_engine/run.js), with its Task states invoking
+//! the five real step bootstraps through `cargo lambda watch`'s Invoke API, and the functions
+//! talking to S3, DynamoDB and SNS as moto serves them. What the local runner proves for our
+//! own interpreter, this proves for the definition as another engine reads it: EventBridge's
+//! events reshaped (keys encoded as S3 encodes them), error names reaching Retry and Catch,
+//! a duplicate pair making one image, a console folder ignored.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../crates/aws/tests/support/mod.rs"]
+mod support;
+
+mod common;
+#[path = "common/lambdas.rs"]
+mod lambdas;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{jpeg, object_created};
+use lambdas::{Lambdas, Resources, cache_dir};
+use pipeline::model::Status;
+use pipeline::ports::MetadataStore;
+use serde_json::{Value, json};
+
+/// Runs every execution at once on the independent engine; their outcomes by name.
+fn run_on_engine(lambdas: &Lambdas, executions: &Value) -> Vec<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut child = Command::new("node")
+        .arg(root.join("tests/asl_engine/run.js"))
+        .arg(root.join("statemachine/image_pipeline.asl.json"))
+        .arg(format!("http://127.0.0.1:{}", lambdas.port))
+        .env("NODE_PATH", cache_dir().join("node_modules"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs (scripts/setup installs it and aws-local-stepfunctions)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(executions.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "run.js: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+}
+
+fn outcome<'a>(results: &'a [Value], name: &str) -> &'a Value {
+    results
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no outcome for {name}: {results:?}"))
+}
+
+fn states(outcome: &Value) -> Vec<&str> {
+    outcome["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_definition_runs_on_an_independent_engine_against_the_real_functions() {
+    let r = Resources::new().await;
+    let lambdas = Lambdas::start(&r);
+    let metadata = r.metadata();
+
+    // An API upload whose file name S3's event encodes (`my+photo+%281%29.jpg`).
+    let id = ulid::Ulid::new().to_string();
+    let good = format!("uploads/alice/{id}/my photo (1).jpg");
+    let photo = jpeg(1200, 800);
+    let etag = r.put(&good, &photo).await;
+    // A corrupt one: Validate's InvalidImage must reach the Catch by name.
+    let bad_id = ulid::Ulid::new().to_string();
+    let bad = format!("uploads/bob/{bad_id}/broken.jpg");
+    let broken = jpeg(600, 400)[..150].to_vec();
+    let bad_etag = r.put(&bad, &broken).await;
+    // A drop delivered twice at once (EventBridge and Express are at-least-once).
+    let twice = format!("uploads/batch-{}/my shoot/a+b (2).jpg", ulid::Ulid::new());
+    let twice_etag = r.put(&twice, &photo).await;
+    // A folder made in the S3 console.
+    let folder = format!("uploads/{}/", ulid::Ulid::new());
+    let folder_etag = r.put(&folder, b"").await;
+
+    let results = run_on_engine(
+        &lambdas,
+        &json!([
+            {"name": "good", "input": object_created(&r.uploads, &good, photo.len(), &etag)},
+            {"name": "bad", "input": object_created(&r.uploads, &bad, broken.len(), &bad_etag)},
+            {"name": "twice-1", "input": object_created(&r.uploads, &twice, photo.len(), &twice_etag)},
+            {"name": "twice-2", "input": object_created(&r.uploads, &twice, photo.len(), &twice_etag)},
+            {"name": "folder", "input": object_created(&r.uploads, &folder, 0, &folder_etag)},
+        ]),
+    );
+
+    // The happy path, with the key decoded: a COMPLETE record, three renditions.
+    let ok = outcome(&results, "good");
+    assert_eq!(ok["status"], "SUCCEEDED", "{ok}");
+    let path = states(ok);
+    for state in [
+        "Route",
+        "FromS3Event",
+        "Validate",
+        "Resize",
+        "Renditions",
+        "NotifySuccess",
+    ] {
+        assert!(path.contains(&state), "{state} not in {path:?}");
+    }
+    let record = metadata.get(&id).await.unwrap().expect("a record");
+    assert_eq!(record.status, Status::Complete);
+    assert_eq!(record.source.key, good);
+    assert_eq!(record.renditions.len(), 3);
+    let stored = r
+        .keys(&r.renditions, &format!("renditions/alice/{id}/"))
+        .await;
+    assert_eq!(stored.len(), 3, "{stored:?}");
+
+    // The rejection: its error name went through the proxy to Catch and NotifyFailure.
+    let no = outcome(&results, "bad");
+    assert_eq!(no["status"], "FAILED", "{no}");
+    assert_eq!(no["error"], "ImageNotProcessed", "{no}");
+    assert_eq!(
+        states(no)[states(no).len() - 3..],
+        ["NotifyFailure", "AfterFailure", "Failed"]
+    );
+    let rejected = metadata.get(&bad_id).await.unwrap().expect("a record");
+    assert_eq!(rejected.status, Status::Rejected);
+    assert_eq!(rejected.error.as_ref().unwrap().kind, "InvalidImage");
+
+    // The duplicate pair: both succeed, one does the work.
+    let pair = [outcome(&results, "twice-1"), outcome(&results, "twice-2")];
+    for x in pair {
+        assert_eq!(x["status"], "SUCCEEDED", "{x}");
+    }
+    let worked = pair
+        .iter()
+        .filter(|x| states(x).contains(&"Resize"))
+        .count();
+    assert_eq!(worked, 1, "{pair:?}");
+    let other = pair
+        .iter()
+        .find(|x| !states(x).contains(&"Resize"))
+        .unwrap();
+    assert_eq!(states(other).last(), Some(&"AlreadyProcessing"));
+    let drop_id = pipeline::keys::identify(&twice, Some(&twice_etag))
+        .unwrap()
+        .id;
+    let dropped = metadata.get(&drop_id).await.unwrap().expect("a record");
+    assert_eq!(dropped.status, Status::Complete);
+    assert_eq!(dropped.source.key, twice);
+
+    // The folder: nothing to do, nothing said.
+    let f = outcome(&results, "folder");
+    assert_eq!(f["status"], "SUCCEEDED", "{f}");
+    assert_eq!(states(f), ["Route", "FolderObject"]);
+
+    // One message per image and outcome.
+    let mut events = r.messages(&r.events_queue).await;
+    events.sort();
+    let mut want = vec![
+        ("completed".to_string(), id.clone()),
+        ("completed".to_string(), drop_id.clone()),
+    ];
+    want.sort();
+    assert_eq!(events, want);
+    let alerts = r.messages(&r.alerts_queue).await;
+    assert_eq!(alerts, [("rejected".to_string(), bad_id.clone())]);
+    // Three records: the folder made none.
+    let items = r.dynamo.scan().table_name(&r.table).send().await.unwrap();
+    assert_eq!(items.items().len(), 3);
+}
