@@ -187,7 +187,7 @@ async fn the_lambda_binaries_run_the_state_machine_against_moto() {
         let header = imaging::probe(&bytes, &imaging::Limits::default()).unwrap();
         assert_eq!((header.width, header.height), (r.width, r.height));
     }
-    let (envelope, message) = receive(&sqs, &events_queue, |m| m["imageId"] == id.as_str()).await;
+    let (envelope, message) = receive(sqs, &events_queue, |m| m["imageId"] == id.as_str()).await;
     assert_eq!(message["kind"], "completed");
     assert_eq!(envelope["MessageAttributes"]["kind"]["Value"], "completed");
     let work = s3
@@ -224,7 +224,7 @@ async fn the_lambda_binaries_run_the_state_machine_against_moto() {
     assert_eq!(record.status, Status::Rejected, "{:?}", record.error);
     assert_eq!(record.error.as_ref().unwrap().kind, "InvalidImage");
     let (envelope, message) =
-        receive(&sqs, &alerts_queue, |m| m["imageId"] == bad_id.as_str()).await;
+        receive(sqs, &alerts_queue, |m| m["imageId"] == bad_id.as_str()).await;
     assert_eq!(message["kind"], "rejected");
     assert_eq!(
         envelope["MessageAttributes"]["errorType"]["Value"],
