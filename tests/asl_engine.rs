@@ -87,6 +87,12 @@ async fn the_definition_runs_on_an_independent_engine_against_the_real_functions
     // A drop delivered twice at once (EventBridge and Express are at-least-once).
     let twice = format!("uploads/batch-{}/my shoot/a+b (2).jpg", ulid::Ulid::new());
     let twice_etag = r.put(&twice, &photo).await;
+    // A source over the large-image pixel count: ResizeLarge's function resizes it.
+    let large_id = ulid::Ulid::new().to_string();
+    let large = format!("uploads/carol/{large_id}/pano.jpg");
+    let pano = jpeg(1600, 700);
+    const { assert!(1600 * 700 > lambdas::LARGE_IMAGE_PIXELS) };
+    let large_etag = r.put(&large, &pano).await;
     // A folder made in the S3 console.
     let folder = format!("uploads/{}/", ulid::Ulid::new());
     let folder_etag = r.put(&folder, b"").await;
@@ -99,6 +105,7 @@ async fn the_definition_runs_on_an_independent_engine_against_the_real_functions
             {"name": "twice-1", "input": object_created(&r.uploads, &twice, photo.len(), &twice_etag)},
             {"name": "twice-2", "input": object_created(&r.uploads, &twice, photo.len(), &twice_etag)},
             {"name": "folder", "input": object_created(&r.uploads, &folder, 0, &folder_etag)},
+            {"name": "large", "input": object_created(&r.uploads, &large, pano.len(), &large_etag)},
         ]),
     );
 
@@ -116,6 +123,10 @@ async fn the_definition_runs_on_an_independent_engine_against_the_real_functions
     ] {
         assert!(path.contains(&state), "{state} not in {path:?}");
     }
+    assert!(
+        path.contains(&"BySize") && !path.contains(&"ResizeLarge"),
+        "{path:?}"
+    );
     let record = metadata.get(&id).await.unwrap().expect("a record");
     assert_eq!(record.status, Status::Complete);
     assert_eq!(record.source.key, good);
@@ -159,6 +170,19 @@ async fn the_definition_runs_on_an_independent_engine_against_the_real_functions
     assert_eq!(dropped.status, Status::Complete);
     assert_eq!(dropped.source.key, twice);
 
+    // The large source: routed to ResizeLarge, finished like any other.
+    let l = outcome(&results, "large");
+    let why = metadata.get(&large_id).await.unwrap().and_then(|r| r.error);
+    assert_eq!(l["status"], "SUCCEEDED", "{l} {why:?}");
+    let path = states(l);
+    assert!(
+        path.contains(&"ResizeLarge") && !path.contains(&"Resize"),
+        "{path:?}"
+    );
+    let record = metadata.get(&large_id).await.unwrap().expect("a record");
+    assert_eq!(record.status, Status::Complete);
+    assert_eq!(record.renditions.len(), 3);
+
     // The folder: nothing to do, nothing said.
     let f = outcome(&results, "folder");
     assert_eq!(f["status"], "SUCCEEDED", "{f}");
@@ -170,12 +194,13 @@ async fn the_definition_runs_on_an_independent_engine_against_the_real_functions
     let mut want = vec![
         ("completed".to_string(), id.clone()),
         ("completed".to_string(), drop_id.clone()),
+        ("completed".to_string(), large_id.clone()),
     ];
     want.sort();
     assert_eq!(events, want);
     let alerts = r.messages(&r.alerts_queue).await;
     assert_eq!(alerts, [("rejected".to_string(), bad_id.clone())]);
-    // Three records: the folder made none.
+    // Four records: the folder made none.
     let items = r.dynamo.scan().table_name(&r.table).send().await.unwrap();
-    assert_eq!(items.items().len(), 3);
+    assert_eq!(items.items().len(), 4);
 }

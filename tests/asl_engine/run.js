@@ -98,14 +98,20 @@ function substitute(text) {
   );
 }
 
-// Lambda takes a function's name or ARN in the Invoke path; the emulator knows names.
+// The binary each function of the stack is built from, where the two differ: ResizeLarge is
+// Resize's code in a bigger function (template.yaml), and the emulator serves functions by
+// binary name only.
+const BINARY = { resizelarge: 'resize' };
+
+// Lambda takes a function's name or ARN in the Invoke path; the emulator knows binary names.
 function byName(path) {
   const m = /^\/2015-03-31\/functions\/([^/]+)\/invocations(.*)$/.exec(path);
   if (!m) {
     return path;
   }
   const fn = decodeURIComponent(m[1]);
-  const name = fn.startsWith('arn:') ? fn.split(':')[6] : fn;
+  const fnName = fn.startsWith('arn:') ? fn.split(':')[6] : fn;
+  const name = BINARY[fnName] ?? fnName;
   return `/2015-03-31/functions/${encodeURIComponent(name)}/invocations${m[2]}`;
 }
 

@@ -218,8 +218,13 @@ impl Resources {
     }
 }
 
-/// `cargo lambda watch` serving the Invoke API on `port`, and the five bootstraps polling it
-/// as their runtime API, configured through the environment as template.yaml configures them.
+/// Validate's large-image pixel count in these tests: sources over it go to resize-large.
+pub const LARGE_IMAGE_PIXELS: u64 = 1_000_000;
+
+/// `cargo lambda watch` serving the Invoke API on `port`, and the five step bootstraps polling
+/// it as their runtime API, configured through the environment as template.yaml configures
+/// them. The emulator serves functions by binary name, so the stack's ResizeLarge (a second
+/// function of the resize binary) is this resize.
 pub struct Lambdas {
     pub port: u16,
     _processes: Group,
@@ -249,8 +254,16 @@ impl Lambdas {
         let moto = support::endpoint();
         for step in StepName::ALL {
             let name = step.as_str();
-            let child = Command::new(bootstrap(step))
-                .env_clear()
+            let mut command = Command::new(bootstrap(step));
+            command.env_clear();
+            if step == StepName::Validate {
+                // As template.yaml sets Validate up: sources over 1 MP here go to
+                // resize-large (the stack's default is 24 MP; test photos are smaller).
+                command
+                    .env("IMGPIPE_LARGE_IMAGE_PIXELS", LARGE_IMAGE_PIXELS.to_string())
+                    .env("IMGPIPE_LARGE_JOB_PIXELS", "400000000");
+            }
+            let child = command
                 .env(
                     "AWS_LAMBDA_RUNTIME_API",
                     format!("http://127.0.0.1:{port}/.rt/{name}"),

@@ -16,6 +16,11 @@ pub const MAX_BYTES: &str = "IMGPIPE_MAX_BYTES";
 /// Pixels one job may hold (source plus resized renditions); unset, 4 x the pixel limit.
 pub const MAX_JOB_PIXELS: &str = "IMGPIPE_MAX_JOB_PIXELS";
 pub const DEFAULT_PRESET: &str = "IMGPIPE_DEFAULT_PRESET";
+/// Sources over this many pixels are large jobs (the state machine's `ResizeLarge`); set
+/// together with [`LARGE_JOB_PIXELS`], read by Validate.
+pub const LARGE_IMAGE_PIXELS: &str = "IMGPIPE_LARGE_IMAGE_PIXELS";
+/// A large job's pixel budget (source plus resized renditions).
+pub const LARGE_JOB_PIXELS: &str = "IMGPIPE_LARGE_JOB_PIXELS";
 /// Upload forms one user may create a minute, per api function instance; `0`: no limit.
 pub const FORMS_PER_MINUTE: &str = "IMGPIPE_FORMS_PER_MINUTE";
 /// Upload forms one user may have open (file not yet sent), across instances; `0`: no limit.
@@ -105,6 +110,22 @@ impl Config {
         let mut max_job_pixels = 0;
         number(MAX_JOB_PIXELS, &mut max_job_pixels);
         let max_job_pixels = (max_job_pixels > 0).then_some(max_job_pixels);
+        let (mut above_pixels, mut job_pixels) = (0, 0);
+        number(LARGE_IMAGE_PIXELS, &mut above_pixels);
+        number(LARGE_JOB_PIXELS, &mut job_pixels);
+        let large = match (above_pixels, job_pixels) {
+            (0, 0) => None,
+            (0, _) | (_, 0) => {
+                invalid.push(format!(
+                    "{LARGE_IMAGE_PIXELS} and {LARGE_JOB_PIXELS} go together: set both or neither"
+                ));
+                None
+            }
+            (above_pixels, job_pixels) => Some(pipeline::LargeJobs {
+                above_pixels,
+                job_pixels,
+            }),
+        };
         let mut forms = api::FormLimits::default();
         // Zero is allowed here: it turns the limit off.
         let mut limit = |name: &str| -> Option<u32> {
@@ -150,6 +171,7 @@ impl Config {
                 max_job_pixels,
                 // One invocation at a time per function instance: its vCPUs are the limit.
                 compute: pipeline::ComputeSlots::per_core(),
+                large,
             },
             forms,
         })
@@ -265,6 +287,23 @@ mod tests {
         assert_eq!(c.steps.job_pixel_budget(), 4000);
         env.insert(MAX_JOB_PIXELS, "2500");
         assert_eq!(load(&env).unwrap().steps.job_pixel_budget(), 2500);
+    }
+
+    #[test]
+    fn large_jobs_need_both_variables() {
+        let mut env = complete();
+        assert_eq!(load(&env).unwrap().steps.large, None);
+        env.insert(LARGE_IMAGE_PIXELS, "24000000");
+        let text = load(&env).unwrap_err().to_string();
+        assert!(text.contains("go together"), "{text}");
+        env.insert(LARGE_JOB_PIXELS, "400000000");
+        assert_eq!(
+            load(&env).unwrap().steps.large,
+            Some(pipeline::LargeJobs {
+                above_pixels: 24_000_000,
+                job_pixels: 400_000_000
+            })
+        );
     }
 
     #[test]

@@ -1626,7 +1626,14 @@ mod tests {
         let machine = StateMachine::from_json(PIPELINE).unwrap();
         let mut resources = machine.task_resources();
         resources.sort();
-        let mut want = [VALIDATE, RESIZE, FILTER, STORE, NOTIFY];
+        let mut want = [
+            VALIDATE,
+            RESIZE,
+            pipeline::RESIZE_LARGE_RESOURCE,
+            FILTER,
+            STORE,
+            NOTIFY,
+        ];
         want.sort();
         assert_eq!(resources, want);
     }
@@ -1664,6 +1671,7 @@ mod tests {
                 "Route",
                 "Validate",
                 "IsDuplicate",
+                "BySize",
                 "Resize",
                 "Renditions",
                 "NotifySuccess"
@@ -1735,6 +1743,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_large_source_is_resized_by_resize_large() {
+        let (e, fake) = pipeline(
+            fake(|resource, input, _| match resource {
+                VALIDATE => Ok(json!({"duplicate": false, "imageId": "img", "large": true})),
+                pipeline::RESIZE_LARGE_RESOURCE => resized(),
+                FILTER => Ok(input.clone()),
+                STORE => Ok(json!({"name": input["name"]})),
+                NOTIFY => Ok(input.clone()),
+                other => panic!("unexpected resource {other}"),
+            }),
+            json!({"key": "uploads/o/img/pano.jpg"}),
+        )
+        .await;
+        assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+        assert_eq!(
+            e.path()[..5],
+            ["Route", "Validate", "IsDuplicate", "BySize", "ResizeLarge"]
+        );
+        assert!(!fake.resources().iter().any(|r| r == RESIZE));
+    }
+
+    #[tokio::test]
     async fn a_folder_object_ends_the_execution_without_a_step() {
         let event = json!({"detail": {"bucket": {"name": "b"},
             "object": {"key": "uploads/new folder/", "etag": "e", "size": 0}}});
@@ -1770,6 +1800,7 @@ mod tests {
                 "Route",
                 "Validate",
                 "IsDuplicate",
+                "BySize",
                 "Resize",
                 "NotifyFailure",
                 "AfterFailure",

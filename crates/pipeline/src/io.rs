@@ -63,6 +63,9 @@ pub struct Job {
     pub name: String,
     pub source: SourceInfo,
     pub recipe: Recipe,
+    /// Over the configured pixel count: the state machine resizes it in `ResizeLarge`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub large: bool,
 }
 
 /// One rendition on its way through Filter and Store.

@@ -16,7 +16,7 @@ pub use recipe::{
     BUILTIN_PRESETS, DEFAULT_QUALITY, MAX_DIMENSION, Presets, Recipe, Rendition, valid_name,
 };
 pub use steps::{
-    AWAITING_UPLOAD_TTL_HOURS, ComputeSlots, Config, FORM_METADATA, HEADER_BYTES,
+    AWAITING_UPLOAD_TTL_HOURS, ComputeSlots, Config, FORM_METADATA, HEADER_BYTES, LargeJobs,
     RENDITION_CACHE_CONTROL, Steps,
 };
 
@@ -33,6 +33,9 @@ pub enum StepName {
     Store,
     Notify,
 }
+
+/// The `ResizeLarge` state's Task `Resource`: sources over the large-image pixel count.
+pub const RESIZE_LARGE_RESOURCE: &str = "${ResizeLargeFunctionArn}";
 
 impl StepName {
     pub const ALL: [StepName; 5] = [
@@ -64,7 +67,12 @@ impl StepName {
         }
     }
 
+    /// The step a Task `Resource` runs: each step's own, and [`RESIZE_LARGE_RESOURCE`],
+    /// which is Resize's code in a bigger function.
     pub fn from_resource(resource: &str) -> Option<StepName> {
+        if resource == RESIZE_LARGE_RESOURCE {
+            return Some(StepName::Resize);
+        }
         StepName::ALL.into_iter().find(|s| s.resource() == resource)
     }
 }

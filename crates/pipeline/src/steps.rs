@@ -42,6 +42,18 @@ pub struct Config {
     /// How many image computations (decode, resize, filter, encode) run at once in this
     /// process, whatever the callers do: see [`ComputeSlots`].
     pub compute: ComputeSlots,
+    /// Jobs over a pixel count go to a bigger function (the state machine's `ResizeLarge`)
+    /// with a budget of their own. `None`: one kind of job, as on one machine.
+    pub large: Option<LargeJobs>,
+}
+
+/// Where large jobs start, and what they may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LargeJobs {
+    /// Sources with more pixels than this are large.
+    pub above_pixels: u64,
+    /// A large job's budget in place of [`Config::job_pixel_budget`].
+    pub job_pixels: u64,
 }
 
 /// Places for image computations. A step takes one before its CPU-heavy work starts, and the
@@ -114,6 +126,7 @@ impl Default for Config {
             default_preset: "web".to_string(),
             max_job_pixels: None,
             compute: ComputeSlots::per_core(),
+            large: None,
         }
     }
 }
@@ -166,10 +179,16 @@ impl Steps {
         }
         let recipe = self.resolve_recipe(&upload, &info.metadata)?;
         let (width, height) = header.oriented_dims();
+        let pixels = u64::from(width) * u64::from(height);
+        let large = self
+            .config
+            .large
+            .filter(|l| pixels > l.above_pixels)
+            .map(|l| l.job_pixels);
         recipe.check_outputs(
             (width, height),
             limits.max_pixels,
-            self.config.job_pixel_budget(),
+            large.unwrap_or_else(|| self.config.job_pixel_budget()),
         )?;
         let now = Utc::now();
         let record = ImageRecord {
@@ -219,7 +238,7 @@ impl Steps {
                 true
             }
         };
-        info!(format = ?header.format, width, height, "validated");
+        info!(format = ?header.format, width, height, large = large.is_some(), "validated");
         if !duplicate {
             // Counted once per image: a duplicate event reads the same pixels again.
             telemetry::record_megapixels_in(header.format, width, height);
@@ -232,6 +251,7 @@ impl Steps {
             name: keys::sanitise_name(&ident.name),
             source: record.source,
             recipe,
+            large: large.is_some(),
         })
     }
 

@@ -290,6 +290,34 @@ async fn a_recipe_over_the_job_budget_is_refused_by_validate() {
 }
 
 #[tokio::test]
+async fn large_sources_are_marked_and_get_the_large_budget() {
+    let w = world(Config {
+        max_job_pixels: Some(1_000_000),
+        large: Some(pipeline::LargeJobs {
+            above_pixels: 300_000,
+            job_pixels: 4_000_000,
+        }),
+        ..Config::default()
+    });
+    // 800 x 600 = 480,000 pixels: large. Its web renditions (large 2048 wide) would not fit
+    // the 1 MP budget of an ordinary job, but fit the large one.
+    let big = "uploads/l/01LARGE/pano.jpg";
+    w.objects.insert(big, photo(800, 600), BTreeMap::new());
+    let job = validate(&w, big, "e1").await.unwrap();
+    assert!(job.large);
+    assert!(
+        serde_json::to_value(&job).unwrap()["large"] == true,
+        "the state machine's Choice reads $.job.large"
+    );
+    // 500 x 500 = 250,000: an ordinary job, and the field is left out.
+    let small = "uploads/l/01SMALL/a.jpg";
+    w.objects.insert(small, photo(500, 500), BTreeMap::new());
+    let job = validate(&w, small, "e2").await.unwrap();
+    assert!(!job.large);
+    assert!(serde_json::to_value(&job).unwrap().get("large").is_none());
+}
+
+#[tokio::test]
 async fn truncated_jpeg_is_rejected_by_resize() {
     let w = world(Config::default());
     let key = "uploads/t/01TRUNC/cut.jpg";
