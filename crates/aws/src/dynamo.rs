@@ -681,15 +681,12 @@ impl MetadataStore for DynamoMetadata {
 
     async fn put_rendition(&self, id: &str, rendition: &RenditionRecord) -> Result<(), PortError> {
         let mut x = Expr::default();
-        let set = vec![
-            format!(
-                "{}.{} = {}",
-                x.name(RENDITIONS),
-                x.data_name(&rendition.name),
-                x.value(rendition_av(rendition)?)
-            ),
-            format!("{} = {}", x.name(UPDATED_AT), x.value(s(ts(&Utc::now())))),
-        ];
+        let set = vec![format!(
+            "{}.{} = {}",
+            x.name(RENDITIONS),
+            x.data_name(&rendition.name),
+            x.value(rendition_av(rendition)?)
+        )];
         let condition = format!(
             "attribute_exists({}) AND {} = {}",
             x.name(ID),

@@ -449,6 +449,9 @@ async fn dynamo_renditions_then_complete() {
     let mut thumb = rendition("thumb", 256);
     thumb.bytes = 42;
     meta.put_rendition("img1", &thumb).await.unwrap();
+    // Renditions leave updatedAt (the byStatus sort key) alone: it moves with the status.
+    let midway = meta.get("img1").await.unwrap().unwrap();
+    assert_eq!(midway.updated_at, r.updated_at);
     meta.complete("img1", Some("abc123")).await.unwrap();
     // So does a retried Notify.
     meta.complete("img1", None).await.unwrap();

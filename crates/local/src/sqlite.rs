@@ -430,13 +430,14 @@ impl MetadataStore for SqliteMetadata {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
-            let changed = tx
-                .execute(
-                    "UPDATE images SET updated_at = ?2 WHERE id = ?1",
-                    params![id, ts(&Utc::now())],
+            let exists: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM images WHERE id = ?1)",
+                    [&id],
+                    |row| row.get(0),
                 )
                 .map_err(db_err)?;
-            if changed == 0 {
+            if !exists {
                 return Err(PortError::NotFound(id));
             }
             tx.execute(

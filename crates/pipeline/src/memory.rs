@@ -269,7 +269,6 @@ impl MetadataStore for MemoryMetadata {
             .ok_or_else(|| PortError::NotFound(id.to_string()))?;
         r.renditions.retain(|x| x.name != rendition.name);
         r.renditions.push(rendition.clone());
-        r.updated_at = Utc::now();
         Ok(())
     }
 

@@ -81,7 +81,9 @@ pub trait MetadataStore: Send + Sync {
     /// nothing back.
     async fn claim(&self, record: &ImageRecord) -> Result<Begin, PortError>;
     async fn get(&self, id: &str) -> Result<Option<ImageRecord>, PortError>;
-    /// Adds or replaces one rendition of a PROCESSING record.
+    /// Adds or replaces one rendition of a PROCESSING record. `updatedAt` is left alone: it
+    /// is when the status last changed, so the DynamoDB `byStatus` index (keyed on it) moves
+    /// an entry once per status, not once per rendition (docs/scaling.md).
     async fn put_rendition(&self, id: &str, rendition: &RenditionRecord) -> Result<(), PortError>;
     /// PROCESSING -> COMPLETE, filling in the source hash.
     async fn complete(&self, id: &str, sha256: Option<&str>) -> Result<(), PortError>;
