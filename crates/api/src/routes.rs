@@ -200,7 +200,7 @@ async fn create_upload(
         metadata.insert("tags".to_string(), tags.join(","));
     }
     // With the form marker Validate looks for (the image id, added once there is one).
-    let marker_bytes = pipeline::FORM_METADATA.len() + keys::new_image_id().len();
+    let marker_bytes = pipeline::FORM_METADATA.len() + keys::IMAGE_ID_LEN;
     let metadata_bytes: usize = metadata
         .iter()
         .map(|(k, v)| k.len() + v.len())

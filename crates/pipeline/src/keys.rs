@@ -64,6 +64,9 @@ pub fn new_image_id() -> String {
     ulid::Ulid::new().to_string()
 }
 
+/// The length of every [`new_image_id`]: a ULID is 26 characters of Crockford base32.
+pub const IMAGE_ID_LEN: usize = 26;
+
 pub fn upload_key(owner: &str, id: &str, name: &str) -> String {
     format!("uploads/{owner}/{id}/{}", sanitise_name(name))
 }
@@ -143,6 +146,11 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_ids_have_their_stated_length() {
+        assert_eq!(new_image_id().len(), IMAGE_ID_LEN);
+    }
 
     #[test]
     fn event_keys_are_decoded_as_form_fields() {
