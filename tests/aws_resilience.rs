@@ -10,13 +10,14 @@
 mod support;
 
 mod common;
+#[path = "common/lambdas.rs"]
+mod lambdas;
 
 use common::{jpeg, object_created};
+use lambdas::Resources;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use aws_sdk_s3::primitives::ByteStream;
 use local::StepExecutor;
 use local::asl::{ExecutionStatus, RunOptions, Runner, StateMachine};
 use pipeline::model::Status;
@@ -25,58 +26,27 @@ use serde_json::Value;
 
 const DELIVERIES: usize = 10;
 
-/// The stack's resources in moto, each test its own, and the steps over them.
+/// The stack's resources in moto, each test its own, and the steps over them run by the local
+/// ASL runner in this process.
 struct Stack {
-    s3: aws_sdk_s3::Client,
-    dynamo: aws_sdk_dynamodb::Client,
-    sqs: aws_sdk_sqs::Client,
-    uploads: String,
-    renditions: String,
-    table: String,
-    alerts_queue: String,
-    events_queue: String,
+    r: Resources,
     runner: Arc<Runner<StepExecutor>>,
     metadata: aws::DynamoMetadata,
 }
 
 impl Stack {
     async fn new() -> Stack {
-        let sdk = support::sdk().await;
-        let s3 = aws::S3Store::client_for(&sdk);
-        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-        let sns = aws_sdk_sns::Client::new(&sdk);
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let uploads = support::unique("ingest");
-        let renditions = support::unique("renditions");
-        for bucket in [&uploads, &renditions] {
-            s3.create_bucket().bucket(bucket).send().await.unwrap();
-        }
-        let table = support::unique("images");
-        aws::DynamoMetadata::create_table(&dynamo, &table)
-            .await
-            .unwrap();
-        let mut topics = Vec::new();
-        for name in ["alerts", "events"] {
-            let out = sns
-                .create_topic()
-                .name(support::unique(name))
-                .send()
-                .await
-                .unwrap();
-            topics.push(out.topic_arn().unwrap().to_string());
-        }
-        let alerts_queue = support::subscribed_queue(&sqs, &sns, &topics[0]).await;
-        let events_queue = support::subscribed_queue(&sqs, &sns, &topics[1]).await;
+        let r = Resources::new().await;
         let config = aws::Config {
-            uploads_bucket: uploads.clone(),
-            renditions_bucket: renditions.clone(),
-            table: table.clone(),
-            alerts_topic_arn: topics[0].clone(),
-            events_topic_arn: topics[1].clone(),
+            uploads_bucket: r.uploads.clone(),
+            renditions_bucket: r.renditions.clone(),
+            table: r.table.clone(),
+            alerts_topic_arn: r.alerts.clone(),
+            events_topic_arn: r.events.clone(),
             steps: pipeline::Config::default(),
             forms: api::FormLimits::default(),
         };
-        let steps = aws::lambda::steps_for(&config, &sdk);
+        let steps = aws::lambda::steps_for(&config, &r.sdk);
         let runner = Arc::new(Runner::new(
             Arc::new(StateMachine::from_json(local::DEFINITION).unwrap()),
             Arc::new(StepExecutor { steps }),
@@ -86,31 +56,16 @@ impl Stack {
             },
         ));
         Stack {
-            metadata: aws::DynamoMetadata::new(dynamo.clone(), table.clone()),
-            s3,
-            dynamo,
-            sqs,
-            uploads,
-            renditions,
-            table,
-            alerts_queue,
-            events_queue,
+            metadata: r.metadata(),
+            r,
             runner,
         }
     }
 
     /// Puts an object in the ingest bucket; returns the event announcing it.
     async fn put(&self, key: &str, body: &[u8]) -> Value {
-        let put = self
-            .s3
-            .put_object()
-            .bucket(&self.uploads)
-            .key(key)
-            .body(ByteStream::from(body.to_vec()))
-            .send()
-            .await
-            .unwrap();
-        object_created(&self.uploads, key, body.len(), put.e_tag().unwrap_or(""))
+        let etag = self.r.put(key, body).await;
+        object_created(&self.r.uploads, key, body.len(), &etag)
     }
 
     /// The same event, `n` times at once, each its own execution.
@@ -127,26 +82,12 @@ impl Stack {
         futures_join(runs).await
     }
 
-    async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let out = self
-            .s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .unwrap();
-        out.contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_string))
-            .collect()
-    }
-
     async fn items_in_table(&self) -> usize {
         let out = self
+            .r
             .dynamo
             .scan()
-            .table_name(&self.table)
+            .table_name(&self.r.table)
             .send()
             .await
             .unwrap();
@@ -154,9 +95,10 @@ impl Stack {
     }
 
     async fn get(&self, key: &str) -> Vec<u8> {
-        self.s3
+        self.r
+            .s3
             .get_object()
-            .bucket(&self.uploads)
+            .bucket(&self.r.uploads)
             .key(key)
             .send()
             .await
@@ -182,38 +124,6 @@ async fn futures_join<T: Send + 'static>(
 
 /// Every notification that has reached a queue, as (kind, imageId): read until the queue has
 /// stayed empty for two seconds (moto delivers from SNS to SQS within the publish call).
-async fn messages(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut empty_since = Instant::now();
-    while empty_since.elapsed() < Duration::from_secs(2) {
-        let got = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in got.messages() {
-            empty_since = Instant::now();
-            let envelope: Value = serde_json::from_str(m.body().unwrap_or("{}")).unwrap();
-            let message: Value =
-                serde_json::from_str(envelope["Message"].as_str().unwrap_or("{}")).unwrap();
-            out.push((
-                message["kind"].as_str().unwrap_or("").to_string(),
-                message["imageId"].as_str().unwrap_or("").to_string(),
-            ));
-            sqs.delete_message()
-                .queue_url(queue)
-                .receipt_handle(m.receipt_handle().unwrap_or(""))
-                .send()
-                .await
-                .unwrap();
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_deliveries_of_one_s3_event_make_one_record_one_set_of_renditions_one_message() {
     let stack = Stack::new().await;
@@ -267,20 +177,22 @@ async fn ten_deliveries_of_one_s3_event_make_one_record_one_set_of_renditions_on
         assert_eq!(record.status, Status::Complete);
         assert_eq!(record.renditions.len(), 3);
         let made = stack
+            .r
             .keys(
-                &stack.renditions,
+                &stack.r.renditions,
                 &format!("renditions/{}/{image}/", record.owner),
             )
             .await;
         assert_eq!(made.len(), 3, "{made:?}");
         assert!(
             stack
-                .keys(&stack.uploads, &format!("work/{image}/"))
+                .r
+                .keys(&stack.r.uploads, &format!("work/{image}/"))
                 .await
                 .is_empty()
         );
     }
-    let mut events = messages(&stack.sqs, &stack.events_queue).await;
+    let mut events = stack.r.messages(&stack.r.events_queue).await;
     events.sort();
     let mut want = vec![
         ("completed".to_string(), id.clone()),
@@ -288,7 +200,7 @@ async fn ten_deliveries_of_one_s3_event_make_one_record_one_set_of_renditions_on
     ];
     want.sort();
     assert_eq!(events, want, "one completion message per image");
-    assert!(messages(&stack.sqs, &stack.alerts_queue).await.is_empty());
+    assert!(stack.r.messages(&stack.r.alerts_queue).await.is_empty());
     assert_eq!(stack.get(&api_key).await, photo, "original unchanged");
 }
 
@@ -313,11 +225,12 @@ async fn ten_deliveries_of_a_corrupt_upload_make_one_rejection_and_one_alert() {
     let record = stack.metadata.get(&id).await.unwrap().expect("a record");
     assert_eq!(record.status, Status::Rejected);
     assert_eq!(record.error.as_ref().unwrap().kind, "InvalidImage");
-    let alerts = messages(&stack.sqs, &stack.alerts_queue).await;
+    let alerts = stack.r.messages(&stack.r.alerts_queue).await;
     assert_eq!(alerts, [("rejected".to_string(), id.clone())], "one alert");
-    assert!(messages(&stack.sqs, &stack.events_queue).await.is_empty());
+    assert!(stack.r.messages(&stack.r.events_queue).await.is_empty());
     let quarantined = stack
-        .keys(&stack.uploads, &format!("quarantine/bob/{id}/"))
+        .r
+        .keys(&stack.r.uploads, &format!("quarantine/bob/{id}/"))
         .await;
     assert_eq!(
         quarantined,
@@ -341,13 +254,13 @@ async fn a_folder_made_in_the_s3_console_is_ignored_without_an_alert() {
     assert_eq!(runs[0].status, ExecutionStatus::Succeeded, "{:?}", runs[0]);
     assert_eq!(runs[0].path(), ["Route", "FolderObject"]);
     assert_eq!(stack.items_in_table().await, 0, "no record");
-    assert!(messages(&stack.sqs, &stack.alerts_queue).await.is_empty());
-    assert!(messages(&stack.sqs, &stack.events_queue).await.is_empty());
+    assert!(stack.r.messages(&stack.r.alerts_queue).await.is_empty());
+    assert!(stack.r.messages(&stack.r.events_queue).await.is_empty());
     // An empty file that is not a folder is still an upload, rejected with its reason.
     let empty = format!("uploads/carol/{}/empty.jpg", ulid::Ulid::new());
     let event = stack.put(&empty, b"").await;
     let runs = stack.deliver(&event, 1).await;
     assert!(runs[0].path().contains(&"NotifyFailure"), "{:?}", runs[0]);
-    let alerts = messages(&stack.sqs, &stack.alerts_queue).await;
+    let alerts = stack.r.messages(&stack.r.alerts_queue).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
 }

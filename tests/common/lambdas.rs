@@ -1,6 +1,8 @@
 //! The cloud stack's parts as the end-to-end tests run them: its resources in moto, and the
 //! five real step bootstraps polling `cargo lambda watch`'s runtime API, which also serves
 //! the Lambda Invoke API that a state machine engine calls.
+// Each test binary that includes this module uses its own subset of it.
+#![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -86,7 +88,6 @@ fn bootstrap(step: StepName) -> PathBuf {
 }
 
 /// The stack's resources, as template.yaml declares them, each test its own.
-#[allow(dead_code)] // Each test binary reads the fields it needs.
 pub struct Resources {
     pub sdk: aws_config::SdkConfig,
     pub s3: aws_sdk_s3::Client,
@@ -101,8 +102,6 @@ pub struct Resources {
     pub events_queue: String,
 }
 
-// Each test binary that includes this module uses its own subset of these helpers.
-#[allow(dead_code)]
 impl Resources {
     pub async fn new() -> Resources {
         let sdk = support::sdk().await;

@@ -191,17 +191,15 @@ async fn a_permanent_fault_ends_failed_with_an_alert_and_the_original_kept() {
     assert_eq!(ev.last().unwrap()["kind"], "failed");
 }
 
-#[tokio::test]
-async fn concurrent_duplicate_claims_make_one_record() {
-    let tmp = tempfile::tempdir().unwrap();
-    let db = Arc::new(SqliteMetadata::open(&tmp.path().join("t.db")).unwrap());
+/// A PROCESSING record of owner `o`, claimed by `exec`.
+fn processing(id: &str, exec: &str) -> pipeline::model::ImageRecord {
     let now = chrono::Utc::now();
-    let record = |exec: &str| pipeline::model::ImageRecord {
-        id: "01SAME".into(),
+    pipeline::model::ImageRecord {
+        id: id.into(),
         owner: "o".into(),
         status: Status::Processing,
         source: pipeline::model::SourceInfo {
-            key: "uploads/o/01SAME/a.jpg".into(),
+            key: format!("uploads/o/{id}/a.jpg"),
             etag: None,
             bytes: 1,
             format: None,
@@ -217,11 +215,17 @@ async fn concurrent_duplicate_claims_make_one_record() {
         updated_at: now,
         execution_id: Some(exec.into()),
         tags: vec![],
-    };
+    }
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_claims_make_one_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Arc::new(SqliteMetadata::open(&tmp.path().join("t.db")).unwrap());
     let mut tasks = Vec::new();
     for i in 0..10 {
         let db = db.clone();
-        let r = record(&format!("exec-{i}"));
+        let r = processing("01SAME", &format!("exec-{i}"));
         tasks.push(tokio::spawn(async move { db.begin(&r).await.unwrap() }));
     }
     let mut started = 0;
@@ -307,29 +311,7 @@ async fn sqlite_marks_each_executions_announcement_once_and_failures_drop_rendit
     let db = SqliteMetadata::open(&tmp.path().join("t.db")).unwrap();
     let e = db.mark_announced("01ANN", "exec-a").await.unwrap_err();
     assert!(matches!(e, pipeline::PortError::NotFound(_)), "{e:?}");
-    let now = chrono::Utc::now();
-    let record = pipeline::model::ImageRecord {
-        id: "01ANN".into(),
-        owner: "o".into(),
-        status: Status::Processing,
-        source: pipeline::model::SourceInfo {
-            key: "uploads/o/01ANN/a.jpg".into(),
-            etag: None,
-            bytes: 1,
-            format: None,
-            width: None,
-            height: None,
-            sha256: None,
-            color_profile: None,
-        },
-        recipe: None,
-        renditions: vec![],
-        error: None,
-        created_at: now,
-        updated_at: now,
-        execution_id: Some("exec-a".into()),
-        tags: vec![],
-    };
+    let record = processing("01ANN", "exec-a");
     db.begin(&record).await.unwrap();
     assert!(db.mark_announced("01ANN", "exec-a").await.unwrap());
     assert!(
