@@ -41,6 +41,15 @@ if (!definitionPath || !invokeUrl) {
 
 // Forwards every request to the emulator, naming the function as it knows it; a 500 carrying
 // a function error becomes Lambda's 200 + X-Amz-Function-Error: Unhandled.
+// The body is forwarded whole: its length replaces whatever framing the sender used.
+function withLength(headers, length) {
+  const out = { ...headers, 'content-length': length };
+  for (const hop of ['transfer-encoding', 'connection', 'keep-alive']) {
+    delete out[hop];
+  }
+  return out;
+}
+
 function startProxy(upstream) {
   const target = new URL(upstream);
   const server = http.createServer((req, res) => {
@@ -48,7 +57,8 @@ function startProxy(upstream) {
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      const headers = { ...req.headers, host: target.host, 'content-length': body.length };
+      const headers = withLength(req.headers, body.length);
+      headers.host = target.host;
       const out = http.request(
         {
           host: target.hostname,
@@ -70,7 +80,7 @@ function startProxy(upstream) {
                 functionError = false;
               }
             }
-            const reply = { ...up.headers, 'content-length': payload.length };
+            const reply = withLength(up.headers, payload.length);
             if (functionError) {
               reply['x-amz-function-error'] = 'Unhandled';
             }

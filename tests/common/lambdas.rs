@@ -260,6 +260,7 @@ impl Lambdas {
                 // resize-large (the stack's default is 24 MP; test photos are smaller).
                 command
                     .env("IMGPIPE_LARGE_IMAGE_PIXELS", LARGE_IMAGE_PIXELS.to_string())
+                    .env("IMGPIPE_LARGE_MAX_PIXELS", "200000000")
                     .env("IMGPIPE_LARGE_JOB_PIXELS", "400000000");
             }
             let child = command

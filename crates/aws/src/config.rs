@@ -19,6 +19,8 @@ pub const DEFAULT_PRESET: &str = "IMGPIPE_DEFAULT_PRESET";
 /// Sources over this many pixels are large jobs (the state machine's `ResizeLarge`); set
 /// together with [`LARGE_JOB_PIXELS`], read by Validate.
 pub const LARGE_IMAGE_PIXELS: &str = "IMGPIPE_LARGE_IMAGE_PIXELS";
+/// The most pixels a large source may have (each rendition stays within [`MAX_PIXELS`]).
+pub const LARGE_MAX_PIXELS: &str = "IMGPIPE_LARGE_MAX_PIXELS";
 /// A large job's pixel budget (source plus resized renditions).
 pub const LARGE_JOB_PIXELS: &str = "IMGPIPE_LARGE_JOB_PIXELS";
 /// Upload forms one user may create a minute, per api function instance; `0`: no limit.
@@ -110,19 +112,22 @@ impl Config {
         let mut max_job_pixels = 0;
         number(MAX_JOB_PIXELS, &mut max_job_pixels);
         let max_job_pixels = (max_job_pixels > 0).then_some(max_job_pixels);
-        let (mut above_pixels, mut job_pixels) = (0, 0);
+        let (mut above_pixels, mut large_max, mut job_pixels) = (0, 0, 0);
         number(LARGE_IMAGE_PIXELS, &mut above_pixels);
+        number(LARGE_MAX_PIXELS, &mut large_max);
         number(LARGE_JOB_PIXELS, &mut job_pixels);
-        let large = match (above_pixels, job_pixels) {
-            (0, 0) => None,
-            (0, _) | (_, 0) => {
+        let large = match (above_pixels, large_max, job_pixels) {
+            (0, 0, 0) => None,
+            (0, _, _) | (_, 0, _) | (_, _, 0) => {
                 invalid.push(format!(
-                    "{LARGE_IMAGE_PIXELS} and {LARGE_JOB_PIXELS} go together: set both or neither"
+                    "{LARGE_IMAGE_PIXELS}, {LARGE_MAX_PIXELS} and {LARGE_JOB_PIXELS} go \
+                     together: set all three or none"
                 ));
                 None
             }
-            (above_pixels, job_pixels) => Some(pipeline::LargeJobs {
+            (above_pixels, max_pixels, job_pixels) => Some(pipeline::LargeJobs {
                 above_pixels,
+                max_pixels,
                 job_pixels,
             }),
         };
@@ -295,12 +300,16 @@ mod tests {
         assert_eq!(load(&env).unwrap().steps.large, None);
         env.insert(LARGE_IMAGE_PIXELS, "24000000");
         let text = load(&env).unwrap_err().to_string();
-        assert!(text.contains("go together"), "{text}");
+        assert!(text.contains("set all three"), "{text}");
         env.insert(LARGE_JOB_PIXELS, "400000000");
+        let text = load(&env).unwrap_err().to_string();
+        assert!(text.contains("set all three"), "{text}");
+        env.insert(LARGE_MAX_PIXELS, "200000000");
         assert_eq!(
             load(&env).unwrap().steps.large,
             Some(pipeline::LargeJobs {
                 above_pixels: 24_000_000,
+                max_pixels: 200_000_000,
                 job_pixels: 400_000_000
             })
         );

@@ -690,7 +690,8 @@ pub struct RunOptions {
 
 impl RunOptions {
     fn timeout(&self, seconds: u64) -> Duration {
-        Duration::from_secs_f64(seconds as f64 * self.timeout_scale.max(0.0))
+        Duration::try_from_secs_f64(seconds as f64 * self.timeout_scale.max(0.0))
+            .unwrap_or(Duration::MAX)
     }
 }
 
@@ -834,7 +835,7 @@ impl<E: TaskExecutor> Runner<E> {
                 .unwrap_or_else(|_| {
                     let cause = format!(
                         "the execution ran longer than {} s",
-                        self.options.timeout(s).as_secs()
+                        self.options.timeout(s).as_secs_f64()
                     );
                     Err(TaskFailure::new(TIMEOUT, cause).into())
                 }),
@@ -1024,7 +1025,7 @@ impl<E: TaskExecutor> Runner<E> {
                                 TIMEOUT,
                                 format!(
                                     "{name} ran longer than {} s",
-                                    self.options.timeout(s).as_secs()
+                                    self.options.timeout(s).as_secs_f64()
                                 ),
                             ))
                         }),
@@ -1390,7 +1391,7 @@ mod tests {
             panic!("{e:?}");
         };
         assert_eq!(error, "States.Timeout");
-        assert!(cause.contains("longer than 0 s"), "{cause}");
+        assert!(cause.contains("longer than 0.1 s"), "{cause}");
         // The execution's own timeout too: 10 s scaled to 0.2 s.
         let def = json!({"StartAt": "T", "TimeoutSeconds": 10, "States": {
             "T": {"Type": "Task", "Resource": "r", "End": true}}});
@@ -1719,7 +1720,8 @@ mod tests {
                 NOTIFY if input["outcome"] == "success" => {
                     Err(TaskFailure::new("Permanent", "events topic: access denied"))
                 }
-                NOTIFY => Ok(json!({"imageId": "img", "status": "COMPLETE"})),
+                NOTIFY => Ok(json!({"imageId": "img", "status": "COMPLETE",
+                    "error": {"type": "Permanent", "message": "events topic: access denied"}})),
                 other => panic!("unexpected resource {other}"),
             }),
             json!({"key": "uploads/o/img/a.jpg"}),
@@ -1762,6 +1764,27 @@ mod tests {
             ["Route", "Validate", "IsDuplicate", "BySize", "ResizeLarge"]
         );
         assert!(!fake.resources().iter().any(|r| r == RESIZE));
+    }
+
+    #[tokio::test]
+    async fn a_completion_announced_before_notify_failed_ends_succeeded() {
+        let (e, _) = pipeline(
+            fake(|resource, input, _| match resource {
+                VALIDATE => Ok(json!({"duplicate": false, "imageId": "img"})),
+                RESIZE => resized(),
+                FILTER => Ok(input.clone()),
+                STORE => Ok(json!({"name": input["name"]})),
+                NOTIFY if input["outcome"] == "success" => {
+                    Err(TaskFailure::new("States.Timeout", ""))
+                }
+                NOTIFY => Ok(json!({"imageId": "img", "status": "COMPLETE"})),
+                other => panic!("unexpected resource {other}"),
+            }),
+            json!({"key": "uploads/o/img/a.jpg"}),
+        )
+        .await;
+        assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+        assert_eq!(e.path().last(), Some(&"CompletedAndAnnounced"));
     }
 
     #[tokio::test]

@@ -53,7 +53,10 @@ pub struct ValidateInput {
 
 /// Validate's output: the claimed job. `duplicate` ends the execution early.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+// Unknown fields are ignored, unlike the other step types: during a canary deployment a new
+// Validate's Job reaches old Resize and Notify versions, and a field added since must not fail
+// them.
+#[serde(rename_all = "camelCase")]
 pub struct Job {
     pub duplicate: bool,
     pub image_id: String,

@@ -156,7 +156,18 @@ impl Recipe {
         let source = u64::from(src.0) * u64::from(src.1);
         let mut total = source;
         for (i, r) in self.renditions.iter().enumerate() {
-            let Some(spec) = &r.resize else { continue };
+            let Some(spec) = &r.resize else {
+                // As large as the source, which Resize holds already; but each rendition goes
+                // through Filter and Store, sized for `max_pixels` (a large source may exceed it).
+                if source > max_pixels {
+                    return Err(too_large(format!(
+                        "renditions[{i}] keeps this {}x{} image's size, {source} pixels; a \
+                         rendition may have {max_pixels}: give it a resize",
+                        src.0, src.1
+                    )));
+                }
+                continue;
+            };
             let plan = imaging::plan(src, spec);
             let (w, h) = (
                 plan.scaled.0.max(plan.output.0),

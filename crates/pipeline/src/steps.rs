@@ -52,6 +52,9 @@ pub struct Config {
 pub struct LargeJobs {
     /// Sources with more pixels than this are large.
     pub above_pixels: u64,
+    /// The most pixels a large source may have, in place of `limits.max_pixels` (which
+    /// still caps each rendition: Filter and Store are sized for it).
+    pub max_pixels: u64,
     /// A large job's budget in place of [`Config::job_pixel_budget`].
     pub job_pixels: u64,
 }
@@ -153,7 +156,12 @@ impl Steps {
     pub async fn validate(&self, input: ValidateInput) -> Result<Job, StepError> {
         let upload = input.upload.decoded();
         let ident = keys::identify(&upload.key, upload.etag.as_deref())?;
-        let limits = self.config.limits;
+        // The header may be as large as a large job's source; whether it is one, and so
+        // which limits hold, is decided once its size is known.
+        let mut limits = self.config.limits;
+        if let Some(large) = self.config.large {
+            limits.max_pixels = limits.max_pixels.max(large.max_pixels);
+        }
         let info = self.uploads.head(&upload.key).await?;
         if info.size == 0 {
             return Err(imaging::Error::Empty.into());
@@ -179,15 +187,29 @@ impl Steps {
         }
         let recipe = self.resolve_recipe(&upload, &info.metadata)?;
         let (width, height) = header.oriented_dims();
-        let pixels = u64::from(width) * u64::from(height);
+        // Counted as the header limits count them: every frame.
+        let pixels = u64::from(header.width)
+            .saturating_mul(u64::from(header.height))
+            .saturating_mul(u64::from(header.frames.max(1)));
         let large = self
             .config
             .large
             .filter(|l| pixels > l.above_pixels)
             .map(|l| l.job_pixels);
+        // An ordinary job's source is within the ordinary limit, whatever large jobs may have
+        // (with LargeImagePixels set above MaxPixels, the sources between are refused here).
+        if large.is_none() && pixels > self.config.limits.max_pixels {
+            return Err(imaging::Error::TooManyPixels {
+                width: header.width,
+                height: header.height,
+                pixels,
+                limit: self.config.limits.max_pixels,
+            }
+            .into());
+        }
         recipe.check_outputs(
             (width, height),
-            limits.max_pixels,
+            self.config.limits.max_pixels,
             large.unwrap_or_else(|| self.config.job_pixel_budget()),
         )?;
         let now = Utc::now();
@@ -472,11 +494,17 @@ impl Steps {
             ms: item.ms + elapsed_ms(started),
         };
         if let Err(e) = self.metadata.put_rendition(&item.image_id, &record).await {
-            // Not listed, so not kept: the image was deleted or failed while this rendition
-            // was being made (NotifyFailure may have cleared its renditions already), or the
-            // write failed and the retry puts the object again. Deleting is best effort: the
-            // write's error is the one to report.
-            if let Err(d) = delete_if_there(self.renditions.as_ref(), &record.key).await {
+            // The image was deleted or failed while this rendition was being made
+            // (NotifyFailure may have cleared its renditions already): the object goes too.
+            // Not while the record is PROCESSING (the write failed for now; the retry puts the
+            // object again) or COMPLETE (another attempt of this Store finished first, and the
+            // record lists this very key). Best effort: the write's error is the one to report.
+            let listed = matches!(
+                self.metadata.get(&item.image_id).await,
+                Ok(Some(r)) if matches!(r.status, Status::Processing | Status::Complete)
+            );
+            if !listed && let Err(d) = delete_if_there(self.renditions.as_ref(), &record.key).await
+            {
                 warn!(key = %record.key, error = %d, "unlisted rendition not deleted");
             }
             return Err(e.into());
@@ -704,14 +732,15 @@ impl Steps {
     /// publishes. A retry that finds the mark (the message went out, then the step failed or
     /// timed out) does not publish again. A crash between marking and publishing loses the
     /// message rather than sending it twice; the log says so.
-    async fn announce(&self, event: &Event, execution_id: &str) -> Result<(), StepError> {
+    /// `Ok(true)`: published now; `Ok(false)`: this execution had published its outcome.
+    async fn announce(&self, event: &Event, execution_id: &str) -> Result<bool, StepError> {
         if !self
             .metadata
             .mark_announced(&event.image_id, execution_id)
             .await?
         {
             info!(kind = ?event.kind, "this execution announced the outcome already; not published again");
-            return Ok(());
+            return Ok(false);
         }
         if let Err(e) = self.notifier.publish(event).await {
             if let Err(u) = self
@@ -723,7 +752,7 @@ impl Steps {
             }
             return Err(e.into());
         }
-        Ok(())
+        Ok(true)
     }
 
     /// NotifySuccess failed for good after the record became COMPLETE (its message could not
@@ -735,7 +764,6 @@ impl Steps {
         error: ErrorInfo,
         execution_id: &str,
     ) -> Result<NotifyOutput, StepError> {
-        error!(error = %error.kind, reason = %error.message, "the image is COMPLETE and its renditions stored, but announcing its completion failed");
         let event = Event {
             kind: EventKind::NotAnnounced,
             image_id: record.id.clone(),
@@ -747,13 +775,21 @@ impl Steps {
             execution_id: Some(execution_id.to_string()),
             at: Utc::now(),
         };
-        self.announce(&event, execution_id).await?;
+        // The mark is this execution's whichever message took it: set already, the
+        // completion went out before NotifySuccess failed (a timeout after publishing), and
+        // there is nothing to alert about.
+        let alerted = self.announce(&event, execution_id).await?;
+        if alerted {
+            error!(error = %error.kind, reason = %error.message, "the image is COMPLETE and its renditions stored, but announcing its completion failed");
+        } else {
+            warn!(error = %error.kind, reason = %error.message, "NotifySuccess failed after the completion was announced; the image is COMPLETE");
+        }
         Ok(NotifyOutput {
             image_id: record.id.clone(),
             owner: record.owner.clone(),
             status: Status::Complete,
             renditions: record.renditions.clone(),
-            error: Some(error),
+            error: alerted.then_some(error),
         })
     }
 

@@ -295,6 +295,7 @@ async fn large_sources_are_marked_and_get_the_large_budget() {
         max_job_pixels: Some(1_000_000),
         large: Some(pipeline::LargeJobs {
             above_pixels: 300_000,
+            max_pixels: 2_000_000,
             job_pixels: 4_000_000,
         }),
         ..Config::default()
@@ -315,6 +316,61 @@ async fn large_sources_are_marked_and_get_the_large_budget() {
     let job = validate(&w, small, "e2").await.unwrap();
     assert!(!job.large);
     assert!(serde_json::to_value(&job).unwrap().get("large").is_none());
+
+    // Each rendition stays within the ordinary pixel limit, which Filter and Store are sized
+    // for: a large source's full-size rendition is refused, a resized one is not.
+    let mut config = Config {
+        large: Some(pipeline::LargeJobs {
+            above_pixels: 100_000,
+            max_pixels: 2_000_000,
+            job_pixels: 4_000_000,
+        }),
+        ..Config::default()
+    };
+    config.limits.max_pixels = 400_000;
+    let w = world(config);
+    let full = "uploads/l/01FULL/pano.jpg";
+    let meta = |recipe: &str| BTreeMap::from([("recipe".to_string(), recipe.to_string())]);
+    w.objects.insert(
+        full,
+        photo(800, 600),
+        meta(r#"{"renditions":[{"name":"full"}]}"#),
+    );
+    let err = validate(&w, full, "e3").await.unwrap_err();
+    assert_eq!(err.name(), "RecipeTooLarge", "{err}");
+    assert!(err.message.contains("give it a resize"), "{err}");
+    let small_rendition = "uploads/l/01FIT/pano.jpg";
+    w.objects.insert(
+        small_rendition,
+        photo(800, 600),
+        meta(r#"{"renditions":[{"name":"m","resize":{"width":400}}]}"#),
+    );
+    assert!(validate(&w, small_rendition, "e4").await.unwrap().large);
+    // Over the large limit: refused from the header.
+    let huge = "uploads/l/01HUGE/pano.png";
+    w.objects.insert(huge, photo(1600, 1400), BTreeMap::new());
+    let err = validate(&w, huge, "e5").await.unwrap_err();
+    assert_eq!(err.name(), "ImageTooLarge", "{err}");
+}
+
+#[tokio::test]
+async fn an_ordinary_source_over_the_ordinary_limit_is_refused_when_large_jobs_start_higher() {
+    // LargeImagePixels set above MaxPixels: sources between the two are not large, and too
+    // big for Resize.
+    let mut config = Config {
+        large: Some(pipeline::LargeJobs {
+            above_pixels: 1_000_000,
+            max_pixels: 2_000_000,
+            job_pixels: 8_000_000,
+        }),
+        ..Config::default()
+    };
+    config.limits.max_pixels = 400_000;
+    let w = world(config);
+    let key = "uploads/l/01GAP/a.jpg";
+    w.objects.insert(key, photo(800, 600), BTreeMap::new());
+    let err = validate(&w, key, "e").await.unwrap_err();
+    assert_eq!(err.name(), "ImageTooLarge", "{err}");
 }
 
 #[tokio::test]
@@ -727,4 +783,26 @@ async fn a_completion_that_cannot_be_announced_is_alerted_and_the_image_kept() {
     assert!(events[0].kind.is_alert());
     assert_eq!(events[0].status, Status::Complete);
     assert_eq!(events[0].error.as_ref().unwrap().kind, err.name());
+}
+
+#[tokio::test]
+async fn a_notify_failure_after_the_completion_went_out_alerts_nothing() {
+    let w = world(Config::default());
+    let key = "uploads/a/01SENT/a.jpg";
+    let (job, sha, stored) = up_to_store(&w, key, "exec-sent", 3).await;
+    // The completion is published, then NotifySuccess fails anyway (a timeout after
+    // publishing): the Catch runs NotifyFailure.
+    w.steps.notify(success(&job, &sha, &stored)).await.unwrap();
+    let out = notify_failure(&w, key, Some(job), "States.Timeout", "exec-sent").await;
+    assert_eq!(out.status, Status::Complete);
+    assert_eq!(
+        out.error, None,
+        "nothing went wrong that anyone needs to hear of"
+    );
+    let events = w.notifier.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, EventKind::Completed);
+    for r in &stored {
+        assert!(w.objects.object(&r.key).is_some(), "{} kept", r.key);
+    }
 }
