@@ -33,15 +33,34 @@ pub fn python() -> PathBuf {
 pub fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("imgpipe-photos-{}", std::process::id()));
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../imaging/tests/support/make_photos.py");
+        let text = std::fs::read(&script).expect("reading make_photos.py");
+        // Made once per version of the script, in the build's own temporary directory, and
+        // shared by every test process (nextest runs each test in its own): not once per
+        // process in /tmp, where nothing removed them.
+        let mut hash = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&text, &mut hash);
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let dir = root.join(format!("photos-{:016x}", std::hash::Hasher::finish(&hash)));
+        if dir.is_dir() {
+            return dir;
+        }
+        // Made beside it under a name of this process, then renamed into place whole: a
+        // process that finds the folder finds every file in it.
+        let partial = root.join(format!("photos-partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&partial);
         let status = Command::new(python())
             .arg(&script)
-            .arg(&dir)
+            .arg(&partial)
             .status()
             .expect("running make_photos.py");
         assert!(status.success(), "make_photos.py failed");
+        if std::fs::rename(&partial, &dir).is_err() {
+            // Another process got there first; its folder is as good.
+            let _ = std::fs::remove_dir_all(&partial);
+            assert!(dir.is_dir(), "{} was not made", dir.display());
+        }
         dir
     })
 }
