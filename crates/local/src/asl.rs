@@ -1709,22 +1709,29 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_completion_that_could_not_be_announced_ends_in_its_own_fail_state() {
-        let (e, fake) = pipeline(
-            fake(|resource, input, _| match resource {
+    /// A run whose NotifySuccess fails with `error` and whose NotifyFailure answers `notified`.
+    async fn notify_success_fails(error: TaskFailure, notified: Value) -> (Execution, Arc<Fake>) {
+        pipeline(
+            fake(move |resource, input, _| match resource {
                 VALIDATE => Ok(json!({"duplicate": false, "imageId": "img"})),
                 RESIZE => resized(),
                 FILTER => Ok(input.clone()),
                 STORE => Ok(json!({"name": input["name"]})),
-                NOTIFY if input["outcome"] == "success" => {
-                    Err(TaskFailure::new("Permanent", "events topic: access denied"))
-                }
-                NOTIFY => Ok(json!({"imageId": "img", "status": "COMPLETE",
-                    "error": {"type": "Permanent", "message": "events topic: access denied"}})),
+                NOTIFY if input["outcome"] == "success" => Err(error.clone()),
+                NOTIFY => Ok(notified.clone()),
                 other => panic!("unexpected resource {other}"),
             }),
             json!({"key": "uploads/o/img/a.jpg"}),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_completion_that_could_not_be_announced_ends_in_its_own_fail_state() {
+        let (e, fake) = notify_success_fails(
+            TaskFailure::new("Permanent", "events topic: access denied"),
+            json!({"imageId": "img", "status": "COMPLETE",
+                "error": {"type": "Permanent", "message": "events topic: access denied"}}),
         )
         .await;
         let ExecutionStatus::Failed { error, .. } = &e.status else {
@@ -1768,19 +1775,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_completion_announced_before_notify_failed_ends_succeeded() {
-        let (e, _) = pipeline(
-            fake(|resource, input, _| match resource {
-                VALIDATE => Ok(json!({"duplicate": false, "imageId": "img"})),
-                RESIZE => resized(),
-                FILTER => Ok(input.clone()),
-                STORE => Ok(json!({"name": input["name"]})),
-                NOTIFY if input["outcome"] == "success" => {
-                    Err(TaskFailure::new("States.Timeout", ""))
-                }
-                NOTIFY => Ok(json!({"imageId": "img", "status": "COMPLETE"})),
-                other => panic!("unexpected resource {other}"),
-            }),
-            json!({"key": "uploads/o/img/a.jpg"}),
+        let (e, _) = notify_success_fails(
+            TaskFailure::new("States.Timeout", ""),
+            json!({"imageId": "img", "status": "COMPLETE"}),
         )
         .await;
         assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
