@@ -187,10 +187,8 @@ impl Steps {
         }
         let recipe = self.resolve_recipe(&upload, &info.metadata)?;
         let (width, height) = header.oriented_dims();
-        // Counted as the header limits count them: every frame.
-        let pixels = u64::from(header.width)
-            .saturating_mul(u64::from(header.height))
-            .saturating_mul(u64::from(header.frames.max(1)));
+        // Per frame, as imaging's header check counts them (frames have their own limit).
+        let pixels = u64::from(width) * u64::from(height);
         let large = self
             .config
             .large
