@@ -65,8 +65,24 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .pool_max_idle_per_host(1024)
+        // The server closes a keep-alive connection left idle for 10 s (its header
+        // deadline); a client that keeps one longer can send on it just as it closes and
+        // see the request fail. Keep idle connections for less than the server does.
+        .pool_idle_timeout(Duration::from_secs(5))
         .build()
         .unwrap_or_else(|e| panic!("http client: {e}"))
+}
+
+/// An error with its causes: reqwest's own message ("error sending request") names none.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 /// A multipart/form-data body: the signed fields in order, then the file.
@@ -110,7 +126,7 @@ async fn one(
         }))
         .send()
         .await
-        .map_err(|e| format!("create upload: {e}"))?;
+        .map_err(|e| format!("create upload: {}", chain(&e)))?;
     if res.status() != StatusCode::CREATED {
         if res.status().is_server_error() {
             counters.server_errors.fetch_add(1, Ordering::Relaxed);
@@ -124,7 +140,7 @@ async fn one(
     let created: Value = res
         .json()
         .await
-        .map_err(|e| format!("create upload: {e}"))?;
+        .map_err(|e| format!("create upload: {}", chain(&e)))?;
     let id = created["imageId"].as_str().unwrap_or("").to_string();
     let url = created["upload"]["url"].as_str().unwrap_or("").to_string();
     let fields: Vec<(String, String)> = created["upload"]["fields"]
@@ -147,7 +163,7 @@ async fn one(
             .body(body.clone())
             .send()
             .await
-            .map_err(|e| format!("post form: {e}"))?;
+            .map_err(|e| format!("post form: {}", chain(&e)))?;
         match res.status() {
             StatusCode::NO_CONTENT => {
                 counters.uploaded.fetch_add(1, Ordering::Relaxed);
@@ -188,14 +204,17 @@ async fn one(
             .bearer_auth(&load.token)
             .send()
             .await
-            .map_err(|e| format!("poll: {e}"))?;
+            .map_err(|e| format!("poll: {}", chain(&e)))?;
         if res.status().is_server_error() {
             counters.server_errors.fetch_add(1, Ordering::Relaxed);
         }
         if res.status() != StatusCode::OK {
             return Err(format!("{id}: poll answered {}", res.status()));
         }
-        let record: Value = res.json().await.map_err(|e| format!("poll: {e}"))?;
+        let record: Value = res
+            .json()
+            .await
+            .map_err(|e| format!("poll: {}", chain(&e)))?;
         match record["status"].as_str() {
             Some("COMPLETE") => {
                 let renditions = record["renditions"].as_array().map_or(0, Vec::len);
