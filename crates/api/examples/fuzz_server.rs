@@ -65,6 +65,8 @@ async fn main() {
                 updated_at: now,
                 execution_id: Some("e".into()),
                 tags: vec!["beach".into()],
+                preset: None,
+                reprocessed_at: None,
             })
             .await
             .unwrap();

@@ -263,6 +263,8 @@ async fn create_upload(
             updated_at: now,
             execution_id: None,
             tags: tags.clone(),
+            preset: metadata.get("preset").cloned(),
+            reprocessed_at: None,
         };
         if state.metadata.create_awaiting(&record, expires).await? {
             created = Some(record);

@@ -216,6 +216,8 @@ impl Harness {
             updated_at: at,
             execution_id: Some(format!("exec-{id}")),
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            preset: None,
+            reprocessed_at: None,
         };
         assert!(matches!(
             self.metadata.begin(&record).await.unwrap(),
@@ -852,6 +854,17 @@ impl MetadataStore for StrictCursors {
     }
     async fn unmark_announced(&self, id: &str, execution_id: &str) -> Result<(), PortError> {
         self.0.unmark_announced(id, execution_id).await
+    }
+    async fn begin_reprocess(&self, id: &str, execution_id: &str) -> Result<Begin, PortError> {
+        self.0.begin_reprocess(id, execution_id).await
+    }
+    async fn end_reprocess(
+        &self,
+        id: &str,
+        execution_id: &str,
+        done: Option<&pipeline::ports::Rerendered>,
+    ) -> Result<bool, PortError> {
+        self.0.end_reprocess(id, execution_id, done).await
     }
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
         if query

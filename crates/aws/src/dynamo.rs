@@ -28,7 +28,7 @@ use pipeline::memory::rules::{self, BeginDecision};
 use pipeline::model::{
     ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
 };
-use pipeline::ports::{Begin, IfAbsent, MetadataStore};
+use pipeline::ports::{Begin, IfAbsent, MetadataStore, Rerendered};
 use serde_json::Value;
 
 use crate::errors::port_error;
@@ -47,6 +47,12 @@ pub const TAGS: &str = "tags";
 pub const EXPIRES_AT: &str = "expiresAt";
 /// The execution whose outcome was announced ([`MetadataStore::mark_announced`]).
 pub const ANNOUNCED_BY: &str = "announcedBy";
+/// The preset a record's recipe came from, and when its renditions were last re-rendered.
+pub const PRESET: &str = "preset";
+pub const REPROCESSED_AT: &str = "reprocessedAt";
+/// The re-render holding the image ([`MetadataStore::begin_reprocess`]): a map of
+/// `executionId` and `since`.
+pub const REPROCESSING: &str = "reprocessing";
 pub const BY_OWNER: &str = "byOwner";
 pub const BY_STATUS: &str = "byStatus";
 
@@ -202,6 +208,12 @@ pub fn to_item(r: &ImageRecord, expires_at: Option<i64>) -> Result<Item, PortErr
         item.insert(ERROR.into(), error_av(e));
     }
     item.insert(TAGS.into(), tags_av(&r.tags));
+    if let Some(p) = &r.preset {
+        item.insert(PRESET.into(), s(p));
+    }
+    if let Some(t) = &r.reprocessed_at {
+        item.insert(REPROCESSED_AT.into(), s(ts(t)));
+    }
     if let Some(t) = expires_at {
         item.insert(EXPIRES_AT.into(), n(t));
     }
@@ -283,6 +295,8 @@ pub fn from_item(item: &Item) -> Result<ImageRecord, PortError> {
             updated_at: parse_ts(required(item, UPDATED_AT)?)?,
             execution_id: text(item, EXECUTION_ID)?.map(str::to_string),
             tags,
+            preset: text(item, PRESET)?.map(str::to_string),
+            reprocessed_at: text(item, REPROCESSED_AT)?.map(parse_ts).transpose()?,
         })
     };
     parse().map_err(context)
@@ -614,6 +628,10 @@ impl DynamoMetadata {
                             set.push(format!("{} = {}", x.name(EXECUTION_ID), x.value(s(e))))
                         }
                         None => remove.push(x.name(EXECUTION_ID)),
+                    }
+                    match &record.preset {
+                        Some(p) => set.push(format!("{} = {}", x.name(PRESET), x.value(s(p)))),
+                        None => remove.push(x.name(PRESET)),
                     }
                     // An upload's own tags win; the API's, given when the upload was expected,
                     // stay otherwise.
@@ -969,6 +987,85 @@ impl MetadataStore for DynamoMetadata {
         }
     }
 
+    async fn begin_reprocess(&self, id: &str, execution_id: &str) -> Result<Begin, PortError> {
+        let now = Utc::now();
+        let mut x = Expr::default();
+        let hold = AttributeValue::M(HashMap::from([
+            ("executionId".to_string(), s(execution_id)),
+            ("since".to_string(), s(ts(&now))),
+        ]));
+        let held = x.name(REPROCESSING);
+        let set = vec![format!("{held} = {}", x.value(hold))];
+        // Fixed-width UTC text: string order is time order.
+        let condition = format!(
+            "attribute_exists({}) AND {} = {} AND (attribute_not_exists({held})              OR {held}.{by} = {} OR {held}.{since} < {})",
+            x.name(ID),
+            x.name(STATUS),
+            x.value(s(Status::Complete.as_str())),
+            x.value(s(execution_id)),
+            x.value(s(ts(&(now - pipeline::reprocess::LEASE)))),
+            by = x.name("executionId"),
+            since = x.name("since"),
+        );
+        if let Some(item) = self
+            .update(id, &x, update_expression(&set, &[]), condition)
+            .await?
+        {
+            return Ok(Begin::Started(from_item(&item)?));
+        }
+        Ok(match self.read(id).await? {
+            None => Begin::Gone,
+            Some(r) => Begin::Duplicate(r),
+        })
+    }
+
+    async fn end_reprocess(
+        &self,
+        id: &str,
+        execution_id: &str,
+        done: Option<&Rerendered>,
+    ) -> Result<bool, PortError> {
+        let mut x = Expr::default();
+        let held = x.name(REPROCESSING);
+        let mut set = Vec::new();
+        if let Some(d) = done {
+            let renditions = d
+                .renditions
+                .iter()
+                .map(|r| Ok((r.name.clone(), rendition_av(r)?)))
+                .collect::<Result<HashMap<_, _>, PortError>>()?;
+            let recipe = serde_json::to_string(&d.recipe).map_err(json_err)?;
+            set = vec![
+                format!("{} = {}", x.name(PRESET), x.value(s(&d.preset))),
+                format!("{} = {}", x.name(RECIPE), x.value(s(recipe))),
+                format!(
+                    "{} = {}",
+                    x.name(RENDITIONS),
+                    x.value(AttributeValue::M(renditions))
+                ),
+                format!("{} = {}", x.name(REPROCESSED_AT), x.value(s(ts(&d.at)))),
+                format!("{} = {}", x.name(UPDATED_AT), x.value(s(ts(&d.at)))),
+            ];
+        }
+        let condition = format!(
+            "{held}.{} = {}",
+            x.name("executionId"),
+            x.value(s(execution_id))
+        );
+        let remove = vec![held.clone()];
+        if self
+            .update(id, &x, update_expression(&set, &remove), condition)
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        Ok(match self.read(id).await? {
+            Some(r) => done.is_some_and(|d| d.is_in(&r)),
+            None => false,
+        })
+    }
+
     async fn unmark_announced(&self, id: &str, execution_id: &str) -> Result<(), PortError> {
         let mut x = Expr::default();
         let remove = vec![x.name(ANNOUNCED_BY)];
@@ -1062,6 +1159,8 @@ mod tests {
             updated_at: t,
             execution_id: Some("exec-1".into()),
             tags: vec!["a".into(), "b".into()],
+            preset: None,
+            reprocessed_at: None,
         }
     }
 

@@ -42,6 +42,8 @@ impl SnsNotifier {
 pub fn subject(event: &Event) -> String {
     let what = match event.kind {
         EventKind::NotAnnounced => "COMPLETE, completion not announced".to_string(),
+        EventKind::Reprocessed => "re-rendered".to_string(),
+        EventKind::NotReprocessed => "not re-rendered, renditions kept".to_string(),
         _ => event.status.to_string(),
     };
     format!("imgpipe: image {} {what}", event.image_id)

@@ -247,6 +247,8 @@ fn record(id: &str, owner: &str, execution: &str, created: DateTime<Utc>) -> Ima
         updated_at: created,
         execution_id: Some(execution.into()),
         tags: Vec::new(),
+        preset: None,
+        reprocessed_at: None,
     }
 }
 
@@ -877,13 +879,14 @@ fn event(kind: EventKind, id: &str) -> Event {
                 message: "bug".into(),
             }),
         ),
-        EventKind::NotAnnounced => (
+        EventKind::NotAnnounced | EventKind::NotReprocessed => (
             Status::Complete,
             Some(ErrorInfo {
                 kind: "Transient".into(),
                 message: "events topic unreachable".into(),
             }),
         ),
+        EventKind::Reprocessed => (Status::Complete, None),
     };
     Event {
         kind,

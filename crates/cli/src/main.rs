@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod backup;
 mod process;
+mod reprocess;
 mod serve;
 mod token;
 
@@ -74,6 +75,8 @@ enum Command {
     Inspect(InspectArgs),
     /// List past jobs from the data directory.
     History(HistoryArgs),
+    /// Re-render the images whose preset changed since they were made, from their originals.
+    Reprocess(reprocess::ReprocessArgs),
     /// Serve the HTTP API, the web page and the inbox folder.
     Serve(serve::ServeArgs),
     /// Print a bearer token for `imgpipe serve`.
@@ -243,6 +246,7 @@ fn main() -> ExitCode {
             Command::Presets(args) => presets(args).map(|()| true),
             Command::Inspect(args) => inspect(args),
             Command::History(args) => history(args).await.map(|()| true),
+            Command::Reprocess(args) => reprocess::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Token(args) => token::run(args).map(|()| true),
             Command::Backup(args) => backup::backup(args).map(|()| true),

@@ -178,6 +178,22 @@ impl LocalPipeline {
         let record = self.steps.metadata.get(&id).await?;
         Ok(Outcome { execution, record })
     }
+
+    /// Runs the state machine to re-render `record` with its preset's current definition
+    /// (a no-op execution if it is not due any more), and returns how it ended with the
+    /// record as it is now.
+    pub async fn rerender(
+        &self,
+        record: &ImageRecord,
+        filter: &pipeline::reprocess::Filter,
+    ) -> Result<Outcome, LocalError> {
+        let execution_id = format!("local:{}", ulid::Ulid::new());
+        let upload = pipeline::reprocess::input_for(record, filter);
+        let input = serde_json::to_value(&upload).map_err(|e| LocalError::Other(e.to_string()))?;
+        let execution = self.runner.run(&execution_id, input).await?;
+        let record = self.steps.metadata.get(&record.id).await?;
+        Ok(Outcome { execution, record })
+    }
 }
 
 pub use asl::ExecutionStatus;

@@ -12,7 +12,7 @@ use pipeline::memory::rules::{self, BeginDecision};
 use pipeline::model::{
     ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
 };
-use pipeline::ports::{Begin, IfAbsent, MetadataStore};
+use pipeline::ports::{Begin, IfAbsent, MetadataStore, Rerendered};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 const SCHEMA: &str = "
@@ -51,7 +51,17 @@ CREATE TABLE IF NOT EXISTS announcements (
     image_id     TEXT PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
     execution_id TEXT NOT NULL
 );
+-- The re-render holding an image (MetadataStore::begin_reprocess), and since when.
+CREATE TABLE IF NOT EXISTS reprocess_holds (
+    image_id     TEXT PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
+    execution_id TEXT NOT NULL,
+    since        TEXT NOT NULL
+);
 ";
+
+/// Columns added to `images` since its first version, added on open to databases made
+/// before them (a backup restored from then, say).
+const ADDED_COLUMNS: [(&str, &str); 2] = [("preset", "TEXT"), ("reprocessed_at", "TEXT")];
 
 pub struct SqliteMetadata {
     conn: Arc<Mutex<Connection>>,
@@ -155,6 +165,7 @@ impl SqliteMetadata {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
+        add_columns(&conn)?;
         Ok(SqliteMetadata {
             conn: Arc::new(Mutex::new(conn)),
             file: None,
@@ -198,7 +209,7 @@ impl SqliteMetadata {
                     };
                     tx.execute(
                         "UPDATE images SET status = ?2, source = ?3, recipe = ?4, updated_at = ?5,
-                             execution_id = ?6, tags = ?7, expires_at = NULL
+                             execution_id = ?6, tags = ?7, expires_at = NULL, preset = ?8
                          WHERE id = ?1 AND status = 'AWAITING_UPLOAD'",
                         params![
                             r.id,
@@ -212,6 +223,7 @@ impl SqliteMetadata {
                             ts(&r.updated_at),
                             r.execution_id,
                             serde_json::to_string(&tags).map_err(json_err)?,
+                            r.preset,
                         ],
                     )
                     .map_err(db_err)?;
@@ -228,11 +240,29 @@ impl SqliteMetadata {
     }
 }
 
+fn add_columns(conn: &Connection) -> Result<(), PortError> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info('images')")
+        .map_err(db_err)?;
+    let have = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(db_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err)?;
+    for (name, kind) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE images ADD COLUMN {name} {kind}"))
+                .map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
 fn insert(conn: &Connection, r: &ImageRecord, expires_at: Option<i64>) -> Result<(), PortError> {
     conn.execute(
         "INSERT INTO images (id, owner, status, source, recipe, error_type, error_message,
-             created_at, updated_at, execution_id, tags, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             created_at, updated_at, execution_id, tags, expires_at, preset, reprocessed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             r.id,
             r.owner,
@@ -250,13 +280,52 @@ fn insert(conn: &Connection, r: &ImageRecord, expires_at: Option<i64>) -> Result
             r.execution_id,
             serde_json::to_string(&r.tags).map_err(json_err)?,
             expires_at,
+            r.preset,
+            r.reprocessed_at.as_ref().map(ts),
         ],
     )
     .map_err(db_err)?;
     Ok(())
 }
 
-const COLUMNS: &str = "id, owner, status, source, recipe, error_type, error_message, created_at, updated_at, execution_id, tags";
+fn put_rendition_row(conn: &Connection, id: &str, r: &RenditionRecord) -> Result<(), PortError> {
+    let format = serde_json::to_value(r.format)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    conn.execute(
+        "INSERT OR REPLACE INTO renditions (image_id, name, key, format, width, height, bytes, ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            id,
+            r.name,
+            r.key,
+            format,
+            r.width,
+            r.height,
+            i64::try_from(r.bytes).unwrap_or(i64::MAX),
+            i64::try_from(r.ms).unwrap_or(i64::MAX)
+        ],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// The re-render holding `id`, and since when.
+fn hold_of(conn: &Connection, id: &str) -> Result<Option<(String, DateTime<Utc>)>, PortError> {
+    let row: Option<(String, String)> = conn
+        .query_row(
+            "SELECT execution_id, since FROM reprocess_holds WHERE image_id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    row.map(|(by, since)| Ok((by, parse_ts(&since)?)))
+        .transpose()
+}
+
+const COLUMNS: &str = "id, owner, status, source, recipe, error_type, error_message, created_at, updated_at, execution_id, tags, preset, reprocessed_at";
 
 fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
     Ok(RawRecord {
@@ -271,6 +340,8 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         updated_at: row.get(8)?,
         execution_id: row.get(9)?,
         tags: row.get(10)?,
+        preset: row.get(11)?,
+        reprocessed_at: row.get(12)?,
     })
 }
 
@@ -286,6 +357,8 @@ struct RawRecord {
     updated_at: String,
     execution_id: Option<String>,
     tags: String,
+    preset: Option<String>,
+    reprocessed_at: Option<String>,
 }
 
 impl RawRecord {
@@ -348,6 +421,8 @@ impl RawRecord {
             recipe,
             renditions,
             execution_id: self.execution_id,
+            preset: self.preset,
+            reprocessed_at: self.reprocessed_at.as_deref().map(parse_ts).transpose()?,
         })
     }
 }
@@ -426,10 +501,6 @@ impl MetadataStore for SqliteMetadata {
         let r = r.clone();
         self.with(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
-            let format = serde_json::to_value(r.format)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
             let exists: bool = tx
                 .query_row(
                     "SELECT EXISTS (SELECT 1 FROM images WHERE id = ?1)",
@@ -440,21 +511,7 @@ impl MetadataStore for SqliteMetadata {
             if !exists {
                 return Err(PortError::NotFound(id));
             }
-            tx.execute(
-                "INSERT OR REPLACE INTO renditions (image_id, name, key, format, width, height, bytes, ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    id,
-                    r.name,
-                    r.key,
-                    format,
-                    r.width,
-                    r.height,
-                    i64::try_from(r.bytes).unwrap_or(i64::MAX),
-                    i64::try_from(r.ms).unwrap_or(i64::MAX)
-                ],
-            )
-            .map_err(db_err)?;
+            put_rendition_row(&tx, &id, &r)?;
             tx.commit().map_err(db_err)
         })
         .await
@@ -603,6 +660,86 @@ impl MetadataStore for SqliteMetadata {
                 None
             };
             Ok(Page { items, cursor })
+        })
+        .await
+    }
+
+    async fn begin_reprocess(&self, id: &str, execution_id: &str) -> Result<Begin, PortError> {
+        let id = id.to_string();
+        let execution_id = execution_id.to_string();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let existing = get(&tx, &id)?;
+            let holder = hold_of(&tx, &id)?;
+            let now = Utc::now();
+            let held = holder.as_ref().map(|(by, since)| (by.as_str(), *since));
+            let out = match (
+                rules::begin_reprocess(existing.as_ref(), held, &execution_id, now),
+                existing,
+            ) {
+                (BeginDecision::Claim, Some(r)) => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO reprocess_holds (image_id, execution_id, since)
+                         VALUES (?1, ?2, ?3)",
+                        params![id, execution_id, ts(&now)],
+                    )
+                    .map_err(db_err)?;
+                    Begin::Started(r)
+                }
+                (BeginDecision::Retry | BeginDecision::Insert, Some(r)) => Begin::Started(r),
+                (BeginDecision::Duplicate, Some(r)) => Begin::Duplicate(r),
+                (_, _) => Begin::Gone,
+            };
+            tx.commit().map_err(db_err)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn end_reprocess(
+        &self,
+        id: &str,
+        execution_id: &str,
+        done: Option<&Rerendered>,
+    ) -> Result<bool, PortError> {
+        let id = id.to_string();
+        let execution_id = execution_id.to_string();
+        let done = done.cloned();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let ours = hold_of(&tx, &id)?.is_some_and(|(by, _)| by == execution_id);
+            let Some(record) = get(&tx, &id)? else {
+                return Ok(false);
+            };
+            if !ours {
+                return Ok(done.is_some_and(|d| d.is_in(&record)));
+            }
+            tx.execute("DELETE FROM reprocess_holds WHERE image_id = ?1", [&id])
+                .map_err(db_err)?;
+            if let Some(d) = done {
+                tx.execute(
+                    "UPDATE images SET preset = ?2, recipe = ?3, reprocessed_at = ?4,
+                         updated_at = ?4 WHERE id = ?1",
+                    params![
+                        id,
+                        d.preset,
+                        serde_json::to_string(&d.recipe).map_err(json_err)?,
+                        ts(&d.at)
+                    ],
+                )
+                .map_err(db_err)?;
+                tx.execute("DELETE FROM renditions WHERE image_id = ?1", [&id])
+                    .map_err(db_err)?;
+                for r in &d.renditions {
+                    put_rendition_row(&tx, &id, r)?;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(true)
         })
         .await
     }

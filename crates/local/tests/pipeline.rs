@@ -215,6 +215,8 @@ fn processing(id: &str, exec: &str) -> pipeline::model::ImageRecord {
         updated_at: now,
         execution_id: Some(exec.into()),
         tags: vec![],
+        preset: None,
+        reprocessed_at: None,
     }
 }
 
@@ -269,6 +271,8 @@ async fn sqlite_lists_newest_first_with_filters_and_cursor() {
             updated_at: t,
             execution_id: Some(format!("e{i}")),
             tags: if i == 4 { vec!["cats".into()] } else { vec![] },
+            preset: None,
+            reprocessed_at: None,
         };
         db.begin(&r).await.unwrap();
     }

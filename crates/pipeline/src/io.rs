@@ -30,6 +30,11 @@ pub struct Upload {
     /// URL-encoded as a form field: `my photo (1).jpg` arrives as `my+photo+%281%29.jpg`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub key_encoded: bool,
+    /// Not an upload: re-render the COMPLETE image at `key` with its preset's current
+    /// definition, if it matches this filter and is due (`imgpipe reprocess`, the Reprocess
+    /// state machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess: Option<crate::reprocess::Filter>,
 }
 
 impl Upload {
@@ -69,6 +74,13 @@ pub struct Job {
     /// Over the configured pixel count: the state machine resizes it in `ResizeLarge`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub large: bool,
+    /// A re-render of a COMPLETE image: its renditions get versioned keys, the record takes
+    /// them all at once in NotifySuccess, and a failure leaves the image as it was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reprocess: bool,
+    /// The preset the recipe came from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
 }
 
 /// One rendition on its way through Filter and Store.
@@ -95,6 +107,10 @@ pub struct WorkItem {
     pub icc_key: Option<String>,
     /// Milliseconds spent on this rendition so far.
     pub ms: u64,
+    /// For a re-render: the rendition's version (see `reprocess::version`), part of its key;
+    /// Store then leaves the record to NotifySuccess.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -75,6 +75,18 @@ pub fn rendition_key(owner: &str, id: &str, rendition: &str, ext: &str) -> Strin
     format!("renditions/{owner}/{id}/{rendition}.{ext}")
 }
 
+/// A re-rendered rendition's key: its version between name and extension, so new content
+/// never reuses a key that caches hold as immutable.
+pub fn versioned_rendition_key(
+    owner: &str,
+    id: &str,
+    rendition: &str,
+    version: &str,
+    ext: &str,
+) -> String {
+    format!("renditions/{owner}/{id}/{rendition}.{version}.{ext}")
+}
+
 pub fn work_prefix(id: &str) -> String {
     format!("work/{id}/")
 }

@@ -8,6 +8,7 @@ pub mod model;
 pub mod ports;
 mod recipe;
 pub mod render;
+pub mod reprocess;
 mod steps;
 pub mod telemetry;
 

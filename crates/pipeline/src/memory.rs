@@ -11,7 +11,8 @@ use imaging::Image;
 
 use crate::model::{ErrorInfo, Event, ImageRecord, ListQuery, Page, RenditionRecord, Status};
 use crate::ports::{
-    Begin, IfAbsent, MetadataStore, Notifier, ObjectInfo, ObjectStore, PutOptions, WorkStore,
+    Begin, IfAbsent, MetadataStore, Notifier, ObjectInfo, ObjectStore, PutOptions, Rerendered,
+    WorkStore,
 };
 use crate::{ErrorKind, PortError, StepError};
 
@@ -144,6 +145,8 @@ pub struct MemoryMetadata {
     records: Mutex<BTreeMap<String, ImageRecord>>,
     /// Image id -> the execution whose outcome was announced.
     announced: Mutex<BTreeMap<String, String>>,
+    /// Image id -> the re-render holding it, and since when.
+    holds: Mutex<BTreeMap<String, (String, DateTime<Utc>)>>,
 }
 
 impl MemoryMetadata {
@@ -221,6 +224,24 @@ pub mod rules {
         Duplicate,
         /// An awaited upload whose record is gone: its image was deleted.
         Gone,
+    }
+
+    /// What `begin_reprocess` does given the record and the re-render holding it, if any.
+    pub fn begin_reprocess(
+        existing: Option<&ImageRecord>,
+        holder: Option<(&str, DateTime<Utc>)>,
+        execution_id: &str,
+        now: DateTime<Utc>,
+    ) -> BeginDecision {
+        match existing {
+            None => BeginDecision::Gone,
+            Some(r) if r.status != Status::Complete => BeginDecision::Duplicate,
+            Some(_) if holder.is_some_and(|(by, _)| by == execution_id) => BeginDecision::Retry,
+            Some(_) if crate::reprocess::held_by_another(holder, execution_id, now) => {
+                BeginDecision::Duplicate
+            }
+            Some(_) => BeginDecision::Claim,
+        }
     }
 
     /// `fail` only touches a record this execution owns (or one not yet claimed) and never
@@ -373,9 +394,59 @@ impl MetadataStore for MemoryMetadata {
         Ok(())
     }
 
+    async fn begin_reprocess(&self, id: &str, execution_id: &str) -> Result<Begin, PortError> {
+        let records = lock(&self.records);
+        let mut holds = lock(&self.holds);
+        let existing = records.get(id);
+        let holder = holds.get(id).map(|(by, since)| (by.as_str(), *since));
+        Ok(
+            match rules::begin_reprocess(existing, holder, execution_id, Utc::now()) {
+                rules::BeginDecision::Gone => Begin::Gone,
+                rules::BeginDecision::Claim => {
+                    holds.insert(id.to_string(), (execution_id.to_string(), Utc::now()));
+                    existing.cloned().map_or(Begin::Gone, Begin::Started)
+                }
+                rules::BeginDecision::Retry | rules::BeginDecision::Insert => {
+                    existing.cloned().map_or(Begin::Gone, Begin::Started)
+                }
+                rules::BeginDecision::Duplicate => {
+                    existing.cloned().map_or(Begin::Gone, Begin::Duplicate)
+                }
+            },
+        )
+    }
+
+    async fn end_reprocess(
+        &self,
+        id: &str,
+        execution_id: &str,
+        done: Option<&Rerendered>,
+    ) -> Result<bool, PortError> {
+        let mut records = lock(&self.records);
+        let mut holds = lock(&self.holds);
+        let ours = holds.get(id).is_some_and(|(by, _)| by == execution_id);
+        let Some(r) = records.get_mut(id) else {
+            holds.remove(id);
+            return Ok(false);
+        };
+        if !ours {
+            return Ok(done.is_some_and(|d| d.is_in(r)));
+        }
+        holds.remove(id);
+        if let Some(d) = done {
+            r.preset = Some(d.preset.clone());
+            r.recipe = Some(d.recipe.clone());
+            r.renditions = d.renditions.clone();
+            r.reprocessed_at = Some(d.at);
+            r.updated_at = d.at;
+        }
+        Ok(true)
+    }
+
     async fn delete(&self, id: &str) -> Result<bool, PortError> {
         let mut records = lock(&self.records);
         lock(&self.announced).remove(id);
+        lock(&self.holds).remove(id);
         Ok(records.remove(id).is_some())
     }
 
@@ -702,6 +773,19 @@ impl MetadataStore for FlakyMetadata {
     async fn unmark_announced(&self, id: &str, execution_id: &str) -> Result<(), PortError> {
         self.faults.check("unmark_announced", id)?;
         self.inner.unmark_announced(id, execution_id).await
+    }
+    async fn begin_reprocess(&self, id: &str, execution_id: &str) -> Result<Begin, PortError> {
+        self.faults.check("begin_reprocess", id)?;
+        self.inner.begin_reprocess(id, execution_id).await
+    }
+    async fn end_reprocess(
+        &self,
+        id: &str,
+        execution_id: &str,
+        done: Option<&Rerendered>,
+    ) -> Result<bool, PortError> {
+        self.faults.check("end_reprocess", id)?;
+        self.inner.end_reprocess(id, execution_id, done).await
     }
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
         self.faults.check("list", "images")?;

@@ -118,6 +118,14 @@ pub struct ImageRecord {
     pub execution_id: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The preset the recipe came from, when it came from one (not an inline recipe): what
+    /// `imgpipe reprocess` and the Reprocess state machine re-render with its current
+    /// definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// When the renditions were last re-rendered (a reprocess after its preset changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocessed_at: Option<DateTime<Utc>>,
 }
 
 /// A query over one owner's images (or everyone's, for admins), newest first.
@@ -170,10 +178,16 @@ pub enum EventKind {
     /// The image is complete, but its completion could not be announced; goes to the
     /// alerts topic with the reason.
     NotAnnounced,
+    /// A COMPLETE image was re-rendered with its preset's current definition: new rendition
+    /// keys (renditions are immutable), the old ones removed. Goes to the events topic.
+    Reprocessed,
+    /// Re-rendering a COMPLETE image failed; it keeps the renditions it had. Goes to the
+    /// alerts topic.
+    NotReprocessed,
 }
 
 impl EventKind {
     pub fn is_alert(self) -> bool {
-        !matches!(self, EventKind::Completed)
+        !matches!(self, EventKind::Completed | EventKind::Reprocessed)
     }
 }

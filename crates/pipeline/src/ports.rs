@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use imaging::Image;
 
 use crate::model::{ErrorInfo, Event, ImageRecord, ListQuery, Page, RenditionRecord, Status};
-use crate::{PortError, StepError};
+use crate::{PortError, Recipe, StepError};
 
 /// An object's metadata, without its body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +50,26 @@ pub enum Begin {
     Duplicate(ImageRecord),
     /// `claim` only: the upload was awaited, but its record is gone (the image was deleted).
     Gone,
+}
+
+/// What a finished re-render writes to the record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rerendered {
+    pub preset: String,
+    pub recipe: Recipe,
+    pub renditions: Vec<RenditionRecord>,
+    pub at: DateTime<Utc>,
+}
+
+impl Rerendered {
+    /// Whether `record` lists exactly these renditions: the write was done (a retry).
+    pub fn is_in(&self, record: &ImageRecord) -> bool {
+        let mut want: Vec<&str> = self.renditions.iter().map(|r| r.key.as_str()).collect();
+        let mut have: Vec<&str> = record.renditions.iter().map(|r| r.key.as_str()).collect();
+        want.sort_unstable();
+        have.sort_unstable();
+        want == have
+    }
 }
 
 /// What [`MetadataStore::fail`] does when the image has no record.
@@ -108,6 +128,22 @@ pub trait MetadataStore: Send + Sync {
     /// Takes `execution_id`'s mark back after publishing failed, so that the retry publishes.
     /// Nothing happens when the mark is another execution's or absent.
     async fn unmark_announced(&self, id: &str, execution_id: &str) -> Result<(), PortError>;
+    /// Holds a COMPLETE image for `execution_id`'s re-render: `Started` when it is COMPLETE
+    /// and no other re-render holds it (a hold older than [`crate::reprocess::LEASE`] has
+    /// lapsed) or this one does already (a retry), `Duplicate` when another holds it or it is
+    /// not COMPLETE, `Gone` without a record. The record stays COMPLETE, its renditions listed
+    /// and served, while the new ones are made.
+    async fn begin_reprocess(&self, id: &str, execution_id: &str) -> Result<Begin, PortError>;
+    /// Ends `execution_id`'s hold. With `done`, the record takes the new preset, recipe and
+    /// renditions all at once, and `reprocessedAt` and `updatedAt`. `Ok(false)` when the hold
+    /// is not this execution's and, with `done`, the record does not list those renditions
+    /// already (a retry after the write): nothing is written then.
+    async fn end_reprocess(
+        &self,
+        id: &str,
+        execution_id: &str,
+        done: Option<&Rerendered>,
+    ) -> Result<bool, PortError>;
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError>;
     /// Removes the record and its renditions; `Ok(false)` if there was none.
     async fn delete(&self, id: &str) -> Result<bool, PortError>;

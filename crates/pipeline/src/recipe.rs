@@ -58,7 +58,7 @@ impl Rendition {
 }
 
 /// What to make of one upload: a list of renditions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Recipe {
     #[serde(default, skip_serializing_if = "Option::is_none")]

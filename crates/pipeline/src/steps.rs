@@ -15,8 +15,10 @@ use crate::io::{
 };
 use crate::keys::{self, UploadIdentity};
 use crate::model::{ErrorInfo, Event, EventKind, ImageRecord, RenditionRecord, SourceInfo, Status};
-use crate::ports::{Begin, IfAbsent, MetadataStore, Notifier, ObjectStore, PutOptions, WorkStore};
-use crate::{ErrorKind, Presets, Recipe, StepError, telemetry};
+use crate::ports::{
+    Begin, IfAbsent, MetadataStore, Notifier, ObjectStore, PutOptions, Rerendered, WorkStore,
+};
+use crate::{ErrorKind, Presets, Recipe, StepError, reprocess, telemetry};
 
 /// How much of an upload Validate reads to find its header; the whole object only when the
 /// header does not fit (e.g. large ICC or EXIF segments before a JPEG's frame header).
@@ -155,6 +157,11 @@ impl Steps {
     /// this execution.
     pub async fn validate(&self, input: ValidateInput) -> Result<Job, StepError> {
         let upload = input.upload.decoded();
+        if let Some(filter) = &upload.reprocess {
+            return self
+                .validate_rerender(&upload, filter, input.execution_id)
+                .await;
+        }
         let ident = keys::identify(&upload.key, upload.etag.as_deref())?;
         // The header may be as large as a large job's source; whether it is one, and so
         // which limits hold, is decided once its size is known.
@@ -185,31 +192,9 @@ impl Steps {
         if !header.format.is_decodable() {
             return Err(imaging::Error::Unsupported(format!("{:?}", header.format)).into());
         }
-        let recipe = self.resolve_recipe(&upload, &info.metadata)?;
+        let (recipe, preset) = self.resolve_recipe(&upload, &info.metadata)?;
         let (width, height) = header.oriented_dims();
-        // Per frame, as imaging's header check counts them (frames have their own limit).
-        let pixels = u64::from(width) * u64::from(height);
-        let large = self
-            .config
-            .large
-            .filter(|l| pixels > l.above_pixels)
-            .map(|l| l.job_pixels);
-        // An ordinary job's source is within the ordinary limit, whatever large jobs may have
-        // (with LargeImagePixels set above MaxPixels, the sources between are refused here).
-        if large.is_none() && pixels > self.config.limits.max_pixels {
-            return Err(imaging::Error::TooManyPixels {
-                width: header.width,
-                height: header.height,
-                pixels,
-                limit: self.config.limits.max_pixels,
-            }
-            .into());
-        }
-        recipe.check_outputs(
-            (width, height),
-            self.config.limits.max_pixels,
-            large.unwrap_or_else(|| self.config.job_pixel_budget()),
-        )?;
+        let large = self.check_budgets(&recipe, (header.width, header.height), (width, height))?;
         let now = Utc::now();
         let record = ImageRecord {
             id: ident.id.clone(),
@@ -232,6 +217,8 @@ impl Steps {
             updated_at: now,
             execution_id: Some(input.execution_id.clone()),
             tags: tags_of(&upload, &info.metadata),
+            preset: preset.clone(),
+            reprocessed_at: None,
         };
         // An upload through an API form only ever claims the record made for it: if that is
         // gone, the image was deleted, and a replay of its form must not bring it back.
@@ -272,32 +259,192 @@ impl Steps {
             source: record.source,
             recipe,
             large: large.is_some(),
+            reprocess: false,
+            preset,
         })
     }
 
-    /// The explicit recipe, else the named preset, else the object's metadata, else the default.
+    /// The source and job budgets for `recipe` on a source of `stored` (as in the file) and
+    /// `upright` dimensions: `Some(job budget)` when the job is a large one.
+    fn check_budgets(
+        &self,
+        recipe: &Recipe,
+        stored: (u32, u32),
+        upright: (u32, u32),
+    ) -> Result<Option<u64>, StepError> {
+        // Per frame, as imaging's header check counts them (frames have their own limit).
+        let pixels = u64::from(upright.0) * u64::from(upright.1);
+        let large = self
+            .config
+            .large
+            .filter(|l| pixels > l.above_pixels)
+            .map(|l| l.job_pixels);
+        // An ordinary job's source is within the ordinary limit, whatever large jobs may have
+        // (with LargeImagePixels set above MaxPixels, the sources between are refused here).
+        if large.is_none() && pixels > self.config.limits.max_pixels {
+            return Err(imaging::Error::TooManyPixels {
+                width: stored.0,
+                height: stored.1,
+                pixels,
+                limit: self.config.limits.max_pixels,
+            }
+            .into());
+        }
+        recipe.check_outputs(
+            upright,
+            self.config.limits.max_pixels,
+            large.unwrap_or_else(|| self.config.job_pixel_budget()),
+        )?;
+        Ok(large)
+    }
+
+    /// Validate for a re-render: the image's record, not the file's header, says what it is
+    /// (the original was checked when it arrived), and [`reprocess::plan`] says whether it is
+    /// due. An image that is not due, or that another re-render holds, ends the execution as
+    /// a duplicate does, with nothing written.
+    async fn validate_rerender(
+        &self,
+        upload: &Upload,
+        filter: &reprocess::Filter,
+        execution_id: String,
+    ) -> Result<Job, StepError> {
+        let record = self.record_of_upload(upload).await?;
+        let ident = keys::identify(&upload.key, upload.etag.as_deref())?;
+        let skip = |why: &str, source: SourceInfo, recipe: Recipe| {
+            info!(reason = why, "nothing to re-render");
+            Job {
+                duplicate: true,
+                image_id: record.as_ref().map_or(ident.id.clone(), |r| r.id.clone()),
+                owner: record
+                    .as_ref()
+                    .map_or(ident.owner.clone(), |r| r.owner.clone()),
+                execution_id: execution_id.clone(),
+                name: keys::sanitise_name(&ident.name),
+                source,
+                recipe,
+                large: false,
+                reprocess: true,
+                preset: None,
+            }
+        };
+        let Some(record) = record.clone() else {
+            let source = SourceInfo {
+                key: upload.key.clone(),
+                etag: upload.etag.clone(),
+                bytes: upload.size.unwrap_or(0),
+                format: None,
+                width: None,
+                height: None,
+                sha256: None,
+                color_profile: None,
+            };
+            return Ok(skip("no record", source, Recipe::default()));
+        };
+        let (preset, recipe) = match reprocess::plan(&record, filter, &self.config.presets) {
+            reprocess::Plan::Redo { preset, recipe } => (preset, recipe),
+            reprocess::Plan::UpToDate => {
+                let recipe = record.recipe.clone().unwrap_or_default();
+                return Ok(skip("up to date", record.source, recipe));
+            }
+            reprocess::Plan::Skip(why) => {
+                let recipe = record.recipe.clone().unwrap_or_default();
+                return Ok(skip(why, record.source, recipe));
+            }
+        };
+        let (Some(width), Some(height)) = (record.source.width, record.source.height) else {
+            return Err(StepError::new(
+                ErrorKind::InvalidInput,
+                format!("image {}: the record has no source dimensions", record.id),
+            ));
+        };
+        // The record holds upright dimensions; the stored ones only name the source in the
+        // message of a refusal.
+        let large = self.check_budgets(&recipe, (width, height), (width, height))?;
+        let duplicate = match self
+            .metadata
+            .begin_reprocess(&record.id, &execution_id)
+            .await?
+        {
+            Begin::Started(_) => false,
+            Begin::Duplicate(r) => {
+                info!(status = %r.status, "another re-render holds this image, or it is no longer COMPLETE");
+                true
+            }
+            Begin::Gone => {
+                return Err(StepError::new(
+                    ErrorKind::ImageDeleted,
+                    format!("image {}: deleted before it was re-rendered", record.id),
+                ));
+            }
+        };
+        info!(preset = %preset, large = large.is_some(), duplicate, "re-render validated");
+        Ok(Job {
+            duplicate,
+            image_id: record.id,
+            owner: record.owner,
+            execution_id,
+            name: keys::sanitise_name(&ident.name),
+            source: record.source,
+            recipe,
+            large: large.is_some(),
+            reprocess: true,
+            preset: Some(preset),
+        })
+    }
+
+    /// The record of the image whose original is `upload.key`. A drop-in's id comes from
+    /// its key and etag, and listings quote etags where events do not: both spellings are
+    /// tried, and only a record of that very key is taken.
+    async fn record_of_upload(&self, upload: &Upload) -> Result<Option<ImageRecord>, StepError> {
+        let given = upload.etag.as_deref().unwrap_or("");
+        let bare = given.trim_matches('"');
+        let mut tried = Vec::new();
+        // Without an etag in the event, the id was made from none.
+        for etag in [
+            given.to_string(),
+            bare.to_string(),
+            format!("\"{bare}\""),
+            String::new(),
+        ] {
+            let ident = keys::identify(&upload.key, Some(&etag))?;
+            if tried.contains(&ident.id) {
+                continue;
+            }
+            if let Some(r) = self.metadata.get(&ident.id).await?
+                && r.source.key == upload.key
+            {
+                return Ok(Some(r));
+            }
+            tried.push(ident.id);
+        }
+        Ok(None)
+    }
+
+    /// The recipe and the preset it came from, if any: the explicit recipe, else the named
+    /// preset, else the object's metadata, else the default preset.
     fn resolve_recipe(
         &self,
         upload: &Upload,
         metadata: &BTreeMap<String, String>,
-    ) -> Result<Recipe, StepError> {
+    ) -> Result<(Recipe, Option<String>), StepError> {
         let presets = &self.config.presets;
+        let preset = |name: &String| Ok((presets.get(name)?.clone(), Some(name.clone())));
         if let Some(value) = &upload.recipe {
             let recipe: Recipe = serde_json::from_value(value.clone())
                 .map_err(|e| StepError::invalid_recipe(format!("recipe: {e}")))?;
             recipe.validate()?;
-            return Ok(recipe);
+            return Ok((recipe, None));
         }
         if let Some(name) = &upload.preset {
-            return presets.get(name).cloned();
+            return preset(name);
         }
         if let Some(text) = metadata.get("recipe") {
-            return Recipe::from_json(text);
+            return Ok((Recipe::from_json(text)?, None));
         }
         if let Some(name) = metadata.get("preset") {
-            return presets.get(name).cloned();
+            return preset(name);
         }
-        presets.get(&self.config.default_preset).cloned()
+        preset(&self.config.default_preset)
     }
 
     /// Reads the original once, decodes it once (shrunk on load where the largest rendition
@@ -369,6 +516,7 @@ impl Steps {
                 icc_key: icc_key
                     .clone()
                     .filter(|_| rendition.color_profile == imaging::ColorHandling::Keep),
+                version: job.reprocess.then(|| reprocess::version(&rendition)),
                 rendition,
                 source_format,
                 work_key,
@@ -469,7 +617,16 @@ impl Steps {
             .compute
             .run(move || Ok(imaging::encode(&image, &opts)?))
             .await?;
-        let key = keys::rendition_key(&item.owner, &item.image_id, &r.name, format.extension());
+        let key = match &item.version {
+            Some(v) => keys::versioned_rendition_key(
+                &item.owner,
+                &item.image_id,
+                &r.name,
+                v,
+                format.extension(),
+            ),
+            None => keys::rendition_key(&item.owner, &item.image_id, &r.name, format.extension()),
+        };
         let size = bytes.len() as u64;
         self.renditions
             .put(
@@ -491,6 +648,20 @@ impl Steps {
             bytes: size,
             ms: item.ms + elapsed_ms(started),
         };
+        if item.version.is_some() {
+            // A re-render: NotifySuccess gives the record every new rendition at once, so the
+            // image is never listed half old, half new. Deleted meanwhile, the object goes.
+            if self.metadata.get(&item.image_id).await?.is_none() {
+                delete_if_there(self.renditions.as_ref(), &record.key).await?;
+                return Err(StepError::new(
+                    ErrorKind::ImageDeleted,
+                    format!("image {}: deleted while it was re-rendered", item.image_id),
+                ));
+            }
+            telemetry::record_bytes_out(format, size);
+            info!(rendition = %record.name, key = %record.key, bytes = size, ms = record.ms, "stored (re-render)");
+            return Ok(record);
+        }
         if let Err(e) = self.metadata.put_rendition(&item.image_id, &record).await {
             // The image was deleted or failed while this rendition was being made
             // (NotifyFailure may have cleared its renditions already): the object goes too.
@@ -533,6 +704,9 @@ impl Steps {
         sha256: Option<String>,
         renditions: Vec<RenditionRecord>,
     ) -> Result<NotifyOutput, StepError> {
+        if job.reprocess {
+            return self.notify_rerendered(job, renditions).await;
+        }
         self.metadata
             .complete(&job.image_id, sha256.as_deref())
             .await?;
@@ -564,6 +738,200 @@ impl Steps {
         })
     }
 
+    /// A re-render's end: the record takes the new renditions all at once, the objects it no
+    /// longer lists go, and the change is announced (new keys) on the events topic.
+    async fn notify_rerendered(
+        &self,
+        job: Job,
+        renditions: Vec<RenditionRecord>,
+    ) -> Result<NotifyOutput, StepError> {
+        let ident = UploadIdentity {
+            owner: job.owner.clone(),
+            id: job.image_id.clone(),
+            name: job.name.clone(),
+        };
+        let done = Rerendered {
+            preset: job.preset.clone().unwrap_or_default(),
+            recipe: job.recipe.clone(),
+            renditions: renditions.clone(),
+            at: Utc::now(),
+        };
+        if !self
+            .metadata
+            .end_reprocess(&job.image_id, &job.execution_id, Some(&done))
+            .await?
+        {
+            // Deleted meanwhile, or the hold lapsed and another re-render took the image: what
+            // this one wrote is not listed, and goes unless the record lists it.
+            let listed = self.listed_keys(&job.image_id).await?;
+            for r in &renditions {
+                if !listed.contains(&r.key) {
+                    delete_if_there(self.renditions.as_ref(), &r.key).await?;
+                }
+            }
+            self.work.clear(&keys::work_prefix(&job.image_id)).await?;
+            warn!("this re-render no longer holds the image; what it wrote is removed");
+            return Err(StepError::new(
+                ErrorKind::ImageDeleted,
+                format!(
+                    "image {}: deleted or taken by another re-render before this one finished",
+                    job.image_id
+                ),
+            ));
+        }
+        let keep: Vec<String> = renditions.iter().map(|r| r.key.clone()).collect();
+        self.prune_renditions(&ident, &keep).await?;
+        let event = Event {
+            kind: EventKind::Reprocessed,
+            image_id: job.image_id.clone(),
+            owner: job.owner.clone(),
+            status: Status::Complete,
+            source_key: job.source.key.clone(),
+            renditions: renditions.clone(),
+            error: None,
+            execution_id: Some(job.execution_id.clone()),
+            at: done.at,
+        };
+        self.announce(&event, &job.execution_id).await?;
+        if let Err(e) = self.work.clear(&keys::work_prefix(&job.image_id)).await {
+            warn!(error = %e, "intermediates not cleared");
+        }
+        info!(renditions = renditions.len(), preset = %done.preset, "re-rendered");
+        Ok(NotifyOutput {
+            image_id: job.image_id,
+            owner: job.owner,
+            status: Status::Complete,
+            renditions,
+            error: None,
+        })
+    }
+
+    /// A re-render failed: the image keeps the renditions it lists, what the re-render wrote
+    /// goes, its hold is released, and an alert says why. Nothing else about the image
+    /// changes: it stays COMPLETE.
+    async fn rerender_failed(
+        &self,
+        state: FailedState,
+        execution_id: String,
+    ) -> Result<NotifyOutput, StepError> {
+        let error = ErrorInfo {
+            kind: state.error.error.clone(),
+            message: cause_message(state.error.cause.as_deref()),
+        };
+        let record = match &state.job {
+            Some(job) => self.metadata.get(&job.image_id).await?,
+            None => self.record_of_upload(&state.upload).await?,
+        };
+        let Some(record) = record else {
+            // Deleted meanwhile: whatever this execution stored goes with the rest.
+            if let Some(job) = &state.job {
+                let ident = UploadIdentity {
+                    owner: job.owner.clone(),
+                    id: job.image_id.clone(),
+                    name: job.name.clone(),
+                };
+                self.remove_renditions(&ident).await?;
+                self.work.clear(&keys::work_prefix(&ident.id)).await?;
+            }
+            info!(error = %error.kind, "re-render of an image deleted meanwhile; nothing to keep");
+            return Ok(NotifyOutput {
+                image_id: state
+                    .job
+                    .as_ref()
+                    .map(|j| j.image_id.clone())
+                    .unwrap_or_default(),
+                owner: state
+                    .job
+                    .as_ref()
+                    .map(|j| j.owner.clone())
+                    .unwrap_or_default(),
+                status: Status::Failed,
+                renditions: Vec::new(),
+                error: Some(error),
+            });
+        };
+        let ident = UploadIdentity {
+            owner: record.owner.clone(),
+            id: record.id.clone(),
+            name: String::new(),
+        };
+        let held = self
+            .metadata
+            .end_reprocess(&record.id, &execution_id, None)
+            .await?;
+        if held {
+            let keep: Vec<String> = record.renditions.iter().map(|r| r.key.clone()).collect();
+            self.prune_renditions(&ident, &keep).await?;
+            self.work.clear(&keys::work_prefix(&record.id)).await?;
+            let event = Event {
+                kind: EventKind::NotReprocessed,
+                image_id: record.id.clone(),
+                owner: record.owner.clone(),
+                status: record.status,
+                source_key: record.source.key.clone(),
+                renditions: record.renditions.clone(),
+                error: Some(error.clone()),
+                execution_id: Some(execution_id.clone()),
+                at: Utc::now(),
+            };
+            self.announce(&event, &execution_id).await?;
+            warn!(error = %error.kind, reason = %error.message, "not re-rendered; the image keeps its renditions");
+        } else {
+            // Validate failed before taking the image, or another re-render holds it: that
+            // one owns the objects and the outcome. Still worth an alert when Validate
+            // refused the new recipe (a preset now over the budget, say).
+            if state.job.is_none() {
+                let event = Event {
+                    kind: EventKind::NotReprocessed,
+                    image_id: record.id.clone(),
+                    owner: record.owner.clone(),
+                    status: record.status,
+                    source_key: record.source.key.clone(),
+                    renditions: record.renditions.clone(),
+                    error: Some(error.clone()),
+                    execution_id: Some(execution_id.clone()),
+                    at: Utc::now(),
+                };
+                self.announce(&event, &execution_id).await?;
+                warn!(error = %error.kind, reason = %error.message, "not re-rendered; the image keeps its renditions");
+            }
+        }
+        Ok(NotifyOutput {
+            image_id: record.id.clone(),
+            owner: record.owner.clone(),
+            status: Status::Failed,
+            renditions: record.renditions,
+            error: Some(error),
+        })
+    }
+
+    /// Keys the record of `id` lists now (none without a record).
+    async fn listed_keys(&self, id: &str) -> Result<Vec<String>, StepError> {
+        Ok(self
+            .metadata
+            .get(id)
+            .await?
+            .map(|r| r.renditions.into_iter().map(|x| x.key).collect())
+            .unwrap_or_default())
+    }
+
+    /// Deletes the rendition objects of the image that are not in `keep`.
+    async fn prune_renditions(
+        &self,
+        ident: &UploadIdentity,
+        keep: &[String],
+    ) -> Result<(), StepError> {
+        if keys::valid_segment(&ident.owner) && keys::valid_segment(&ident.id) {
+            let prefix = format!("renditions/{}/{}/", ident.owner, ident.id);
+            for key in self.renditions.list(&prefix).await? {
+                if !keep.contains(&key) {
+                    delete_if_there(self.renditions.as_ref(), &key).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn notify_failure(
         &self,
         state: FailedState,
@@ -571,6 +939,9 @@ impl Steps {
     ) -> Result<NotifyOutput, StepError> {
         let mut state = state;
         state.upload = state.upload.decoded();
+        if state.upload.reprocess.is_some() {
+            return self.rerender_failed(state, execution_id).await;
+        }
         let kind = ErrorKind::from_name(&state.error.error);
         let status = match kind {
             Some(k) if k.is_rejection() => Status::Rejected,
@@ -614,6 +985,8 @@ impl Steps {
             updated_at: now,
             execution_id: Some(execution_id.clone()),
             tags: state.upload.tags.clone(),
+            preset: state.job.as_ref().and_then(|j| j.preset.clone()),
+            reprocessed_at: None,
         };
         if kind == Some(ErrorKind::ImageDeleted) {
             return self.discard(&state.upload.key, ident, error).await;

@@ -545,6 +545,8 @@ async fn awaited(w: &World, owner: &str, id: &str, key: &str) -> BTreeMap<String
         updated_at: now,
         execution_id: None,
         tags: Vec::new(),
+        preset: None,
+        reprocessed_at: None,
     };
     assert!(w.steps.expect_upload(&record).await.unwrap());
     BTreeMap::from([(pipeline::FORM_METADATA.to_string(), id.to_string())])
