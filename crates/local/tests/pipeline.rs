@@ -362,3 +362,122 @@ async fn sqlite_marks_each_executions_announcement_once_and_failures_drop_rendit
     let e = db.mark_announced("01ANN", "exec-b").await.unwrap_err();
     assert!(matches!(e, pipeline::PortError::NotFound(_)), "{e:?}");
 }
+
+/// The built-in presets with `web` changed: a `tiny` rendition added.
+fn changed_web() -> Config {
+    let mut presets: serde_json::Value = serde_json::from_str(pipeline::BUILTIN_PRESETS).unwrap();
+    presets["web"]["renditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "tiny", "resize": {"width": 64, "height": 64}}));
+    Config {
+        presets: pipeline::Presets::from_json(&presets.to_string()).unwrap(),
+        ..Config::default()
+    }
+}
+
+#[tokio::test]
+async fn a_failed_rerender_keeps_the_old_renditions_and_alerts_and_a_later_one_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let p = LocalPipeline::open(&data, Config::default()).unwrap();
+    let src = write(tmp.path(), "a.jpg", &photo(900, 600));
+    let upload = p.ingest(&src, "local").unwrap();
+    let before = p.run(&upload).await.unwrap().record.unwrap();
+    assert_eq!(before.preset.as_deref(), Some("web"));
+    drop(p);
+
+    // The new `tiny` rendition cannot be written: the three others are, under new keys,
+    // before the Map fails.
+    std::fs::create_dir_all(&data).unwrap();
+    let store = Arc::new(FsStore::open(data.join("objects")).unwrap());
+    let flaky = Arc::new(Flaky {
+        inner: store.clone(),
+        faults: pipeline::memory::Faults::new(&["put"], Fault::Permanent).only("/tiny."),
+    });
+    let mut broken = LocalPipeline::with_ports(
+        &data,
+        changed_web(),
+        store.clone(),
+        flaky.clone(),
+        Arc::new(SqliteMetadata::open(&data.join("imgpipe.db")).unwrap()),
+        Arc::new(JsonlNotifier::open(&data.join("events.jsonl")).unwrap()),
+    )
+    .unwrap();
+    broken.set_retry_delay_scale(0.0);
+    let filter = pipeline::reprocess::Filter::default();
+    let outcome = broken.rerender(&before, &filter).await.unwrap();
+    assert!(flaky.failures() >= 1);
+    assert!(matches!(
+        outcome.execution.status,
+        ExecutionStatus::Failed { .. }
+    ));
+    let kept = outcome.record.unwrap();
+    assert_eq!(kept, before, "a failed re-render changed the record");
+    let mut files = store
+        .list(&format!("renditions/local/{}/", before.id))
+        .await
+        .unwrap();
+    files.sort();
+    let mut listed: Vec<String> = before.renditions.iter().map(|r| r.key.clone()).collect();
+    listed.sort();
+    assert_eq!(
+        files, listed,
+        "what the failed re-render wrote is still there"
+    );
+    let alert = events(&data).pop().unwrap();
+    assert_eq!(alert["kind"], "notReprocessed", "{alert}");
+    assert_eq!(alert["status"], "COMPLETE");
+    assert!(
+        alert["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("injected"),
+        "{alert}"
+    );
+    drop(broken);
+
+    // The failure released the image: a healthy run re-renders it.
+    let p = LocalPipeline::open(&data, changed_web()).unwrap();
+    let outcome = p.rerender(&before, &filter).await.unwrap();
+    assert_eq!(outcome.execution.status, ExecutionStatus::Succeeded);
+    let after = outcome.record.unwrap();
+    assert_eq!(after.renditions.len(), 4);
+    assert!(after.reprocessed_at.is_some());
+    for r in &before.renditions {
+        assert!(p.store.get(&r.key).await.is_err(), "{} left behind", r.key);
+    }
+    // Up to date now: another execution writes nothing.
+    let again = p.rerender(&after, &filter).await.unwrap();
+    assert_eq!(again.execution.status, ExecutionStatus::Succeeded);
+    assert!(again.execution.path().contains(&"AlreadyProcessing"));
+    assert_eq!(again.record.unwrap(), after);
+}
+
+#[tokio::test]
+async fn a_rerender_leaves_an_image_another_rerender_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let p = LocalPipeline::open(&data, Config::default()).unwrap();
+    let src = write(tmp.path(), "a.jpg", &photo(700, 500));
+    let upload = p.ingest(&src, "local").unwrap();
+    let before = p.run(&upload).await.unwrap().record.unwrap();
+    drop(p);
+    let p = LocalPipeline::open(&data, changed_web()).unwrap();
+    // Another execution holds it (running elsewhere, or crashed less than the lease ago).
+    assert!(matches!(
+        p.steps
+            .metadata
+            .begin_reprocess(&before.id, "exec-elsewhere")
+            .await
+            .unwrap(),
+        pipeline::ports::Begin::Started(_)
+    ));
+    let outcome = p
+        .rerender(&before, &pipeline::reprocess::Filter::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome.execution.status, ExecutionStatus::Succeeded);
+    assert!(outcome.execution.path().contains(&"AlreadyProcessing"));
+    assert_eq!(outcome.record.unwrap(), before);
+}
