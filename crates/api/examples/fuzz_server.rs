@@ -81,6 +81,7 @@ async fn main() {
         // The API checker sends many valid forms as one user; the limits have tests of
         // their own.
         forms: Arc::new(api::FormThrottle::new(api::FormLimits::off())),
+        reprocessor: Arc::new(api::reprocess::NotConfigured),
     };
     let port: u16 = std::env::args().nth(1).unwrap().parse().unwrap();
     eprintln!(

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod ops;
 pub mod presign;
+pub mod reprocess;
 pub mod routes;
 pub mod throttle;
 
@@ -14,5 +15,6 @@ pub use auth::{AuthError, Caller, CallerSource};
 pub use error::ApiError;
 pub use ops::{HealthCheck, MetricsRenderer, Ops};
 pub use presign::{Presigner, UploadForm, UploadRequest};
+pub use reprocess::{ReprocessRequest, ReprocessRun, Reprocessor, RunStatus};
 pub use routes::{ApiState, router, router_with};
 pub use throttle::{FormLimits, FormThrottle};

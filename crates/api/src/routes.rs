@@ -75,6 +75,8 @@ pub struct ApiState {
     pub config: Arc<pipeline::Config>,
     /// Per-user limits on creating upload forms.
     pub forms: Arc<FormThrottle>,
+    /// Where `POST /v1/reprocess` runs re-renders.
+    pub reprocessor: Arc<dyn crate::reprocess::Reprocessor>,
 }
 
 /// GET /health, GET /v1/presets (no auth); POST /v1/uploads, GET /v1/images,
@@ -97,6 +99,7 @@ pub fn router_with(state: ApiState, ops: Ops) -> Router {
         .route("/v1/images", get(list_images))
         .route("/v1/images/{id}", get(get_image).delete(delete_image))
         .route("/v1/images/{id}/renditions/{name}", get(rendition))
+        .merge(crate::reprocess::routes().layer(RequestBodyLimitLayer::new(BODY_LIMIT)))
         .fallback(no_route)
         // After the routes: it applies to those registered before it.
         .method_not_allowed_fallback(wrong_method)
@@ -738,7 +741,7 @@ async fn visible_record(
 
 /// The JSON body of a request: declared as JSON, within the size limit, and parsed into `T`
 /// with serde's message (which names unknown and missing fields).
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {

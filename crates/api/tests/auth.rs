@@ -176,6 +176,7 @@ async fn list_with(
         auth,
         config: Arc::new(pipeline::Config::default()),
         forms: Arc::default(),
+        reprocessor: Arc::new(api::reprocess::NotConfigured),
     });
     let mut request = Request::get("/v1/images");
     if let Some(token) = token {

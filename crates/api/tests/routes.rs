@@ -109,6 +109,7 @@ impl Harness {
             auth: Arc::new(JwtAuth::new().with_local(SECRET)),
             config: Arc::new(config),
             forms: Arc::new(api::FormThrottle::new(options.forms)),
+            reprocessor: Arc::new(api::reprocess::NotConfigured),
         };
         Harness {
             app: router(state),
@@ -1104,4 +1105,42 @@ async fn routes_need_a_valid_token() {
     let (status, headers, _) = h.send(request).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+}
+
+#[tokio::test]
+async fn reprocess_is_for_admins_checks_its_request_and_says_when_it_is_not_configured() {
+    let h = Harness::new();
+    let post = |user: &'static str, body: Value| {
+        let h = &h;
+        async move {
+            h.call(Method::POST, "/v1/reprocess", Some(user), Some(body))
+                .await
+        }
+    };
+    let (status, _, body) = post("alice", json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "Forbidden");
+    let (status, _, _) = h.get("/v1/reprocess/01ABC", "alice").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for (bad, field) in [
+        (json!([null, null]), "object"),
+        (json!({"preset": "nosuch"}), "nosuch"),
+        (json!({"owner": "../x"}), "owner"),
+        (
+            json!({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}),
+            "since",
+        ),
+        (json!({"color": "red"}), "color"),
+    ] {
+        let (status, _, body) = post("admin:root", bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(field),
+            "{bad}: {body}"
+        );
+    }
+    // A valid request on a deployment without a Reprocess state machine: named, not faked.
+    let (status, _, body) = post("admin:root", json!({"preset": "web"})).await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
+    assert_eq!(body["error"], "NotImplemented");
 }

@@ -123,6 +123,7 @@ pub fn api_state(config: &Config, sdk: &SdkConfig) -> ApiState {
         auth: Arc::new(ApiGatewayClaims),
         config: Arc::new(config.steps.clone()),
         forms: Arc::new(api::FormThrottle::new(config.forms)),
+        reprocessor: Arc::new(api::reprocess::NotConfigured),
     }
 }
 

@@ -15,7 +15,9 @@ use pipeline::PortError;
 use pipeline::model::{
     ErrorInfo, Event, EventKind, ImageRecord, ListQuery, RenditionRecord, SourceInfo, Status,
 };
-use pipeline::ports::{Begin, IfAbsent, MetadataStore, Notifier, ObjectStore, PutOptions};
+use pipeline::ports::{
+    Begin, IfAbsent, MetadataStore, Notifier, ObjectStore, PutOptions, Rerendered,
+};
 use serde_json::Value;
 use support::{sdk, subscribed_queue, unique};
 
@@ -821,6 +823,243 @@ async fn dynamo_delete_removes_the_record() {
     assert!(meta.delete("img1").await.unwrap());
     assert_eq!(meta.get("img1").await.unwrap(), None);
     assert!(!meta.delete("img1").await.unwrap());
+}
+
+/// Sets the `since` of the re-render holding `id`, as an execution that took it then would
+/// have left it.
+async fn set_hold_since(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    id: &str,
+    since: DateTime<Utc>,
+) {
+    client
+        .update_item()
+        .table_name(table)
+        .key("id", AttributeValue::S(id.into()))
+        .update_expression("SET #r.#s = :since")
+        .condition_expression("attribute_exists(#r)")
+        .expression_attribute_names("#r", "reprocessing")
+        .expression_attribute_names("#s", "since")
+        .expression_attribute_values(":since", AttributeValue::S(aws::dynamo::ts(&since)))
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn dynamo_reprocess_holds_one_execution_and_swaps_renditions_at_once() {
+    let (meta, client) = table().await;
+
+    // Records round-trip their preset and re-render time.
+    let mut named = record("named", "u1", "exec-n", at(0));
+    named.preset = Some("web".into());
+    named.reprocessed_at = Some(at(30));
+    assert_eq!(
+        meta.begin(&named).await.unwrap(),
+        Begin::Started(named.clone())
+    );
+    assert_eq!(meta.get("named").await.unwrap().as_ref(), Some(&named));
+    let item = raw_item(&client, meta.table(), "named").await;
+    assert_eq!(item["preset"], AttributeValue::S("web".into()));
+    assert_eq!(
+        item["reprocessedAt"],
+        AttributeValue::S(aws::dynamo::ts(&at(30)))
+    );
+    let plain = record("plain", "u1", "exec-p", at(0));
+    meta.begin(&plain).await.unwrap();
+    assert_eq!(meta.get("plain").await.unwrap(), Some(plain));
+    let item = raw_item(&client, meta.table(), "plain").await;
+    assert!(!item.contains_key("preset") && !item.contains_key("reprocessedAt"));
+
+    // A COMPLETE image with two renditions.
+    let mut r = record("img1", "u1", "exec-a", at(0));
+    r.preset = Some("web".into());
+    meta.begin(&r).await.unwrap();
+    meta.put_rendition("img1", &rendition("large", 2048))
+        .await
+        .unwrap();
+    meta.put_rendition("img1", &rendition("thumb", 256))
+        .await
+        .unwrap();
+    meta.complete("img1", Some("abc")).await.unwrap();
+    let before = meta.get("img1").await.unwrap().unwrap();
+    assert_eq!(before.status, Status::Complete);
+
+    // (a) One execution holds it; another is a duplicate; its own retry starts.
+    assert_eq!(
+        meta.begin_reprocess("img1", "re-1").await.unwrap(),
+        Begin::Started(before.clone())
+    );
+    let item = raw_item(&client, meta.table(), "img1").await;
+    let hold = item["reprocessing"].as_m().unwrap();
+    assert_eq!(hold["executionId"], AttributeValue::S("re-1".into()));
+    assert_eq!(
+        meta.begin_reprocess("img1", "re-2").await.unwrap(),
+        Begin::Duplicate(before.clone())
+    );
+    assert_eq!(
+        meta.begin_reprocess("img1", "re-1").await.unwrap(),
+        Begin::Started(before.clone())
+    );
+    assert_eq!(meta.get("img1").await.unwrap().as_ref(), Some(&before));
+    // Not COMPLETE: a duplicate, and nothing held once it completes.
+    let busy = record("busy", "u1", "exec-b", at(0));
+    meta.begin(&busy).await.unwrap();
+    match meta.begin_reprocess("busy", "re-1").await.unwrap() {
+        Begin::Duplicate(r) => assert_eq!(r.status, Status::Processing),
+        other => panic!("a PROCESSING image is not re-rendered: {other:?}"),
+    }
+    meta.complete("busy", None).await.unwrap();
+    assert!(matches!(
+        meta.begin_reprocess("busy", "re-2").await.unwrap(),
+        Begin::Started(_)
+    ));
+    assert_eq!(
+        meta.begin_reprocess("none", "re-1").await.unwrap(),
+        Begin::Gone
+    );
+    assert_eq!(meta.get("none").await.unwrap(), None, "no item made");
+
+    // (b) New keys for thumb, medium in place of large (largest first, as listed).
+    let version = |v: &str| {
+        vec![
+            RenditionRecord {
+                key: format!("renditions/u1/img1/medium.{v}.jpg"),
+                ..rendition("medium", 1024)
+            },
+            RenditionRecord {
+                key: format!("renditions/u1/img1/thumb.{v}.jpg"),
+                ..rendition("thumb", 256)
+            },
+        ]
+    };
+    let mut recipe = pipeline::Presets::builtin().get("web").unwrap().clone();
+    recipe.renditions[0].quality = Some(41);
+    let done = Rerendered {
+        preset: "web".into(),
+        recipe: recipe.clone(),
+        renditions: version("aaaaaaaaaa"),
+        at: at(90),
+    };
+    let other = Rerendered {
+        preset: "web".into(),
+        recipe,
+        renditions: version("bbbbbbbbbb"),
+        at: at(95),
+    };
+    // Not the holder: nothing written, the hold stays.
+    assert!(
+        !meta
+            .end_reprocess("img1", "re-2", Some(&other))
+            .await
+            .unwrap()
+    );
+    assert!(!meta.end_reprocess("img1", "re-2", None).await.unwrap());
+    assert_eq!(meta.get("img1").await.unwrap().as_ref(), Some(&before));
+    assert!(matches!(
+        meta.begin_reprocess("img1", "re-2").await.unwrap(),
+        Begin::Duplicate(_)
+    ));
+    // The holder swaps preset, recipe and renditions at once.
+    assert!(
+        meta.end_reprocess("img1", "re-1", Some(&done))
+            .await
+            .unwrap()
+    );
+    let mut expected = before.clone();
+    expected.preset = Some("web".into());
+    expected.recipe = Some(done.recipe.clone());
+    expected.renditions = done.renditions.clone();
+    expected.reprocessed_at = Some(at(90));
+    expected.updated_at = at(90);
+    assert_eq!(meta.get("img1").await.unwrap().as_ref(), Some(&expected));
+    let item = raw_item(&client, meta.table(), "img1").await;
+    assert!(!item.contains_key("reprocessing"), "the hold is gone");
+    assert_eq!(
+        item["reprocessedAt"],
+        AttributeValue::S(aws::dynamo::ts(&at(90)))
+    );
+    // A retry of that call finds it written; another's different renditions are refused.
+    assert!(
+        meta.end_reprocess("img1", "re-1", Some(&done))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !meta
+            .end_reprocess("img1", "re-2", Some(&other))
+            .await
+            .unwrap()
+    );
+    assert_eq!(meta.get("img1").await.unwrap().as_ref(), Some(&expected));
+    // Ending without a result lets go and writes nothing.
+    assert!(matches!(
+        meta.begin_reprocess("img1", "re-2").await.unwrap(),
+        Begin::Started(_)
+    ));
+    assert!(meta.end_reprocess("img1", "re-2", None).await.unwrap());
+    assert_eq!(meta.get("img1").await.unwrap().as_ref(), Some(&expected));
+    assert!(
+        !raw_item(&client, meta.table(), "img1")
+            .await
+            .contains_key("reprocessing")
+    );
+
+    // (c) A hold just inside the lease stands; one older than it lapses.
+    assert!(matches!(
+        meta.begin_reprocess("img1", "re-3").await.unwrap(),
+        Begin::Started(_)
+    ));
+    let lease = pipeline::reprocess::LEASE;
+    set_hold_since(
+        &client,
+        meta.table(),
+        "img1",
+        Utc::now() - lease + Duration::minutes(1),
+    )
+    .await;
+    assert!(matches!(
+        meta.begin_reprocess("img1", "re-4").await.unwrap(),
+        Begin::Duplicate(_)
+    ));
+    set_hold_since(
+        &client,
+        meta.table(),
+        "img1",
+        Utc::now() - lease - Duration::minutes(1),
+    )
+    .await;
+    assert_eq!(
+        meta.begin_reprocess("img1", "re-4").await.unwrap(),
+        Begin::Started(expected.clone())
+    );
+    // The new hold is fresh: neither the one that lost it nor a third execution takes it.
+    assert!(matches!(
+        meta.begin_reprocess("img1", "re-3").await.unwrap(),
+        Begin::Duplicate(_)
+    ));
+    assert!(matches!(
+        meta.begin_reprocess("img1", "re-5").await.unwrap(),
+        Begin::Duplicate(_)
+    ));
+    // The execution that lost its hold writes nothing when it ends.
+    assert!(
+        !meta
+            .end_reprocess("img1", "re-3", Some(&other))
+            .await
+            .unwrap()
+    );
+    assert_eq!(meta.get("img1").await.unwrap().as_ref(), Some(&expected));
+    assert!(
+        meta.end_reprocess("img1", "re-4", Some(&other))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        meta.get("img1").await.unwrap().unwrap().renditions,
+        other.renditions
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod meter;
 mod observe;
 pub mod presign;
 mod queue;
+mod reprocess;
 pub mod secret;
 mod transfer;
 mod web;
@@ -259,6 +260,7 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
             per_minute: args.forms_per_minute,
             open: args.max_open_forms,
         })),
+        reprocessor: Arc::new(reprocess::LocalReprocessor::new(pipeline.clone(), jobs)),
     };
     let ops = observe::ops(
         pipeline.store.clone(),

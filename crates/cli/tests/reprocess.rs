@@ -1,7 +1,8 @@
 //! `imgpipe reprocess` from the outside: images processed with `web`, then the presets file
 //! changed (a rendition added, a size changed), then re-rendered. Every record must list the
 //! new set with versioned keys, the files must be exactly those (the old ones gone, each the
-//! size its record says), and a second run must find nothing to do.
+//! size its record says), and a second run must find nothing to do. `imgpipe serve` offers
+//! the same as `POST /v1/reprocess`, for admins.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -11,6 +12,9 @@ use std::process::{Command, Output};
 
 use imaging::{EncodeOptions, Format, Image, image};
 use serde_json::Value;
+
+#[path = "support/serve.rs"]
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imgpipe");
 const IMAGES: u32 = 8;
@@ -262,4 +266,120 @@ fn bad_arguments_are_named() {
     let out = imgpipe(&["reprocess", "--data", s(&data), "--since", "yesterday"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
+}
+
+/// `inputs` processed with `web` into a new data directory; the presets file with `web`
+/// changed (a `tiny` rendition added) is written beside it.
+fn processed_then_changed(root: &Path, images: u32) -> (std::path::PathBuf, std::path::PathBuf) {
+    let inputs = root.join("in");
+    fs::create_dir_all(&inputs).unwrap();
+    for i in 0..images {
+        fs::write(inputs.join(format!("p{i}.jpg")), jpeg(600 + i * 8, 400, i)).unwrap();
+    }
+    let data = root.join("data");
+    ok(&[
+        "process",
+        s(&inputs),
+        "--preset",
+        "web",
+        "--out",
+        s(&root.join("out")),
+        "--data",
+        s(&data),
+    ]);
+    let mut presets: Value = serde_json::from_str(pipeline::BUILTIN_PRESETS).unwrap();
+    presets["web"]["renditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "tiny", "resize": {"width": 64, "height": 64}}));
+    let presets_file = root.join("presets.json");
+    fs::write(&presets_file, presets.to_string()).unwrap();
+    (data, presets_file)
+}
+
+#[tokio::test]
+async fn serve_reprocesses_for_admins_and_reports_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, presets) = processed_then_changed(tmp.path(), 4);
+    let serve = support::Serve::start(&data, &["--no-inbox", "--presets", s(&presets)]);
+    let admin = support::Api::new(&support::token(&data, "root", true));
+    let user = support::Api::new(&support::token(&data, "local", false));
+
+    let res = user
+        .http
+        .post(serve.url("/v1/reprocess"))
+        .bearer_auth(&user.token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    support::assert_error(res, reqwest::StatusCode::FORBIDDEN, "Forbidden").await;
+    let res = admin
+        .http
+        .post(serve.url("/v1/reprocess"))
+        .bearer_auth(&admin.token)
+        .json(&serde_json::json!({"preset": "nosuch"}))
+        .send()
+        .await
+        .unwrap();
+    support::assert_error(res, reqwest::StatusCode::BAD_REQUEST, "InvalidRequest").await;
+
+    let run_to_end = |body: Value| {
+        let admin = &admin;
+        let serve = &serve;
+        async move {
+            let res = admin
+                .http
+                .post(serve.url("/v1/reprocess"))
+                .bearer_auth(&admin.token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
+            let location = res.headers()["location"].to_str().unwrap().to_string();
+            let run: Value = res.json().await.unwrap();
+            assert_eq!(
+                location,
+                format!("/v1/reprocess/{}", run["id"].as_str().unwrap())
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let (status, run) = admin.get(&serve.url(&location)).await;
+                assert_eq!(status, reqwest::StatusCode::OK, "{run}");
+                if run["status"] != "RUNNING" {
+                    return run;
+                }
+                assert!(std::time::Instant::now() < deadline, "still running: {run}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let first = run_to_end(serde_json::json!({"owner": "local"})).await;
+    assert_eq!(first["status"], "SUCCEEDED", "{first}");
+    assert_eq!(
+        (
+            first["total"].clone(),
+            first["reprocessed"].clone(),
+            first["failed"].clone()
+        ),
+        (4.into(), 4.into(), 0.into()),
+        "{first}"
+    );
+    let (_, page) = user.get(&serve.url("/v1/images?limit=100")).await;
+    for image in page["items"].as_array().unwrap() {
+        assert_eq!(image["renditions"].as_array().unwrap().len(), 4, "{image}");
+        assert!(image["reprocessedAt"].is_string(), "{image}");
+    }
+    let second = run_to_end(serde_json::json!({})).await;
+    assert_eq!(
+        (second["reprocessed"].clone(), second["unchanged"].clone()),
+        (0.into(), 4.into()),
+        "{second}"
+    );
+    let (status, _) = admin
+        .get(&serve.url("/v1/reprocess/01ZZZZZZZZZZZZZZZZZZZZZZZZ"))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    assert!(!serve.log().contains("panicked"));
 }

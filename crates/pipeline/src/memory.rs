@@ -604,6 +604,8 @@ pub enum Fault {
 pub struct Faults {
     ops: Vec<&'static str>,
     fault: Fault,
+    /// Only calls whose key (or id) contains this are watched.
+    only: Option<&'static str>,
     calls: AtomicUsize,
     failed: AtomicUsize,
 }
@@ -613,9 +615,17 @@ impl Faults {
         Faults {
             ops: ops.to_vec(),
             fault,
+            only: None,
             calls: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
         }
+    }
+
+    /// Watches only the calls whose key (or id) contains `needle`: one rendition's writes,
+    /// say, while the others' succeed.
+    pub fn only(mut self, needle: &'static str) -> Self {
+        self.only = Some(needle);
+        self
     }
 
     /// How many calls have been failed so far.
@@ -630,7 +640,7 @@ impl Faults {
 
     /// Counts a call to `op` and says whether it fails.
     pub fn check(&self, op: &'static str, what: &str) -> Result<(), PortError> {
-        if !self.ops.contains(&op) {
+        if !self.ops.contains(&op) || self.only.is_some_and(|n| !what.contains(n)) {
             return Ok(());
         }
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
@@ -821,5 +831,191 @@ impl Notifier for FlakyNotifier {
     async fn publish(&self, event: &Event) -> Result<(), PortError> {
         self.faults.check("publish", &event.image_id)?;
         self.inner.publish(event).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::model::SourceInfo;
+    use crate::{Presets, Recipe};
+
+    fn rendition(name: &str, key: &str, width: u32) -> RenditionRecord {
+        RenditionRecord {
+            name: name.into(),
+            key: key.into(),
+            format: imaging::Format::Webp,
+            width,
+            height: width / 2,
+            bytes: u64::from(width),
+            ms: 1,
+        }
+    }
+
+    fn processing(id: &str, execution: &str) -> ImageRecord {
+        let now = Utc::now();
+        ImageRecord {
+            id: id.into(),
+            owner: "u1".into(),
+            status: Status::Processing,
+            source: SourceInfo {
+                key: format!("uploads/u1/{id}/a.jpg"),
+                etag: None,
+                bytes: 10,
+                format: None,
+                width: Some(800),
+                height: Some(400),
+                sha256: None,
+                color_profile: None,
+            },
+            recipe: Some(Presets::builtin().get("web").unwrap().clone()),
+            renditions: Vec::new(),
+            error: None,
+            created_at: now,
+            updated_at: now,
+            execution_id: Some(execution.into()),
+            tags: vec!["t".into()],
+            preset: Some("web".into()),
+            reprocessed_at: None,
+        }
+    }
+
+    /// A COMPLETE image with two renditions, made the way the pipeline makes one.
+    async fn complete(m: &MemoryMetadata, id: &str) -> ImageRecord {
+        m.begin(&processing(id, "exec-0")).await.unwrap();
+        m.put_rendition(id, &rendition("large", "renditions/u1/i/large.webp", 800))
+            .await
+            .unwrap();
+        m.put_rendition(id, &rendition("thumb", "renditions/u1/i/thumb.webp", 100))
+            .await
+            .unwrap();
+        m.complete(id, Some("abc")).await.unwrap();
+        m.get(id).await.unwrap().unwrap()
+    }
+
+    fn changed_recipe() -> Recipe {
+        let mut recipe = Presets::builtin().get("web").unwrap().clone();
+        recipe.renditions[0].quality = Some(41);
+        recipe
+    }
+
+    /// New keys for `thumb` and a `medium` in place of `large`, largest first.
+    fn rerendered(version: &str) -> Rerendered {
+        Rerendered {
+            preset: "web".into(),
+            recipe: changed_recipe(),
+            renditions: vec![
+                rendition(
+                    "medium",
+                    &format!("renditions/u1/i/medium.{version}.webp"),
+                    400,
+                ),
+                rendition(
+                    "thumb",
+                    &format!("renditions/u1/i/thumb.{version}.webp"),
+                    100,
+                ),
+            ],
+            at: Utc.with_ymd_and_hms(2031, 2, 3, 4, 5, 6).unwrap()
+                + chrono::Duration::microseconds(123_456),
+        }
+    }
+
+    #[tokio::test]
+    async fn reprocess_holds_one_execution_and_swaps_renditions_at_once() {
+        let m = MemoryMetadata::new();
+        let before = complete(&m, "img").await;
+        assert_eq!(before.status, Status::Complete);
+
+        // (a) One execution holds the image; another is a duplicate; its own retry starts.
+        assert_eq!(
+            m.begin_reprocess("img", "re-1").await.unwrap(),
+            Begin::Started(before.clone())
+        );
+        assert_eq!(
+            m.begin_reprocess("img", "re-2").await.unwrap(),
+            Begin::Duplicate(before.clone())
+        );
+        assert_eq!(
+            m.begin_reprocess("img", "re-1").await.unwrap(),
+            Begin::Started(before.clone())
+        );
+        assert_eq!(m.get("img").await.unwrap().as_ref(), Some(&before));
+        m.begin(&processing("busy", "exec-9")).await.unwrap();
+        assert!(matches!(
+            m.begin_reprocess("busy", "re-1").await.unwrap(),
+            Begin::Duplicate(r) if r.status == Status::Processing
+        ));
+        assert_eq!(
+            m.begin_reprocess("none", "re-1").await.unwrap(),
+            Begin::Gone
+        );
+
+        // (b) Not the holder: nothing written, the hold stays.
+        let other = rerendered("bbbbbbbbbb");
+        assert!(!m.end_reprocess("img", "re-2", Some(&other)).await.unwrap());
+        assert!(!m.end_reprocess("img", "re-2", None).await.unwrap());
+        assert_eq!(m.get("img").await.unwrap().as_ref(), Some(&before));
+        assert!(matches!(
+            m.begin_reprocess("img", "re-2").await.unwrap(),
+            Begin::Duplicate(_)
+        ));
+
+        // The holder swaps preset, recipe and renditions at once.
+        let done = rerendered("aaaaaaaaaa");
+        assert!(m.end_reprocess("img", "re-1", Some(&done)).await.unwrap());
+        let after = m.get("img").await.unwrap().unwrap();
+        let mut expected = before.clone();
+        expected.preset = Some(done.preset.clone());
+        expected.recipe = Some(done.recipe.clone());
+        expected.renditions = done.renditions.clone();
+        expected.reprocessed_at = Some(done.at);
+        expected.updated_at = done.at;
+        assert_eq!(after, expected);
+        // A retry of that call finds it written.
+        assert!(m.end_reprocess("img", "re-1", Some(&done)).await.unwrap());
+        assert_eq!(m.get("img").await.unwrap().as_ref(), Some(&expected));
+        // Another execution's different renditions are not.
+        assert!(!m.end_reprocess("img", "re-2", Some(&other)).await.unwrap());
+        assert_eq!(m.get("img").await.unwrap().as_ref(), Some(&expected));
+
+        // Ending without a result only lets go.
+        assert!(matches!(
+            m.begin_reprocess("img", "re-2").await.unwrap(),
+            Begin::Started(_)
+        ));
+        assert!(m.end_reprocess("img", "re-2", None).await.unwrap());
+        assert_eq!(m.get("img").await.unwrap().as_ref(), Some(&expected));
+        assert!(matches!(
+            m.begin_reprocess("img", "re-3").await.unwrap(),
+            Begin::Started(_)
+        ));
+
+        // (c) A hold older than the lease lapses; one just inside it does not.
+        lock(&m.holds).get_mut("img").unwrap().1 =
+            Utc::now() - crate::reprocess::LEASE + chrono::Duration::minutes(1);
+        assert!(matches!(
+            m.begin_reprocess("img", "re-4").await.unwrap(),
+            Begin::Duplicate(_)
+        ));
+        lock(&m.holds).get_mut("img").unwrap().1 =
+            Utc::now() - crate::reprocess::LEASE - chrono::Duration::minutes(1);
+        assert!(matches!(
+            m.begin_reprocess("img", "re-4").await.unwrap(),
+            Begin::Started(_)
+        ));
+        // The execution that lost it writes nothing.
+        assert!(!m.end_reprocess("img", "re-3", Some(&other)).await.unwrap());
+        assert_eq!(m.get("img").await.unwrap().as_ref(), Some(&expected));
+
+        // (e) Deleting the image drops its hold.
+        assert!(m.delete("img").await.unwrap());
+        complete(&m, "img").await;
+        assert!(matches!(
+            m.begin_reprocess("img", "re-5").await.unwrap(),
+            Begin::Started(_)
+        ));
     }
 }
