@@ -203,4 +203,77 @@ async fn the_definition_runs_on_an_independent_engine_against_the_real_functions
     // Four records: the folder made none.
     let items = r.dynamo.scan().table_name(&r.table).send().await.unwrap();
     assert_eq!(items.items().len(), 4);
+
+    // A deploy changed `web` since the drop-in was made: its record holds the older recipe.
+    // The Reprocess state machine's Map gives each child what ListObjectsV2 lists (the key
+    // as stored, the ETag quoted) and the filter; the child is this very definition.
+    let mut older = pipeline::Presets::builtin().get("web").unwrap().clone();
+    older.renditions[0].quality = Some(41);
+    r.dynamo
+        .update_item()
+        .table_name(&r.table)
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S(drop_id.clone()),
+        )
+        .update_expression("SET #r = :r")
+        .expression_attribute_names("#r", "recipe")
+        .expression_attribute_values(
+            ":r",
+            aws_sdk_dynamodb::types::AttributeValue::S(serde_json::to_string(&older).unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let child = |key: &str, etag: &str, size: usize| {
+        json!({
+            "key": key,
+            "etag": format!("\"{}\"", etag.trim_matches('"')),
+            "size": size,
+            "reprocess": {"preset": "web"},
+            "AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID": "arn:aws:states:us-east-1:123456789012:execution:reprocess:run",
+        })
+    };
+    let before = metadata.get(&drop_id).await.unwrap().unwrap();
+    let results = run_on_engine(
+        &lambdas,
+        &json!([
+            {"name": "changed", "input": child(&twice, &twice_etag, photo.len())},
+            {"name": "current", "input": child(&good, &etag, photo.len())},
+        ]),
+    );
+    let changed = outcome(&results, "changed");
+    assert_eq!(changed["status"], "SUCCEEDED", "{changed}");
+    assert!(states(changed).contains(&"Resize"), "{changed}");
+    let after = metadata.get(&drop_id).await.unwrap().unwrap();
+    assert_eq!(
+        after.recipe.as_ref(),
+        Some(pipeline::Presets::builtin().get("web").unwrap())
+    );
+    assert!(after.reprocessed_at.is_some());
+    assert_eq!(after.status, Status::Complete);
+    let mut listed: Vec<String> = after.renditions.iter().map(|x| x.key.clone()).collect();
+    listed.sort();
+    let prefix = format!("renditions/{}/{drop_id}/", after.owner);
+    assert_eq!(r.keys(&r.renditions, &prefix).await, listed);
+    for old in &before.renditions {
+        assert!(!listed.contains(&old.key), "{} kept its key", old.name);
+    }
+    // Up to date: the child ends at once, writing nothing.
+    let current = outcome(&results, "current");
+    assert_eq!(current["status"], "SUCCEEDED", "{current}");
+    assert_eq!(states(current).last(), Some(&"AlreadyProcessing"));
+    assert!(
+        metadata
+            .get(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .reprocessed_at
+            .is_none()
+    );
+    assert_eq!(
+        r.messages(&r.events_queue).await,
+        [("reprocessed".to_string(), drop_id.clone())]
+    );
 }

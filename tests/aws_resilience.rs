@@ -45,6 +45,7 @@ impl Stack {
             events_topic_arn: r.events.clone(),
             steps: pipeline::Config::default(),
             forms: api::FormLimits::default(),
+            reprocess: None,
         };
         let steps = aws::lambda::steps_for(&config, &r.sdk);
         let runner = Arc::new(Runner::new(

@@ -123,7 +123,13 @@ pub fn api_state(config: &Config, sdk: &SdkConfig) -> ApiState {
         auth: Arc::new(ApiGatewayClaims),
         config: Arc::new(config.steps.clone()),
         forms: Arc::new(api::FormThrottle::new(config.forms)),
-        reprocessor: Arc::new(api::reprocess::NotConfigured),
+        reprocessor: match &config.reprocess {
+            Some(r) => Arc::new(crate::sfn::SfnReprocessor::new(
+                aws_sdk_sfn::Client::new(sdk),
+                r.clone(),
+            )),
+            None => Arc::new(api::reprocess::NotConfigured),
+        },
     }
 }
 

@@ -27,6 +27,13 @@ pub const LARGE_JOB_PIXELS: &str = "IMGPIPE_LARGE_JOB_PIXELS";
 pub const FORMS_PER_MINUTE: &str = "IMGPIPE_FORMS_PER_MINUTE";
 /// Upload forms one user may have open (file not yet sent), across instances; `0`: no limit.
 pub const MAX_OPEN_FORMS: &str = "IMGPIPE_MAX_OPEN_FORMS";
+/// The api function's Reprocess state machine; unset, `POST /v1/reprocess` answers 501.
+pub const REPROCESS_STATE_MACHINE_ARN: &str = "IMGPIPE_REPROCESS_STATE_MACHINE_ARN";
+/// Images a reprocess run re-renders at once (the Distributed Map's MaxConcurrency).
+pub const REPROCESS_MAX_CONCURRENCY: &str = "IMGPIPE_REPROCESS_MAX_CONCURRENCY";
+/// The share of a run's images that may fail before the run fails (0-100).
+pub const REPROCESS_TOLERATED_FAILURE_PERCENTAGE: &str =
+    "IMGPIPE_REPROCESS_TOLERATED_FAILURE_PERCENTAGE";
 /// Forces S3 path-style addressing on (`true`) or off (`false`); unset, it follows whether an
 /// endpoint override is configured.
 pub const S3_PATH_STYLE: &str = "IMGPIPE_S3_PATH_STYLE";
@@ -43,6 +50,21 @@ pub struct Config {
     pub steps: pipeline::Config,
     /// The api function's per-user limits on upload forms.
     pub forms: api::FormLimits,
+    /// Where the api function starts reprocess runs, if anywhere.
+    pub reprocess: Option<ReprocessConfig>,
+}
+
+/// The Reprocess state machine and how each run is bounded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReprocessConfig {
+    pub state_machine_arn: String,
+    pub max_concurrency: u32,
+    pub tolerated_failure_percentage: f64,
+}
+
+impl ReprocessConfig {
+    pub const DEFAULT_MAX_CONCURRENCY: u32 = 50;
+    pub const DEFAULT_TOLERATED_FAILURE_PERCENTAGE: f64 = 5.0;
 }
 
 /// Every missing required variable and every unusable value, together.
@@ -150,6 +172,32 @@ impl Config {
             forms.open = n as usize;
         }
 
+        let reprocess = value(REPROCESS_STATE_MACHINE_ARN).map(|arn| {
+            let mut r = ReprocessConfig {
+                state_machine_arn: arn,
+                max_concurrency: ReprocessConfig::DEFAULT_MAX_CONCURRENCY,
+                tolerated_failure_percentage: ReprocessConfig::DEFAULT_TOLERATED_FAILURE_PERCENTAGE,
+            };
+            if let Some(text) = value(REPROCESS_MAX_CONCURRENCY) {
+                match text.parse::<u32>() {
+                    Ok(n) if n >= 1 => r.max_concurrency = n,
+                    _ => invalid.push(format!(
+                        "{REPROCESS_MAX_CONCURRENCY}: `{text}` is not a whole number of at least 1"
+                    )),
+                }
+            }
+            if let Some(text) = value(REPROCESS_TOLERATED_FAILURE_PERCENTAGE) {
+                match text.parse::<f64>() {
+                    Ok(p) if (0.0..=100.0).contains(&p) => r.tolerated_failure_percentage = p,
+                    _ => invalid.push(format!(
+                        "{REPROCESS_TOLERATED_FAILURE_PERCENTAGE}: `{text}` is not a percentage \
+                         from 0 to 100"
+                    )),
+                }
+            }
+            r
+        });
+
         let presets = Presets::builtin();
         let default_preset = value(DEFAULT_PRESET).unwrap_or_else(|| "web".to_string());
         if presets.get(&default_preset).is_err() {
@@ -179,6 +227,7 @@ impl Config {
                 large,
             },
             forms,
+            reprocess,
         })
     }
 }
@@ -312,6 +361,36 @@ mod tests {
                 max_pixels: 200_000_000,
                 job_pixels: 400_000_000
             })
+        );
+    }
+
+    #[test]
+    fn reprocess_is_configured_by_its_state_machine_and_bounded() {
+        let mut env = complete();
+        assert_eq!(load(&env).unwrap().reprocess, None);
+        env.insert(
+            REPROCESS_STATE_MACHINE_ARN,
+            "arn:aws:states:us-east-1:1:stateMachine:s-reprocess",
+        );
+        let r = load(&env).unwrap().reprocess.unwrap();
+        assert_eq!(
+            (r.max_concurrency, r.tolerated_failure_percentage),
+            (50, 5.0)
+        );
+        env.insert(REPROCESS_MAX_CONCURRENCY, "0");
+        env.insert(REPROCESS_TOLERATED_FAILURE_PERCENTAGE, "101");
+        let text = load(&env).unwrap_err().to_string();
+        assert!(
+            text.contains(REPROCESS_MAX_CONCURRENCY)
+                && text.contains(REPROCESS_TOLERATED_FAILURE_PERCENTAGE),
+            "{text}"
+        );
+        env.insert(REPROCESS_MAX_CONCURRENCY, "200");
+        env.insert(REPROCESS_TOLERATED_FAILURE_PERCENTAGE, "0");
+        let r = load(&env).unwrap().reprocess.unwrap();
+        assert_eq!(
+            (r.max_concurrency, r.tolerated_failure_percentage),
+            (200, 0.0)
         );
     }
 

@@ -1346,3 +1346,104 @@ async fn steps_from_env_reach_every_resource_through_the_environment() {
     assert_eq!(alerts.len(), 1);
     assert_eq!(attribute(&alerts[0], "kind"), Some("failed"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Step Functions: reprocess runs
+
+#[tokio::test]
+async fn sfn_reprocess_runs_start_the_state_machine_with_the_maps_input_and_read_back() {
+    use api::reprocess::{ReprocessRequest, Reprocessor, RunStatus};
+    use aws::sfn::{RunInput, SfnReprocessor};
+
+    let sdk = sdk().await;
+    let client = aws_sdk_sfn::Client::new(&sdk);
+    let definition = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../statemachine/reprocess.asl.json"),
+    )
+    .unwrap()
+    .replace("${UploadsBucketName}", "uploads-bucket")
+    .replace(
+        "${ImagePipelineArn}",
+        "arn:aws:states:us-east-1:123456789012:stateMachine:pipeline",
+    )
+    .replace(
+        "${AlertsTopicArn}",
+        "arn:aws:sns:us-east-1:123456789012:alerts",
+    );
+    let machine = client
+        .create_state_machine()
+        .name(unique("reprocess"))
+        .definition(definition)
+        .role_arn("arn:aws:iam::123456789012:role/reprocess")
+        .send()
+        .await
+        .unwrap();
+    let config = aws::config::ReprocessConfig {
+        state_machine_arn: machine.state_machine_arn.clone(),
+        max_concurrency: 7,
+        tolerated_failure_percentage: 2.5,
+    };
+    let reprocessor = SfnReprocessor::new(client.clone(), config.clone());
+    let request = ReprocessRequest {
+        preset: Some("web".into()),
+        owner: Some("alice".into()),
+        since: Some(at(0)),
+        until: None,
+    };
+    let admin = api::Caller {
+        sub: "root".into(),
+        admin: true,
+    };
+    let started = reprocessor.start(&request, &admin).await.unwrap();
+    assert_eq!(started.status, RunStatus::Running);
+
+    // The execution is named by the run's id, and its input is what the Map reads by path.
+    let arn = format!(
+        "{}:{}",
+        machine
+            .state_machine_arn
+            .replacen(":stateMachine:", ":execution:", 1),
+        started.id
+    );
+    let described = client
+        .describe_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let input: RunInput = serde_json::from_str(described.input.as_deref().unwrap()).unwrap();
+    assert_eq!(input, RunInput::new(&request, &admin, &config));
+    assert_eq!(input.prefix, "uploads/alice/");
+    let as_json: Value = serde_json::from_str(described.input.as_deref().unwrap()).unwrap();
+    let asl: Value =
+        serde_json::from_str(include_str!("../../../statemachine/reprocess.asl.json")).unwrap();
+    let map = &asl["States"]["Images"];
+    for (path_field, input_field) in [
+        ("MaxConcurrencyPath", "maxConcurrency"),
+        (
+            "ToleratedFailurePercentagePath",
+            "toleratedFailurePercentage",
+        ),
+    ] {
+        assert_eq!(map[path_field], format!("$.{input_field}"));
+        assert!(as_json[input_field].is_number(), "{as_json}");
+    }
+    assert_eq!(map["ItemReader"]["Parameters"]["Prefix.$"], "$.prefix");
+    assert_eq!(map["ItemSelector"]["reprocess.$"], "$.filter");
+
+    let run = reprocessor.run(&started.id).await.unwrap().unwrap();
+    assert_eq!(run.id, started.id);
+    assert_eq!(run.request, request);
+    assert!(
+        matches!(run.status, RunStatus::Running | RunStatus::Succeeded),
+        "{run:?}"
+    );
+    assert!(
+        reprocessor
+            .run("01ZZZZZZZZZZZZZZZZZZZZZZZZ")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
