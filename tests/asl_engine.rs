@@ -277,3 +277,64 @@ async fn the_definition_runs_on_an_independent_engine_against_the_real_functions
         [("reprocessed".to_string(), drop_id.clone())]
     );
 }
+
+/// The Reprocess definition as the independent engine reads it. The engine validates a
+/// Distributed Map (ItemReader, ItemSelector, ResultWriter, the concurrency paths) but cannot
+/// run one, so what each child does is run above, on the image pipeline, from the input the
+/// Map gives it.
+#[test]
+fn the_reprocess_definition_is_valid_for_the_independent_engine() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let definition = std::fs::read_to_string(root.join("statemachine/reprocess.asl.json"))
+        .unwrap()
+        .replace("${UploadsBucketName}", "uploads")
+        .replace(
+            "${ImagePipelineArn}",
+            "arn:aws:states:us-east-1:123456789012:stateMachine:pipeline",
+        )
+        .replace(
+            "${AlertsTopicArn}",
+            "arn:aws:sns:us-east-1:123456789012:alerts",
+        );
+    assert!(
+        !definition.contains("${"),
+        "a placeholder left: {definition}"
+    );
+    let check = "const { StateMachine } = require('aws-local-stepfunctions');\n\
+                 let text = '';\n\
+                 process.stdin.on('data', (c) => (text += c));\n\
+                 process.stdin.on('end', () => {\n\
+                   new StateMachine(JSON.parse(text), { validationOptions: { checkPaths: true, checkArn: true } });\n\
+                   process.stdout.write('valid');\n\
+                 });";
+    if let Err(why) = validate_on_engine(check, &definition) {
+        panic!("the engine refused the definition: {why}");
+    }
+    // A broken one is refused, so the check above can fail.
+    let broken = definition.replace("\"StartAt\": \"Images\"", "\"StartAt\": \"Nowhere\"");
+    assert!(validate_on_engine(check, &broken).is_err());
+}
+
+/// Runs the node `script` with `definition` on its standard input: Ok when it prints `valid`.
+fn validate_on_engine(script: &str, definition: &str) -> Result<(), String> {
+    let mut child = Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .env("NODE_PATH", cache_dir().join("node_modules"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs (scripts/setup installs it and aws-local-stepfunctions)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(definition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    match out.status.success() && out.stdout == b"valid" {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}

@@ -107,46 +107,18 @@ fn files_of(data: &Path, owner: &str, id: &str) -> BTreeSet<String> {
 fn a_changed_preset_is_rerendered_once_and_the_old_files_go() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let inputs = root.join("in");
-    fs::create_dir_all(&inputs).unwrap();
-    for i in 0..IMAGES {
-        fs::write(inputs.join(format!("p{i}.jpg")), jpeg(1400 + i * 8, 900, i)).unwrap();
-    }
-    let data = root.join("data");
-    ok(&[
-        "process",
-        s(&inputs),
-        "--preset",
-        "web",
-        "--out",
-        s(&root.join("out")),
-        "--data",
-        s(&data),
-    ]);
+    let (data, presets_file) = processed_then_changed(root, IMAGES);
     let before = records(&data);
     assert_eq!(before.len(), IMAGES as usize);
     assert!(before.iter().all(|r| r["preset"] == "web"), "{before:?}");
 
-    // Unchanged presets: nothing is due.
+    // With the built-in presets, unchanged: nothing is due.
     let same = ok(&["reprocess", "--data", s(&data)]);
     assert!(
         same.contains("nothing to do: 8 images up to date"),
         "{same}"
     );
 
-    // The presets file changes: medium to 800 wide, and a new rendition.
-    let mut presets: Value = serde_json::from_str(pipeline::BUILTIN_PRESETS).unwrap();
-    let web = presets["web"]["renditions"].as_array_mut().unwrap();
-    let medium = web.iter_mut().find(|r| r["name"] == "medium").unwrap();
-    medium["resize"]["width"] = 800.into();
-    medium["resize"]["height"] = 800.into();
-    web.push(serde_json::json!({
-        "name": "tiny",
-        "resize": {"width": 64, "height": 64, "fit": "cover"},
-        "format": "webp"
-    }));
-    let presets_file = root.join("presets.json");
-    fs::write(&presets_file, presets.to_string()).unwrap();
     let p = s(&presets_file);
 
     let dry = json(&[
@@ -268,13 +240,13 @@ fn bad_arguments_are_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
 }
 
-/// `inputs` processed with `web` into a new data directory; the presets file with `web`
-/// changed (a `tiny` rendition added) is written beside it.
+/// `images` photos processed with `web` into a new data directory, and beside it a presets
+/// file with `web` changed: `medium` 800 wide instead of 1024, and a `tiny` rendition added.
 fn processed_then_changed(root: &Path, images: u32) -> (std::path::PathBuf, std::path::PathBuf) {
     let inputs = root.join("in");
     fs::create_dir_all(&inputs).unwrap();
     for i in 0..images {
-        fs::write(inputs.join(format!("p{i}.jpg")), jpeg(600 + i * 8, 400, i)).unwrap();
+        fs::write(inputs.join(format!("p{i}.jpg")), jpeg(1400 + i * 8, 900, i)).unwrap();
     }
     let data = root.join("data");
     ok(&[
@@ -288,10 +260,15 @@ fn processed_then_changed(root: &Path, images: u32) -> (std::path::PathBuf, std:
         s(&data),
     ]);
     let mut presets: Value = serde_json::from_str(pipeline::BUILTIN_PRESETS).unwrap();
-    presets["web"]["renditions"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({"name": "tiny", "resize": {"width": 64, "height": 64}}));
+    let web = presets["web"]["renditions"].as_array_mut().unwrap();
+    let medium = web.iter_mut().find(|r| r["name"] == "medium").unwrap();
+    medium["resize"]["width"] = 800.into();
+    medium["resize"]["height"] = 800.into();
+    web.push(serde_json::json!({
+        "name": "tiny",
+        "resize": {"width": 64, "height": 64, "fit": "cover"},
+        "format": "webp"
+    }));
     let presets_file = root.join("presets.json");
     fs::write(&presets_file, presets.to_string()).unwrap();
     (data, presets_file)

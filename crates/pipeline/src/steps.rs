@@ -863,6 +863,11 @@ impl Steps {
             let keep: Vec<String> = record.renditions.iter().map(|r| r.key.clone()).collect();
             self.prune_renditions(&ident, &keep).await?;
             self.work.clear(&keys::work_prefix(&record.id)).await?;
+        }
+        // Without the hold, Validate failed before taking the image (worth an alert: a preset
+        // now over the budget, say), or another re-render holds it and owns the objects and
+        // the outcome (nothing to say).
+        if held || state.job.is_none() {
             let event = Event {
                 kind: EventKind::NotReprocessed,
                 image_id: record.id.clone(),
@@ -876,25 +881,6 @@ impl Steps {
             };
             self.announce(&event, &execution_id).await?;
             warn!(error = %error.kind, reason = %error.message, "not re-rendered; the image keeps its renditions");
-        } else {
-            // Validate failed before taking the image, or another re-render holds it: that
-            // one owns the objects and the outcome. Still worth an alert when Validate
-            // refused the new recipe (a preset now over the budget, say).
-            if state.job.is_none() {
-                let event = Event {
-                    kind: EventKind::NotReprocessed,
-                    image_id: record.id.clone(),
-                    owner: record.owner.clone(),
-                    status: record.status,
-                    source_key: record.source.key.clone(),
-                    renditions: record.renditions.clone(),
-                    error: Some(error.clone()),
-                    execution_id: Some(execution_id.clone()),
-                    at: Utc::now(),
-                };
-                self.announce(&event, &execution_id).await?;
-                warn!(error = %error.kind, reason = %error.message, "not re-rendered; the image keeps its renditions");
-            }
         }
         Ok(NotifyOutput {
             image_id: record.id.clone(),
