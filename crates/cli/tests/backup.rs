@@ -492,7 +492,8 @@ fn backup_while_a_writer_holds_the_database_is_a_consistent_snapshot() {
     writer
         .execute_batch(
             "PRAGMA wal_autocheckpoint = 0;
-             INSERT INTO images SELECT 'committed-in-wal', owner, status, source, recipe,
+             INSERT INTO images (id, owner, status, source, recipe, error_type, error_message,
+                 created_at, updated_at, execution_id, tags, expires_at) SELECT 'committed-in-wal', owner, status, source, recipe,
                  error_type, error_message, created_at, updated_at, execution_id, tags, expires_at
              FROM images LIMIT 1;",
         )
@@ -502,7 +503,8 @@ fn backup_while_a_writer_holds_the_database_is_a_consistent_snapshot() {
     writer
         .execute_batch(
             "BEGIN IMMEDIATE;
-             INSERT INTO images SELECT 'uncommitted', owner, status, source, recipe,
+             INSERT INTO images (id, owner, status, source, recipe, error_type, error_message,
+                 created_at, updated_at, execution_id, tags, expires_at) SELECT 'uncommitted', owner, status, source, recipe,
                  error_type, error_message, created_at, updated_at, execution_id, tags, expires_at
              FROM images LIMIT 1;
              DELETE FROM renditions;",

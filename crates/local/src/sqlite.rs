@@ -679,7 +679,8 @@ impl MetadataStore for SqliteMetadata {
                 rules::begin_reprocess(existing.as_ref(), held, &execution_id, now),
                 existing,
             ) {
-                (BeginDecision::Claim, Some(r)) => {
+                // A retry renews the hold, as the other stores do.
+                (BeginDecision::Claim | BeginDecision::Retry | BeginDecision::Insert, Some(r)) => {
                     tx.execute(
                         "INSERT OR REPLACE INTO reprocess_holds (image_id, execution_id, since)
                          VALUES (?1, ?2, ?3)",
@@ -688,7 +689,6 @@ impl MetadataStore for SqliteMetadata {
                     .map_err(db_err)?;
                     Begin::Started(r)
                 }
-                (BeginDecision::Retry | BeginDecision::Insert, Some(r)) => Begin::Started(r),
                 (BeginDecision::Duplicate, Some(r)) => Begin::Duplicate(r),
                 (_, _) => Begin::Gone,
             };

@@ -361,3 +361,31 @@ async fn sqlite_adds_the_preset_columns_to_a_database_made_before_them() {
     assert_eq!(after.reprocessed_at, Some(done.at));
     assert_eq!(after.renditions, done.renditions);
 }
+
+#[tokio::test]
+async fn sqlite_a_holders_retry_renews_its_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("imgpipe.db");
+    let db = SqliteMetadata::open(&path).unwrap();
+    complete(&db, "img").await;
+    assert!(started(db.begin_reprocess("img", "re-1").await.unwrap()));
+    drop(db);
+    // Nearly lapsed; the holder's Validate is retried, which renews it.
+    set_hold_since(&path, "img", Utc::now() - LEASE + Duration::seconds(5));
+    let db = SqliteMetadata::open(&path).unwrap();
+    assert!(started(db.begin_reprocess("img", "re-1").await.unwrap()));
+    drop(db);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let since: String = conn
+        .query_row(
+            "SELECT since FROM reprocess_holds WHERE image_id = 'img'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let since = DateTime::parse_from_rfc3339(&since).unwrap();
+    assert!(
+        Utc::now() - since.with_timezone(&Utc) < Duration::minutes(1),
+        "{since}"
+    );
+}

@@ -402,11 +402,11 @@ impl MetadataStore for MemoryMetadata {
         Ok(
             match rules::begin_reprocess(existing, holder, execution_id, Utc::now()) {
                 rules::BeginDecision::Gone => Begin::Gone,
-                rules::BeginDecision::Claim => {
+                // A retry renews the hold, as the other stores do.
+                rules::BeginDecision::Claim
+                | rules::BeginDecision::Retry
+                | rules::BeginDecision::Insert => {
                     holds.insert(id.to_string(), (execution_id.to_string(), Utc::now()));
-                    existing.cloned().map_or(Begin::Gone, Begin::Started)
-                }
-                rules::BeginDecision::Retry | rules::BeginDecision::Insert => {
                     existing.cloned().map_or(Begin::Gone, Begin::Started)
                 }
                 rules::BeginDecision::Duplicate => {

@@ -130,9 +130,9 @@ pub trait MetadataStore: Send + Sync {
     async fn unmark_announced(&self, id: &str, execution_id: &str) -> Result<(), PortError>;
     /// Holds a COMPLETE image for `execution_id`'s re-render: `Started` when it is COMPLETE
     /// and no other re-render holds it (a hold older than [`crate::reprocess::LEASE`] has
-    /// lapsed) or this one does already (a retry), `Duplicate` when another holds it or it is
-    /// not COMPLETE, `Gone` without a record. The record stays COMPLETE, its renditions listed
-    /// and served, while the new ones are made.
+    /// lapsed) or this one does already (a retry, which renews the hold), `Duplicate` when
+    /// another holds it or it is not COMPLETE, `Gone` without a record. The record stays
+    /// COMPLETE, its renditions listed and served, while the new ones are made.
     async fn begin_reprocess(&self, id: &str, execution_id: &str) -> Result<Begin, PortError>;
     /// Ends `execution_id`'s hold. With `done`, the record takes the new preset, recipe and
     /// renditions all at once, and `reprocessedAt` and `updatedAt`. `Ok(false)` when the hold
