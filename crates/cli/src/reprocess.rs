@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use local::{ExecutionStatus, LocalPipeline};
+use local::{LocalPipeline, RerenderEnd};
 use pipeline::model::ImageRecord;
 use pipeline::reprocess::{self, Filter};
 use serde::Serialize;
@@ -239,15 +239,11 @@ async fn rerender_one(
     match pipeline.rerender(record, filter).await {
         Err(e) => result_of(record, "FAILED", Some(format!("{e:#}"))),
         Ok(outcome) => {
-            let now = outcome.record.unwrap_or_else(|| record.clone());
-            match outcome.execution.status {
-                ExecutionStatus::Succeeded if now.reprocessed_at != record.reprocessed_at => {
-                    result_of(&now, "REPROCESSED", None)
-                }
-                // Not due any more when Validate looked (another run got there first), or
-                // held by another re-render.
-                ExecutionStatus::Succeeded => result_of(&now, "UNCHANGED", None),
-                ExecutionStatus::Failed { error, .. } => result_of(
+            let now = outcome.record.clone().unwrap_or_else(|| record.clone());
+            match outcome.rerender_end(record) {
+                RerenderEnd::Reprocessed => result_of(&now, "REPROCESSED", None),
+                RerenderEnd::Unchanged => result_of(&now, "UNCHANGED", None),
+                RerenderEnd::Failed(error) => result_of(
                     &now,
                     "FAILED",
                     Some(format!(

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 pub use fs_store::{FsStore, create_private_dir};
 pub use notifier::JsonlNotifier;
-pub use runner::{DEFINITION, ExecutionStatus, LocalPipeline, Outcome, StepExecutor};
+pub use runner::{DEFINITION, ExecutionStatus, LocalPipeline, Outcome, RerenderEnd, StepExecutor};
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]

@@ -66,6 +66,35 @@ pub struct Outcome {
     pub record: Option<ImageRecord>,
 }
 
+/// How a re-render ended, as `imgpipe reprocess` and `imgpipe serve` count it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RerenderEnd {
+    /// The record took the new renditions.
+    Reprocessed,
+    /// Nothing changed: not due any more when Validate looked, or held by another re-render.
+    Unchanged,
+    /// The execution failed with this error; the image keeps what it had.
+    Failed(String),
+}
+
+impl Outcome {
+    /// How the re-render of `before` ([`LocalPipeline::rerender`]) ended.
+    pub fn rerender_end(&self, before: &ImageRecord) -> RerenderEnd {
+        match &self.execution.status {
+            ExecutionStatus::Failed { error, .. } => RerenderEnd::Failed(error.clone()),
+            ExecutionStatus::Succeeded
+                if self
+                    .record
+                    .as_ref()
+                    .is_some_and(|now| now.reprocessed_at != before.reprocessed_at) =>
+            {
+                RerenderEnd::Reprocessed
+            }
+            ExecutionStatus::Succeeded => RerenderEnd::Unchanged,
+        }
+    }
+}
+
 impl LocalPipeline {
     /// Opens (creating if needed) a data directory: `objects/`, `imgpipe.db`, `events.jsonl`.
     pub fn open(data: &Path, config: Config) -> Result<LocalPipeline, LocalError> {

@@ -402,15 +402,13 @@ impl MetadataStore for MemoryMetadata {
         Ok(
             match rules::begin_reprocess(existing, holder, execution_id, Utc::now()) {
                 rules::BeginDecision::Gone => Begin::Gone,
-                // A retry renews the hold, as the other stores do.
-                rules::BeginDecision::Claim
-                | rules::BeginDecision::Retry
-                | rules::BeginDecision::Insert => {
-                    holds.insert(id.to_string(), (execution_id.to_string(), Utc::now()));
-                    existing.cloned().map_or(Begin::Gone, Begin::Started)
-                }
                 rules::BeginDecision::Duplicate => {
                     existing.cloned().map_or(Begin::Gone, Begin::Duplicate)
+                }
+                // Claim, or a retry, which renews the hold as the other stores do.
+                _ => {
+                    holds.insert(id.to_string(), (execution_id.to_string(), Utc::now()));
+                    existing.cloned().map_or(Begin::Gone, Begin::Started)
                 }
             },
         )

@@ -1075,13 +1075,7 @@ impl Steps {
     /// Deletes every rendition object of the image (its keys are deterministic, under one
     /// prefix): for a failure, what Store wrote before another rendition failed.
     async fn remove_renditions(&self, ident: &UploadIdentity) -> Result<(), StepError> {
-        if keys::valid_segment(&ident.owner) && keys::valid_segment(&ident.id) {
-            let prefix = format!("renditions/{}/{}/", ident.owner, ident.id);
-            for key in self.renditions.list(&prefix).await? {
-                delete_if_there(self.renditions.as_ref(), &key).await?;
-            }
-        }
-        Ok(())
+        self.prune_renditions(ident, &[]).await
     }
 
     /// Publishes `event` once per image and execution: the record is marked before the

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use futures::StreamExt;
 use http::StatusCode;
-use local::{ExecutionStatus, LocalPipeline};
+use local::{LocalPipeline, RerenderEnd};
 
 /// Finished runs kept for `GET /v1/reprocess/{id}`.
 const KEPT_RUNS: usize = 100;
@@ -139,19 +139,12 @@ async fn execute(
             let filter = filter.clone();
             let update = &update;
             async move {
-                let outcome = pipeline.rerender(&record, &filter).await;
-                match outcome {
-                    Ok(o) if o.execution.status == ExecutionStatus::Succeeded => {
-                        let changed = o
-                            .record
-                            .as_ref()
-                            .is_some_and(|now| now.reprocessed_at != record.reprocessed_at);
-                        update(&|r| match changed {
-                            true => r.reprocessed += 1,
-                            false => r.unchanged += 1,
-                        });
-                    }
-                    Ok(_) => update(&|r| r.failed += 1),
+                match pipeline.rerender(&record, &filter).await {
+                    Ok(o) => match o.rerender_end(&record) {
+                        RerenderEnd::Reprocessed => update(&|r| r.reprocessed += 1),
+                        RerenderEnd::Unchanged => update(&|r| r.unchanged += 1),
+                        RerenderEnd::Failed(_) => update(&|r| r.failed += 1),
+                    },
                     Err(e) => {
                         tracing::error!(image_id = %record.id, error = %e, "re-render did not run");
                         update(&|r| r.failed += 1);
