@@ -208,7 +208,7 @@ async fn the_definition_runs_on_an_independent_engine_against_the_real_functions
     // The Reprocess state machine's Map gives each child what ListObjectsV2 lists (the key
     // as stored, the ETag quoted) and the filter; the child is this very definition.
     let mut older = pipeline::Presets::builtin().get("web").unwrap().clone();
-    older.renditions[0].quality = Some(41);
+    older.renditions[0].quality = Some(pipeline::Quality::Fixed(41));
     r.dynamo
         .update_item()
         .table_name(&r.table)

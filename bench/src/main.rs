@@ -15,6 +15,13 @@
 //!     small launcher, because a child's peak RSS starts from its parent's at fork time.
 //! bench synth OUT --width W --height H [--quality Q]
 //!     writes a synthetic photo-like JPEG (the 50 MP memory test makes its input this way).
+//! bench encode --input PNG --format jpeg|webp|avif --quality N|auto [--jpeg-encoder small|fast]
+//!              [--effort 0-9] [--target T] --out FILE
+//!     encodes the decoded PNG as a rendition with those settings would be (the decode is not
+//!     timed) and prints {"cpuMs","wallMs","bytes","quality","score"}: the quality used (the
+//!     one chosen, for auto) and the score the automatic search measured (null otherwise).
+//! bench score --reference PNG FILE...
+//!     the SSIMULACRA2 score of each file against the reference, one {"file","score"} a line.
 //! ```
 
 use std::io::{BufRead, Write};
@@ -40,6 +47,8 @@ fn main() -> Result<()> {
         "worker" => worker(&opts),
         "process" => process(&opts),
         "synth" => synth(&opts),
+        "encode" => encode(&opts),
+        "score" => score(&opts),
         other => bail!("unknown subcommand `{other}`"),
     }
 }
@@ -163,18 +172,8 @@ fn render_all(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<(Vec<Out
         let format = rendition
             .format
             .resolve(header.format, img.color().has_alpha());
-        let bytes = imaging::encode(
-            &img,
-            &EncodeOptions {
-                format,
-                quality: rendition.quality(),
-                progressive: rendition.progressive,
-                lossless: rendition.lossless,
-                exif: None,
-                icc: None,
-                background: imaging::Color::WHITE,
-            },
-        )?;
+        let opts = rendition.encode_options(format, None, None);
+        let bytes = pipeline::output::encode(&img, rendition, &opts)?.bytes;
         out.push(Output {
             name: rendition.name.clone(),
             ext: format.extension(),
@@ -322,6 +321,7 @@ fn synth(opts: &Opts) -> Result<()> {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )?;
     std::fs::write(&out, &bytes).with_context(|| format!("{}", out.display()))?;
@@ -329,6 +329,73 @@ fn synth(opts: &Opts) -> Result<()> {
         "{}",
         json!({"path": out, "width": width, "height": height, "bytes": bytes.len()})
     );
+    Ok(())
+}
+
+/// Reads a file in any format imgpipe decodes, upright and in sRGB.
+fn read_image(path: &str) -> Result<imaging::Image> {
+    let bytes = std::fs::read(path).with_context(|| path.to_string())?;
+    imaging::decode(&bytes, &Limits::default(), None).with_context(|| path.to_string())
+}
+
+/// One rendition's encode, exactly as the Store step makes it from the same pixels.
+fn encode(opts: &Opts) -> Result<()> {
+    let img = read_image(opts.need("input")?)?;
+    let out = PathBuf::from(opts.need("out")?);
+    let mut rendition = serde_json::json!({
+        "name": "bench",
+        "format": opts.need("format")?,
+    });
+    let quality = opts.need("quality")?;
+    rendition["quality"] = match quality {
+        "auto" => json!("auto"),
+        q => json!(
+            q.parse::<u8>()
+                .map_err(|_| anyhow!("--quality `{q}` is not 1..=100 or auto"))?
+        ),
+    };
+    if let Some(e) = opts.get("jpeg-encoder") {
+        rendition["jpegEncoder"] = json!(e);
+    }
+    if let Some(e) = opts.get("effort") {
+        rendition["effort"] = json!(e.parse::<u8>().context("--effort")?);
+    }
+    if let Some(t) = opts.get("target") {
+        rendition["autoQualityTarget"] = json!(t.parse::<f64>().context("--target")?);
+    }
+    let recipe = Recipe::from_json(&json!({"renditions": [rendition]}).to_string())
+        .map_err(|e| anyhow!("{e}"))?;
+    let rendition = &recipe.renditions[0];
+    let format = rendition.format.resolve(imaging::Format::Png, false);
+    let encode_opts = rendition.encode_options(format, None, None);
+    let (cpu0, wall0) = (cpu_time()?, Instant::now());
+    let encoded = pipeline::output::encode(&img, rendition, &encode_opts)?;
+    let (cpu, wall) = (cpu_time()? - cpu0, wall0.elapsed());
+    std::fs::write(&out, &encoded.bytes).with_context(|| format!("{}", out.display()))?;
+    println!(
+        "{}",
+        json!({
+            "cpuMs": cpu.as_secs_f64() * 1e3,
+            "wallMs": wall.as_secs_f64() * 1e3,
+            "bytes": encoded.bytes.len(),
+            "quality": encoded.quality.unwrap_or(encode_opts.quality),
+            "score": encoded.score,
+        })
+    );
+    Ok(())
+}
+
+fn score(opts: &Opts) -> Result<()> {
+    let reference = read_image(opts.need("reference")?)?;
+    if opts.positional.is_empty() {
+        bail!("bench score --reference PNG FILE...");
+    }
+    for file in &opts.positional {
+        let distorted = read_image(file)?;
+        let score = imaging::score(&reference, &distorted, imaging::Color::WHITE)
+            .with_context(|| file.clone())?;
+        println!("{}", json!({"file": file, "score": score}));
+    }
     Ok(())
 }
 

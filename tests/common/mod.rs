@@ -21,6 +21,7 @@ pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap()

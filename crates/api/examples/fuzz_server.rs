@@ -59,6 +59,8 @@ async fn main() {
                     height: 1,
                     bytes: 1,
                     ms: 1,
+                    quality: None,
+                    score: None,
                 }],
                 error: None,
                 created_at: now,

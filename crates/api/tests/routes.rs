@@ -192,6 +192,8 @@ impl Harness {
                     height: 256,
                     bytes: 10,
                     ms: 3,
+                    quality: None,
+                    score: None,
                 }
             })
             .collect();

@@ -1140,6 +1140,8 @@ mod tests {
                     height: 480,
                     bytes: 9000,
                     ms: 7,
+                    quality: None,
+                    score: None,
                 },
                 RenditionRecord {
                     name: "thumb".into(),
@@ -1149,6 +1151,8 @@ mod tests {
                     height: 192,
                     bytes: 1000,
                     ms: 3,
+                    quality: None,
+                    score: None,
                 },
             ],
             error: Some(ErrorInfo {

@@ -184,6 +184,7 @@ mod tests {
                 exif: None,
                 icc: None,
                 background: imaging::Color::WHITE,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -376,6 +376,8 @@ async fn routes_against_moto() {
                 height: 256,
                 bytes: thumb.len() as u64,
                 ms: 12,
+                quality: None,
+                score: None,
             },
         )
         .await

@@ -263,6 +263,8 @@ fn rendition(name: &str, width: u32) -> RenditionRecord {
         height: width / 2,
         bytes: u64::from(width) * 10,
         ms: 5,
+        quality: None,
+        score: None,
     }
 }
 
@@ -452,6 +454,9 @@ async fn dynamo_renditions_then_complete() {
     // A retried Store replaces its rendition rather than adding another.
     let mut thumb = rendition("thumb", 256);
     thumb.bytes = 42;
+    // An automatic quality's choice and score come back as written (a number with decimals).
+    thumb.quality = Some(63);
+    thumb.score = Some(71.37);
     meta.put_rendition("img1", &thumb).await.unwrap();
     // Renditions leave updatedAt (the byStatus sort key) alone: it moves with the status.
     let midway = meta.get("img1").await.unwrap().unwrap();
@@ -935,7 +940,7 @@ async fn dynamo_reprocess_holds_one_execution_and_swaps_renditions_at_once() {
         ]
     };
     let mut recipe = pipeline::Presets::builtin().get("web").unwrap().clone();
-    recipe.renditions[0].quality = Some(41);
+    recipe.renditions[0].quality = Some(pipeline::Quality::Fixed(41));
     let done = Rerendered {
         preset: "web".into(),
         recipe: recipe.clone(),

@@ -225,6 +225,7 @@ fn tiny_png() -> Vec<u8> {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap()

@@ -68,6 +68,7 @@ fn encoded(w: u32, h: u32, format: Format, seed: u32) -> Vec<u8> {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap()

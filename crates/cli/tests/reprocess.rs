@@ -65,6 +65,7 @@ fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap()

@@ -16,6 +16,7 @@ mod finish;
 mod format;
 mod ops;
 mod profile;
+mod quality;
 mod raw;
 mod resize;
 mod tiff_bytes;
@@ -25,13 +26,17 @@ pub use decode::{
     ColorHandling, Decoded, Header, Limits, decode, decode_with, probe, source_profile,
 };
 pub use encode::{
-    EncodeOptions, OutputFormat, decode_intermediate, encode, encode_intermediate, exif_of,
+    DEFAULT_EFFORT, EncodeOptions, JpegEncoder, MAX_EFFORT, OutputFormat, decode_intermediate,
+    encode, encode_intermediate, exif_of,
 };
 pub use error::Error;
 pub use finish::finish;
 pub use format::{Format, sniff};
 pub use ops::{Operation, apply};
 pub use profile::{ProfileInfo, SourceProfile, from_icc as profile_of_icc, to_srgb};
+pub use quality::{
+    AutoEncoded, DEFAULT_TARGET as DEFAULT_QUALITY_TARGET, MAX_TRIALS, encode_auto, score,
+};
 pub use resize::{Fit, Gravity, Plan, ResizeSpec, plan, resize, resize_exact};
 
 /// The in-memory image: always `ImageRgb8` or `ImageRgba8` (see the crate docs).

@@ -63,6 +63,7 @@ fn jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -285,6 +286,7 @@ fn gif_webp_tiff_bmp_decode_and_animations_use_the_first_frame() {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -344,6 +346,7 @@ fn metadata_is_stripped_unless_kept_and_kept_exif_is_upright() {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         };
         let stripped = imaging::encode(&img, &opts).unwrap();
         assert_eq!(imaging::sniff(&stripped).unwrap(), format);
@@ -379,6 +382,7 @@ fn jpeg_output_of_transparent_images_is_flattened_on_white() {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -416,6 +420,7 @@ fn avif_output_is_an_avif_of_the_right_size() {
                 exif: None,
                 icc: None,
                 background: imaging::Color::WHITE,
+                ..Default::default()
             },
         )
         .unwrap();

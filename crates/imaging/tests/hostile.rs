@@ -101,6 +101,7 @@ fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -230,6 +231,7 @@ fn broken_and_foreign_files_get_named_errors() {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap();

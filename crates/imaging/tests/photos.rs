@@ -166,6 +166,7 @@ fn keep_leaves_the_pixels_and_embeds_the_profile_in_every_format() {
             exif: None,
             icc: Some(icc.clone()),
             background: Color::WHITE,
+            ..Default::default()
         };
         let out = imaging::encode(&kept.image, &opts).unwrap();
         if format == Format::Avif {
@@ -292,6 +293,7 @@ fn transparency_is_flattened_onto_the_chosen_background() {
             exif: None,
             icc: None,
             background,
+            ..Default::default()
         };
         let jpeg = imaging::encode(&img, &opts).unwrap();
         let back = imaging::decode(&jpeg, &Limits::default(), None)
@@ -315,6 +317,7 @@ fn transparency_is_flattened_onto_the_chosen_background() {
             exif: None,
             icc: None,
             background: "#00ff00".parse().unwrap(),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -372,6 +375,7 @@ fn avif_grids_rotation_alpha_and_depths_decode_as_libavif_wrote_them() {
             exif: None,
             icc: None,
             background: Color::WHITE,
+            ..Default::default()
         };
         let avif = imaging::encode(&img, &opts).unwrap();
         let h = imaging::probe(&avif, &limits).unwrap();

@@ -61,7 +61,12 @@ CREATE TABLE IF NOT EXISTS reprocess_holds (
 
 /// Columns added to `images` since its first version, added on open to databases made
 /// before them (a backup restored from then, say).
-const ADDED_COLUMNS: [(&str, &str); 2] = [("preset", "TEXT"), ("reprocessed_at", "TEXT")];
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+    ("images", "preset", "TEXT"),
+    ("images", "reprocessed_at", "TEXT"),
+    ("renditions", "quality", "INTEGER"),
+    ("renditions", "score", "REAL"),
+];
 
 pub struct SqliteMetadata {
     conn: Arc<Mutex<Connection>>,
@@ -241,17 +246,16 @@ impl SqliteMetadata {
 }
 
 fn add_columns(conn: &Connection) -> Result<(), PortError> {
-    let mut stmt = conn
-        .prepare("SELECT name FROM pragma_table_info('images')")
-        .map_err(db_err)?;
-    let have = stmt
-        .query_map([], |row| row.get::<_, String>(0))
-        .map_err(db_err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db_err)?;
-    for (name, kind) in ADDED_COLUMNS {
-        if !have.iter().any(|h| h == name) {
-            conn.execute_batch(&format!("ALTER TABLE images ADD COLUMN {name} {kind}"))
+    for (table, name, kind) in ADDED_COLUMNS {
+        let have: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, name],
+                |row| row.get(0),
+            )
+            .map_err(db_err)?;
+        if !have {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {kind}"))
                 .map_err(db_err)?;
         }
     }
@@ -294,8 +298,9 @@ fn put_rendition_row(conn: &Connection, id: &str, r: &RenditionRecord) -> Result
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     conn.execute(
-        "INSERT OR REPLACE INTO renditions (image_id, name, key, format, width, height, bytes, ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT OR REPLACE INTO renditions
+             (image_id, name, key, format, width, height, bytes, ms, quality, score)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             id,
             r.name,
@@ -304,7 +309,9 @@ fn put_rendition_row(conn: &Connection, id: &str, r: &RenditionRecord) -> Result
             r.width,
             r.height,
             i64::try_from(r.bytes).unwrap_or(i64::MAX),
-            i64::try_from(r.ms).unwrap_or(i64::MAX)
+            i64::try_from(r.ms).unwrap_or(i64::MAX),
+            r.quality,
+            r.score
         ],
     )
     .map_err(db_err)?;
@@ -372,7 +379,7 @@ impl RawRecord {
             .map_err(json_err)?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT name, key, format, width, height, bytes, ms FROM renditions
+                "SELECT name, key, format, width, height, bytes, ms, quality, score FROM renditions
                  WHERE image_id = ?1 ORDER BY width * height DESC, name",
             )
             .map_err(db_err)?;
@@ -386,11 +393,14 @@ impl RawRecord {
                     row.get::<_, u32>(4)?,
                     row.get::<_, i64>(5)?,
                     row.get::<_, i64>(6)?,
+                    row.get::<_, Option<u8>>(7)?,
+                    row.get::<_, Option<f64>>(8)?,
                 ))
             })
             .map_err(db_err)?
             .map(|row| {
-                let (name, key, format, width, height, bytes, ms) = row.map_err(db_err)?;
+                let (name, key, format, width, height, bytes, ms, quality, score) =
+                    row.map_err(db_err)?;
                 Ok(RenditionRecord {
                     name,
                     key,
@@ -400,6 +410,8 @@ impl RawRecord {
                     height,
                     bytes: u64::try_from(bytes).unwrap_or(0),
                     ms: u64::try_from(ms).unwrap_or(0),
+                    quality,
+                    score,
                 })
             })
             .collect::<Result<Vec<_>, PortError>>()?;

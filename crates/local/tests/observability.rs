@@ -22,6 +22,7 @@ fn photo(w: u32, h: u32) -> Vec<u8> {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap()

@@ -26,6 +26,7 @@ fn photo(w: u32, h: u32) -> Vec<u8> {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -122,6 +123,44 @@ async fn web_preset_completes_with_renditions_record_and_event() {
         db.get(&record.id).await.unwrap().unwrap().status,
         Status::Complete
     );
+}
+
+#[tokio::test]
+async fn an_automatic_quality_is_chosen_per_rendition_and_kept_in_the_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let p = LocalPipeline::open(&data, Config::default()).unwrap();
+    let src = write(tmp.path(), "field.jpg", &photo(1200, 800));
+    let upload = p.ingest(&src, "local").unwrap();
+    let upload = pipeline::io::Upload {
+        recipe: Some(serde_json::json!({"renditions": [
+            {"name": "auto", "resize": {"width": 600}, "format": "jpeg", "quality": "auto",
+             "autoQualityTarget": 75},
+            {"name": "fixed", "resize": {"width": 600}, "format": "jpeg", "quality": 80}
+        ]})),
+        ..upload
+    };
+    let outcome = p.run(&upload).await.unwrap();
+    let record = outcome.record.unwrap();
+    assert_eq!(record.status, Status::Complete, "{:?}", record.error);
+    let auto = record.renditions.iter().find(|r| r.name == "auto").unwrap();
+    let fixed = record
+        .renditions
+        .iter()
+        .find(|r| r.name == "fixed")
+        .unwrap();
+    let (quality, score) = (auto.quality.unwrap(), auto.score.unwrap());
+    assert!((1..=100).contains(&quality));
+    assert!((75.0..=78.0).contains(&score), "score {score}");
+    assert_eq!((fixed.quality, fixed.score), (None, None));
+    let stored = p.store.get(&auto.key).await.unwrap();
+    let decoded = imaging::decode(&stored, &imaging::Limits::default(), None).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (600, 400));
+    // Kept in SQLite, not only in the outcome.
+    let db = SqliteMetadata::open(&data.join("imgpipe.db")).unwrap();
+    let again = db.get(&record.id).await.unwrap().unwrap();
+    let kept = again.renditions.iter().find(|r| r.name == "auto").unwrap();
+    assert_eq!((kept.quality, kept.score), (Some(quality), Some(score)));
 }
 
 #[tokio::test]
@@ -338,6 +377,8 @@ async fn sqlite_marks_each_executions_announcement_once_and_failures_drop_rendit
         height: 10,
         bytes: 10,
         ms: 1,
+        quality: None,
+        score: None,
     };
     db.put_rendition("01ANN", &rendition).await.unwrap();
     let error = pipeline::model::ErrorInfo {

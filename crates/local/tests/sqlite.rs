@@ -21,6 +21,8 @@ fn rendition(name: &str, key: &str, width: u32) -> RenditionRecord {
         height: width / 2,
         bytes: u64::from(width),
         ms: 1,
+        quality: None,
+        score: None,
     }
 }
 
@@ -78,7 +80,7 @@ async fn complete(db: &SqliteMetadata, id: &str) -> ImageRecord {
 
 fn changed_recipe() -> Recipe {
     let mut recipe = Presets::builtin().get("web").unwrap().clone();
-    recipe.renditions[0].quality = Some(41);
+    recipe.renditions[0].quality = Some(pipeline::Quality::Fixed(41));
     recipe
 }
 
@@ -337,6 +339,8 @@ async fn sqlite_adds_the_preset_columns_to_a_database_made_before_them() {
             height: 50,
             bytes: 7,
             ms: 1,
+            quality: None,
+            score: None,
         }]
     );
 

@@ -5,6 +5,7 @@ pub mod io;
 pub mod keys;
 pub mod memory;
 pub mod model;
+pub mod output;
 pub mod ports;
 mod recipe;
 pub mod render;
@@ -14,7 +15,8 @@ pub mod telemetry;
 
 pub use error::{ErrorKind, PortError, StepError};
 pub use recipe::{
-    BUILTIN_PRESETS, DEFAULT_QUALITY, MAX_DIMENSION, Presets, Recipe, Rendition, valid_name,
+    AUTO_TARGET_RANGE, BUILTIN_PRESETS, DEFAULT_QUALITY, MAX_DIMENSION, Presets, Quality, Recipe,
+    Rendition, valid_name,
 };
 pub use steps::{
     AWAITING_UPLOAD_TTL_HOURS, ComputeSlots, Config, FORM_METADATA, HEADER_BYTES, LargeJobs,

@@ -849,6 +849,8 @@ mod tests {
             height: width / 2,
             bytes: u64::from(width),
             ms: 1,
+            quality: None,
+            score: None,
         }
     }
 
@@ -895,7 +897,7 @@ mod tests {
 
     fn changed_recipe() -> Recipe {
         let mut recipe = Presets::builtin().get("web").unwrap().clone();
-        recipe.renditions[0].quality = Some(41);
+        recipe.renditions[0].quality = Some(crate::Quality::Fixed(41));
         recipe
     }
 

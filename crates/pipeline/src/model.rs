@@ -77,7 +77,7 @@ pub struct SourceInfo {
 }
 
 /// One stored output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RenditionRecord {
     pub name: String,
@@ -88,6 +88,12 @@ pub struct RenditionRecord {
     pub bytes: u64,
     /// Time spent making this rendition (its resize share, operations and encode).
     pub ms: u64,
+    /// The quality `quality: "auto"` chose (absent for a fixed quality).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u8>,
+    /// The SSIMULACRA2 score the automatic search measured for that quality.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

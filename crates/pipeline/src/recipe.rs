@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use imaging::{Color, ColorHandling, Operation, OutputFormat, ResizeSpec};
+use imaging::{Color, ColorHandling, JpegEncoder, Operation, OutputFormat, ResizeSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::StepError;
@@ -12,6 +12,57 @@ pub const MAX_RENDITIONS: usize = 16;
 /// Most operations one rendition may chain.
 pub const MAX_OPERATIONS: usize = 32;
 pub const DEFAULT_QUALITY: u8 = 80;
+/// The range `autoQualityTarget` may take: below 30 artefacts are plain to anyone, above 95
+/// the search would land on quality 100 for most photos.
+pub const AUTO_TARGET_RANGE: std::ops::RangeInclusive<f64> = 30.0..=95.0;
+
+/// A rendition's quality: a number 1..=100, or `"auto"`, the lowest quality whose result
+/// still scores `autoQualityTarget` (SSIMULACRA2) against the rendition's own pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quality {
+    Fixed(u8),
+    Auto,
+}
+
+impl Serialize for Quality {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Quality::Fixed(q) => s.serialize_u8(*q),
+            Quality::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Quality {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Quality;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a quality 1..=100 or \"auto\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quality, E> {
+                u8::try_from(v)
+                    .map(Quality::Fixed)
+                    .map_err(|_| E::custom(format!("quality {v}: must be 1..=100 or \"auto\"")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quality, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("quality {v}: must be 1..=100 or \"auto\"")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quality, E> {
+                match v {
+                    "auto" => Ok(Quality::Auto),
+                    other => Err(E::custom(format!(
+                        "quality `{other}`: must be 1..=100 or \"auto\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
 
 /// One output of a recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,9 +77,21 @@ pub struct Rendition {
     #[serde(default)]
     pub format: OutputFormat,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quality: Option<u8>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub progressive: bool,
+    pub quality: Option<Quality>,
+    /// The SSIMULACRA2 score `quality: "auto"` aims at; 70 ("high") when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_quality_target: Option<f64>,
+    /// Progressive JPEG. Absent: progressive with the `small` JPEG encoder (its scan layout
+    /// saves bytes), baseline with `fast`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progressive: Option<bool>,
+    /// `small` (default): mozjpeg's trellis quantisation; `fast`: libjpeg-turbo, about a
+    /// third of the encode time for some 15 % more bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jpeg_encoder: Option<JpegEncoder>,
+    /// 0..=9 (default 4): encoder time spent to save bytes, for AVIF and WebP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<u8>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lossless: bool,
     /// Keep the source's EXIF (GPS included). Off by default: outputs carry no metadata.
@@ -43,13 +106,145 @@ pub struct Rendition {
     pub background: Option<Color>,
 }
 
+impl Rendition {
+    /// Quality, encoder and effort against the format they are for: a setting the output
+    /// format cannot use is refused rather than ignored. With `format: "same"` the format is
+    /// only known from the source, so each setting is allowed and applies when it can.
+    fn validate_encoding(&self) -> Result<(), (&'static str, String)> {
+        use OutputFormat as F;
+        let f = self.format;
+        if let Some(Quality::Fixed(q)) = self.quality
+            && !(1..=100).contains(&q)
+        {
+            return Err(("quality", "must be 1..=100 or \"auto\"".into()));
+        }
+        if self.quality == Some(Quality::Auto) {
+            if f == F::Png {
+                return Err((
+                    "quality",
+                    "\"auto\" needs a lossy format (jpeg, webp or avif); PNG is lossless".into(),
+                ));
+            }
+            if self.lossless {
+                return Err((
+                    "quality",
+                    "\"auto\" chooses a lossy quality; it cannot go with `lossless`".into(),
+                ));
+            }
+        }
+        if let Some(t) = self.auto_quality_target {
+            if self.quality != Some(Quality::Auto) {
+                return Err((
+                    "autoQualityTarget",
+                    "applies only with `\"quality\": \"auto\"`".into(),
+                ));
+            }
+            if !AUTO_TARGET_RANGE.contains(&t) {
+                return Err((
+                    "autoQualityTarget",
+                    format!(
+                        "must be a SSIMULACRA2 score {}..={} (70 is high quality, 90 visually lossless)",
+                        AUTO_TARGET_RANGE.start(),
+                        AUTO_TARGET_RANGE.end()
+                    ),
+                ));
+            }
+        }
+        if self.jpeg_encoder.is_some() && !matches!(f, F::Jpeg | F::Same) {
+            return Err((
+                "jpegEncoder",
+                format!(
+                    "applies to JPEG output only; this rendition is {}",
+                    name_of(f)
+                ),
+            ));
+        }
+        if self.progressive.is_some() && !matches!(f, F::Jpeg | F::Same) {
+            return Err((
+                "progressive",
+                format!(
+                    "applies to JPEG output only; this rendition is {}",
+                    name_of(f)
+                ),
+            ));
+        }
+        if let Some(e) = self.effort {
+            if e > imaging::MAX_EFFORT {
+                return Err(("effort", format!("must be 0..={}", imaging::MAX_EFFORT)));
+            }
+            if matches!(f, F::Jpeg | F::Png) {
+                return Err((
+                    "effort",
+                    format!(
+                        "applies to AVIF and WebP output only; this rendition is {}",
+                        name_of(f)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn name_of(f: OutputFormat) -> &'static str {
+    match f {
+        OutputFormat::Jpeg => "jpeg",
+        OutputFormat::Png => "png",
+        OutputFormat::Webp => "webp",
+        OutputFormat::Avif => "avif",
+        OutputFormat::Same => "same",
+    }
+}
+
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
 impl Rendition {
+    /// The fixed quality, or the default one: also where an automatic search starts from
+    /// for outputs that have no quality to choose (PNG).
     pub fn quality(&self) -> u8 {
-        self.quality.unwrap_or(DEFAULT_QUALITY)
+        match self.quality {
+            Some(Quality::Fixed(q)) => q,
+            _ => DEFAULT_QUALITY,
+        }
+    }
+
+    /// The SSIMULACRA2 target when the quality is `"auto"`.
+    pub fn auto_target(&self) -> Option<f64> {
+        (self.quality == Some(Quality::Auto)).then(|| {
+            self.auto_quality_target
+                .unwrap_or(imaging::DEFAULT_QUALITY_TARGET)
+        })
+    }
+
+    pub fn jpeg_encoder(&self) -> JpegEncoder {
+        self.jpeg_encoder.unwrap_or_default()
+    }
+
+    pub fn progressive(&self) -> bool {
+        self.progressive
+            .unwrap_or(self.jpeg_encoder() == JpegEncoder::Small)
+    }
+
+    /// How to encode this rendition as `format`, with the metadata given.
+    pub fn encode_options(
+        &self,
+        format: imaging::Format,
+        exif: Option<Vec<u8>>,
+        icc: Option<Vec<u8>>,
+    ) -> imaging::EncodeOptions {
+        imaging::EncodeOptions {
+            format,
+            quality: self.quality(),
+            progressive: self.progressive(),
+            lossless: self.lossless,
+            exif,
+            icc,
+            background: self.background(),
+            jpeg_encoder: self.jpeg_encoder(),
+            effort: self.effort.unwrap_or(imaging::DEFAULT_EFFORT),
+        }
     }
 
     pub fn background(&self) -> Color {
@@ -122,10 +317,8 @@ impl Recipe {
                     "must be an opaque colour like #rrggbb (it fills what JPEG cannot keep transparent)",
                 );
             }
-            if let Some(q) = r.quality
-                && !(1..=100).contains(&q)
-            {
-                return bad(format!("{at}.quality"), "must be 1..=100");
+            if let Err((field, msg)) = r.validate_encoding() {
+                return bad(format!("{at}.{field}"), &msg);
             }
             if r.operations.len() > MAX_OPERATIONS {
                 return bad(
@@ -311,6 +504,101 @@ mod tests {
         assert_eq!(web.renditions[2].resize.unwrap().width, Some(2048));
     }
 
+    fn refusal(rendition: &str) -> String {
+        Recipe::from_json(&format!(r#"{{"renditions":[{rendition}]}}"#))
+            .unwrap_err()
+            .message
+    }
+
+    #[test]
+    fn encoder_settings_are_refused_where_the_format_cannot_use_them() {
+        assert_eq!(
+            refusal(r#"{"name":"a","format":"jpeg","effort":3}"#),
+            "renditions[0].effort: applies to AVIF and WebP output only; this rendition is jpeg"
+        );
+        assert_eq!(
+            refusal(r#"{"name":"a","format":"avif","effort":10}"#),
+            "renditions[0].effort: must be 0..=9"
+        );
+        assert_eq!(
+            refusal(r#"{"name":"a","format":"webp","jpegEncoder":"fast"}"#),
+            "renditions[0].jpegEncoder: applies to JPEG output only; this rendition is webp"
+        );
+        assert_eq!(
+            refusal(r#"{"name":"a","format":"avif","progressive":true}"#),
+            "renditions[0].progressive: applies to JPEG output only; this rendition is avif"
+        );
+        let unknown = refusal(r#"{"name":"a","jpegEncoder":"turbo"}"#);
+        assert!(
+            unknown.contains("unknown variant `turbo`") && unknown.contains("small"),
+            "{unknown}"
+        );
+        assert_eq!(
+            refusal(r#"{"name":"a","format":"png","quality":"auto"}"#),
+            "renditions[0].quality: \"auto\" needs a lossy format (jpeg, webp or avif); PNG is lossless"
+        );
+        assert_eq!(
+            refusal(r#"{"name":"a","format":"webp","lossless":true,"quality":"auto"}"#),
+            "renditions[0].quality: \"auto\" chooses a lossy quality; it cannot go with `lossless`"
+        );
+        assert_eq!(
+            refusal(r#"{"name":"a","quality":80,"autoQualityTarget":75}"#),
+            "renditions[0].autoQualityTarget: applies only with `\"quality\": \"auto\"`"
+        );
+        assert!(
+            refusal(r#"{"name":"a","quality":"auto","autoQualityTarget":99}"#).starts_with(
+                "renditions[0].autoQualityTarget: must be a SSIMULACRA2 score 30..=95"
+            )
+        );
+        let word = refusal(r#"{"name":"a","quality":"best"}"#);
+        assert!(word.contains("must be 1..=100 or \"auto\""), "{word}");
+        let big = refusal(r#"{"name":"a","quality":300}"#);
+        assert!(big.contains("must be 1..=100 or \"auto\""), "{big}");
+    }
+
+    #[test]
+    fn encoder_settings_parse_and_default_as_documented() {
+        let recipe = Recipe::from_json(
+            r#"{"renditions":[
+                {"name":"a","format":"avif","quality":"auto","autoQualityTarget":80,"effort":7},
+                {"name":"b","format":"jpeg","jpegEncoder":"fast","quality":75},
+                {"name":"c","format":"jpeg"},
+                {"name":"d","format":"same","jpegEncoder":"fast","progressive":true,"effort":2}
+            ]}"#,
+        )
+        .unwrap();
+        let [a, b, c, d] = &recipe.renditions[..] else {
+            panic!("four renditions")
+        };
+        assert_eq!(a.quality, Some(Quality::Auto));
+        assert_eq!(a.auto_target(), Some(80.0));
+        let o = a.encode_options(imaging::Format::Avif, None, None);
+        assert_eq!((o.effort, o.quality), (7, DEFAULT_QUALITY));
+        assert_eq!(b.auto_target(), None);
+        let o = b.encode_options(imaging::Format::Jpeg, None, None);
+        assert_eq!(
+            (o.jpeg_encoder, o.progressive, o.quality),
+            (JpegEncoder::Fast, false, 75)
+        );
+        // The small encoder writes progressive unless told otherwise; effort defaults to 4.
+        let o = c.encode_options(imaging::Format::Jpeg, None, None);
+        assert_eq!(
+            (o.jpeg_encoder, o.progressive, o.effort),
+            (JpegEncoder::Small, true, imaging::DEFAULT_EFFORT)
+        );
+        let o = d.encode_options(imaging::Format::Jpeg, None, None);
+        assert_eq!(
+            (o.jpeg_encoder, o.progressive, o.effort),
+            (JpegEncoder::Fast, true, 2)
+        );
+        // Written back as given: numbers stay numbers, "auto" stays a string.
+        let json = serde_json::to_value(&recipe).unwrap();
+        assert_eq!(json["renditions"][0]["quality"], "auto");
+        assert_eq!(json["renditions"][1]["quality"], 75);
+        assert_eq!(json["renditions"][1]["jpegEncoder"], "fast");
+        assert!(json["renditions"][2].get("progressive").is_none());
+    }
+
     #[test]
     fn errors_name_the_field() {
         let err = Recipe::from_json(
@@ -328,7 +616,10 @@ mod tests {
         );
 
         let err = Recipe::from_json(r#"{"renditions":[{"name":"a","quality":0}]}"#).unwrap_err();
-        assert_eq!(err.message, "renditions[0].quality: must be 1..=100");
+        assert_eq!(
+            err.message,
+            "renditions[0].quality: must be 1..=100 or \"auto\""
+        );
 
         let err = Recipe::from_json(r#"{"renditions":[{"name":"a","colour":"red"}]}"#).unwrap_err();
         assert!(err.message.contains("colour"), "{}", err.message);

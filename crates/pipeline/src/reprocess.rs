@@ -194,6 +194,8 @@ mod tests {
                 height: 1,
                 bytes: 1,
                 ms: 0,
+                quality: None,
+                score: None,
             }],
             error: None,
             created_at: now,
@@ -210,7 +212,7 @@ mod tests {
         let presets = Presets::builtin();
         let web = presets.get("web").unwrap().clone();
         let mut changed = web.clone();
-        changed.renditions[0].quality = Some(41);
+        changed.renditions[0].quality = Some(crate::Quality::Fixed(41));
         assert_eq!(
             plan(
                 &record(Some("web"), Some(web.clone())),
@@ -271,7 +273,7 @@ mod tests {
     fn versions_follow_the_definition() {
         let web = Presets::builtin().get("web").unwrap().clone();
         let mut changed = web.renditions[0].clone();
-        changed.quality = Some(41);
+        changed.quality = Some(crate::Quality::Fixed(41));
         assert_eq!(
             version(&web.renditions[0]),
             version(&web.renditions[0].clone())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
-use imaging::{EncodeOptions, Image, Limits};
+use imaging::{Image, Limits};
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
@@ -603,20 +603,14 @@ impl Steps {
         let format = r
             .format
             .resolve(item.source_format, image.color().has_alpha());
-        let opts = EncodeOptions {
-            format,
-            quality: r.quality(),
-            progressive: r.progressive,
-            lossless: r.lossless,
-            exif,
-            icc,
-            background: r.background(),
-        };
-        let bytes = self
+        let opts = r.encode_options(format, exif, icc);
+        let rendition = r.clone();
+        let encoded = self
             .config
             .compute
-            .run(move || Ok(imaging::encode(&image, &opts)?))
+            .run(move || Ok(crate::output::encode(&image, &rendition, &opts)?))
             .await?;
+        let bytes = encoded.bytes;
         let key = match &item.version {
             Some(v) => keys::versioned_rendition_key(
                 &item.owner,
@@ -647,6 +641,8 @@ impl Steps {
             height: item.height,
             bytes: size,
             ms: item.ms + elapsed_ms(started),
+            quality: encoded.quality,
+            score: encoded.score,
         };
         if item.version.is_some() {
             // A re-render: NotifySuccess gives the record every new rendition at once, so the

@@ -110,6 +110,7 @@ pub fn jpeg(w: u32, h: u32, progressive: bool) -> Vec<u8> {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -139,6 +140,7 @@ pub fn webp(w: u32, h: u32) -> Vec<u8> {
             exif: None,
             icc: None,
             background: imaging::Color::WHITE,
+            ..Default::default()
         },
     )
     .unwrap()

@@ -1,0 +1,261 @@
+//! Perceptual quality: the SSIMULACRA2 score of an encoded image against the pixels it was
+//! made from, and `quality: "auto"`, the lowest quality whose result still scores a target.
+
+use image::RgbImage;
+use ssimulacra2::{ColorPrimaries, Rgb, TransferCharacteristic, compute_frame_ssimulacra2};
+
+use crate::encode::{EncodeOptions, encode_pixels, flatten, with_metadata};
+use crate::{Color, Error, Format, Image, Limits};
+
+/// The default `autoQualityTarget`: SSIMULACRA2 70 is "high quality", where artefacts are
+/// hard to see at 1:1 without flipping between the images.
+pub const DEFAULT_TARGET: f64 = 70.0;
+/// Most trial encodes one search makes.
+pub const MAX_TRIALS: usize = 5;
+/// Largest area scored as a whole. A bigger rendition is searched on its centre, this many
+/// pixels at most: the score's buffers take about 100 bytes a pixel, so a whole 16384x16384
+/// rendition would need gigabytes, and a 1536x1536 centre judges the encoder's settings as
+/// well as the whole does on a photo.
+pub const MAX_SCORED_PIXELS: u64 = 1536 * 1536;
+
+/// What an automatic-quality encode chose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoEncoded {
+    /// The file, with the metadata the options ask for.
+    pub bytes: Vec<u8>,
+    /// The quality it was encoded at; `None` for a lossless output, which has none to choose.
+    pub quality: Option<u8>,
+    /// Its SSIMULACRA2 score against the pixels given (their centre, for large images).
+    pub score: f64,
+}
+
+/// SSIMULACRA2 of `distorted` against `reference` (same size, 8x8 at least): 100 is
+/// identical, 90 visually lossless, 70 high, 50 medium, 30 low. Transparent pixels are judged
+/// as they would look on `background`.
+pub fn score(reference: &Image, distorted: &Image, background: Color) -> Result<f64, Error> {
+    let (w, h) = (reference.width(), reference.height());
+    if (distorted.width(), distorted.height()) != (w, h) {
+        return Err(score_error(format!(
+            "the images differ in size: {w}x{h} and {}x{}",
+            distorted.width(),
+            distorted.height()
+        )));
+    }
+    let a = linear_input(reference, background)?;
+    let b = linear_input(distorted, background)?;
+    compute_frame_ssimulacra2(a, b).map_err(|e| score_error(e.to_string()))
+}
+
+fn score_error(message: String) -> Error {
+    Error::Encode {
+        format: Format::Png,
+        message: format!("SSIMULACRA2: {message}"),
+    }
+}
+
+/// The sRGB pixels as the metric's input, opaque.
+fn linear_input(img: &Image, background: Color) -> Result<Rgb, Error> {
+    let flattened;
+    let rgb: &RgbImage = match img {
+        Image::ImageRgb8(buf) => buf,
+        Image::ImageRgba8(buf) => {
+            flattened = flatten(buf, background);
+            &flattened
+        }
+        other => {
+            return Err(score_error(format!(
+                "expects 8-bit RGB or RGBA, got {:?}",
+                other.color()
+            )));
+        }
+    };
+    let data = rgb
+        .as_raw()
+        .chunks_exact(3)
+        .map(|p| [p[0], p[1], p[2]].map(|c| f32::from(c) / 255.0))
+        .collect();
+    Rgb::new(
+        data,
+        rgb.width() as usize,
+        rgb.height() as usize,
+        TransferCharacteristic::SRGB,
+        ColorPrimaries::BT709,
+    )
+    .map_err(|e| score_error(format!("{e:?}")))
+}
+
+/// Encodes `img` at the lowest quality whose result scores at least `target`, found with at
+/// most [`MAX_TRIALS`] trial encodes (each decoded and scored). When even quality 100 stays
+/// under the target, the best quality tried is kept. Lossless and PNG outputs have no quality
+/// to choose: they are encoded as asked and scored.
+pub fn encode_auto(img: &Image, opts: &EncodeOptions, target: f64) -> Result<AutoEncoded, Error> {
+    let sample = scored_area(img);
+    let sample = sample.as_ref().unwrap_or(img);
+    let lossy = matches!(opts.format, Format::Jpeg | Format::Avif)
+        || (opts.format == Format::Webp && !opts.lossless);
+    if !lossy {
+        let bytes = encode_pixels(img, opts, opts.quality)?;
+        let score = trial_score(sample, &bytes, opts)?;
+        return Ok(AutoEncoded {
+            bytes: with_metadata(bytes, img, opts)?,
+            quality: None,
+            score,
+        });
+    }
+    let mut search = Search::new(opts.format, target);
+    while let Some(quality) = search.next() {
+        let bytes = encode_pixels(sample, opts, quality)?;
+        let score = trial_score(sample, &bytes, opts)?;
+        search.record(quality, score, bytes);
+    }
+    let (quality, score, sample_bytes) = search.best().ok_or_else(|| Error::Encode {
+        format: opts.format,
+        message: "automatic quality: no trial encode was made".into(),
+    })?;
+    // The trial's file is the result when the whole image was scored; a centre only chose
+    // the quality for the whole.
+    let bytes = if std::ptr::eq(sample, img) {
+        sample_bytes
+    } else {
+        encode_pixels(img, opts, quality)?
+    };
+    Ok(AutoEncoded {
+        bytes: with_metadata(bytes, img, opts)?,
+        quality: Some(quality),
+        score,
+    })
+}
+
+/// The centre of an image larger than [`MAX_SCORED_PIXELS`], on the 16-pixel grid JPEG's
+/// 4:2:0 blocks fall on so the crop compresses as it does in place; `None` for smaller ones.
+fn scored_area(img: &Image) -> Option<Image> {
+    let (w, h) = (img.width(), img.height());
+    if u64::from(w) * u64::from(h) <= MAX_SCORED_PIXELS {
+        return None;
+    }
+    let side = (MAX_SCORED_PIXELS as f64).sqrt() as u32;
+    let (cw, ch) = (w.min(side), h.min(side));
+    // A long thin image gets the rest of the budget along its long side.
+    let (cw, ch) = if cw < side {
+        (cw, h.min((MAX_SCORED_PIXELS / u64::from(cw)) as u32))
+    } else if ch < side {
+        (w.min((MAX_SCORED_PIXELS / u64::from(ch)) as u32), ch)
+    } else {
+        (cw, ch)
+    };
+    let x = ((w - cw) / 2) & !15;
+    let y = ((h - ch) / 2) & !15;
+    Some(img.crop_imm(x, y, cw, ch))
+}
+
+/// Decodes a trial encode and scores it against what it was made from.
+fn trial_score(reference: &Image, bytes: &[u8], opts: &EncodeOptions) -> Result<f64, Error> {
+    let pixels = u64::from(reference.width()) * u64::from(reference.height());
+    let limits = Limits {
+        max_bytes: bytes.len() as u64,
+        max_pixels: pixels,
+        max_side: reference.width().max(reference.height()),
+        max_frames: 1,
+    };
+    let decoded = crate::decode(bytes, &limits, None)?;
+    let decoded = match (&decoded, reference) {
+        (Image::ImageRgb8(_), Image::ImageRgba8(_)) => Image::ImageRgba8(decoded.to_rgba8()),
+        _ => decoded,
+    };
+    score(reference, &decoded, opts.background)
+}
+
+/// The quality search: a bracket narrowed by interpolating between the qualities tried.
+struct Search {
+    format: Format,
+    target: f64,
+    low: u8,
+    high: u8,
+    tried: Vec<(u8, f64, Vec<u8>)>,
+}
+
+impl Search {
+    fn new(format: Format, target: f64) -> Search {
+        Search {
+            format,
+            target,
+            low: 1,
+            high: 100,
+            tried: Vec::new(),
+        }
+    }
+
+    /// Where the format's score usually crosses the target on photos at web sizes, so the
+    /// bracket closes in a few steps: scores rise about a point a quality step between 40
+    /// and 90.
+    fn first_guess(&self) -> u8 {
+        let offset = match self.format {
+            Format::Avif => -5.0,
+            Format::Webp => 8.0,
+            _ => 4.0,
+        };
+        (self.target + offset).round().clamp(20.0, 95.0) as u8
+    }
+
+    fn next(&self) -> Option<u8> {
+        if self.tried.len() >= MAX_TRIALS || self.low > self.high {
+            return None;
+        }
+        let below = self
+            .tried
+            .iter()
+            .filter(|t| t.1 < self.target)
+            .max_by_key(|t| t.0);
+        let above = self
+            .tried
+            .iter()
+            .filter(|t| t.1 >= self.target)
+            .min_by_key(|t| t.0);
+        let q = match (below, above) {
+            (None, None) => f64::from(self.first_guess()),
+            // Interpolated between the two closest qualities on either side of the target.
+            (Some(b), Some(a)) => {
+                if a.0 <= b.0 + 1 {
+                    return None;
+                }
+                let t = (self.target - b.1) / (a.1 - b.1).max(1e-6);
+                f64::from(b.0) + t * f64::from(a.0 - b.0)
+            }
+            // Stepped by a guessed slope of one score point a quality step, at least 5 steps.
+            (Some(b), None) => f64::from(b.0) + (self.target - b.1).max(5.0),
+            (None, Some(a)) => f64::from(a.0) - (a.1 - self.target).max(5.0),
+        };
+        let q = (q.round() as i64).clamp(i64::from(self.low), i64::from(self.high)) as u8;
+        if self.tried.iter().any(|t| t.0 == q) {
+            // Interpolation landed on a quality already tried: nudge towards the gap.
+            let q2 = match (below, above) {
+                (Some(b), Some(a)) => ((u16::from(b.0) + u16::from(a.0)) / 2) as u8,
+                _ => return None,
+            };
+            if self.tried.iter().any(|t| t.0 == q2) {
+                return None;
+            }
+            return Some(q2);
+        }
+        Some(q)
+    }
+
+    fn record(&mut self, quality: u8, score: f64, bytes: Vec<u8>) {
+        if score >= self.target {
+            self.high = self.high.min(quality.saturating_sub(1));
+        } else {
+            // Past 100 when 100 missed: the bracket is empty and the search ends.
+            self.low = self.low.max(quality.saturating_add(1));
+        }
+        self.tried.push((quality, score, bytes));
+    }
+
+    /// The lowest quality that reached the target, else the highest tried.
+    fn best(self) -> Option<(u8, f64, Vec<u8>)> {
+        let target = self.target;
+        let (hit, miss): (Vec<_>, Vec<_>) = self.tried.into_iter().partition(|t| t.1 >= target);
+        hit.into_iter()
+            .min_by_key(|t| t.0)
+            .or_else(|| miss.into_iter().max_by_key(|t| t.0))
+    }
+}
