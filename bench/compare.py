@@ -5,7 +5,8 @@ of them alike. In-process tools (imgpipe's `bench worker`, sharp, Pillow) stay u
 case and report CPU time per iteration and their peak RSS for that case; whole-process tools
 (vipsthumbnail, djpeg, and every tool in the cold-start and batch cases) are timed with
 wait4(), which gives their CPU time and peak RSS. Quality is SSIM against a reference made
-by decoding the source in full and resizing it with Lanczos3 in floating point.
+by decoding the source in full and resizing it with Lanczos3 in floating point. The `bytes`
+case (bench/bytes_case.py) compares encoders by bytes at equal SSIMULACRA2 instead.
 """
 
 import argparse
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from skimage.metrics import structural_similarity
+
+from bytes_case import bytes_case
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("IMGPIPE_CACHE", Path.home() / ".cache" / "imgpipe"))
@@ -302,7 +305,8 @@ def main():
     ap.add_argument("--iterations", type=int, default=int(os.environ.get("ITERATIONS", 9)))
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--batch-iterations", type=int, default=3)
-    ap.add_argument("--cases", default="a,b,c,d,e,f", help="comma-separated case letters")
+    ap.add_argument("--cases", default="a,b,c,d,e,f,bytes",
+                    help="comma-separated case letters, and `bytes`")
     ap.add_argument("--pillow", default="Pillow", help="name of the Pillow distribution used")
     args = ap.parse_args()
     cases = set(args.cases.split(","))
@@ -454,6 +458,10 @@ def main():
             return ssim_target(rows)
         rows = print_table(case, targets)
         summary += [f"(f) grayscale+blur: {t}" for t in targets(rows)]
+
+    if "bytes" in cases:
+        summary += [f"(bytes) {t}" for t in bytes_case(work, BENCH, node, HERE / "sharp_bench.mjs",
+                                                       ENV)]
 
     print("\n## Targets\n")
     for line in summary:

@@ -2,7 +2,9 @@
 # imgpipe side by side with sharp, Pillow(-SIMD) and libvips on the same inputs, alternating
 # runs, one thread each (both cores for the batch case). From a fresh clone:
 #
-#   bash bench/compare.sh [--iterations N] [--cases a,b,c,d,e,f] [--batch-iterations N]
+#   bash bench/compare.sh [--iterations N] [--cases a,b,c,d,e,f,bytes] [--batch-iterations N]
+#
+# `bytes` compares encoders by bytes at equal SSIMULACRA2 (bench/bytes_case.py).
 #
 # Installs the peers idempotently under $IMGPIPE_CACHE/bench (default ~/.cache/imgpipe):
 # Debian libvips-tools, libjpeg-turbo-progs and the wallpaper photos; npm sharp (pinned);

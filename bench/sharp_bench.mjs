@@ -7,6 +7,10 @@
 //       one iteration and exit (the cold-start case measures the whole process)
 //   node sharp_bench.mjs batch --concurrency N --out-dir DIR FILE...
 //       the web preset over many files, N images at a time, sharp.concurrency(N)
+//   node sharp_bench.mjs encode
+//       one encode per JSON line on stdin, {"input","out","format","quality","mozjpeg"}
+//       (format jpeg, webp or avif, each with sharp's defaults otherwise): prints
+//       {"cpuMs","wallMs","bytes"} for the encode alone, like `bench encode` (the bytes case)
 //
 // CASE: one (1024 px wide JPEG q80), web (the `web` preset), webp (1024 px wide WebP q80),
 // grayblur (grayscale + blur sigma 2, JPEG q80, no resize).
@@ -117,6 +121,35 @@ if (mode === 'worker' || mode === 'once') {
     cpuMs: (cpu.user + cpu.system) / 1e3,
     peakRssKb: peak(),
   }));
+} else if (mode === 'encode') {
+  // The bytes case compares encoders only: each input PNG is decoded to raw pixels once,
+  // untimed (as `bench encode` leaves its decode out), and every request encodes those pixels.
+  // One long-lived process, so node's start-up is not paid per encode.
+  const decoded = new Map();
+  for await (const line of createInterface({ input: process.stdin })) {
+    if (!line.trim()) continue;
+    if (line.trim() === 'quit') break;
+    const req = JSON.parse(line);
+    if (!decoded.has(req.input)) {
+      decoded.set(req.input, await sharp(readFileSync(req.input)).removeAlpha().raw()
+        .toBuffer({ resolveWithObject: true }));
+    }
+    const { data, info } = decoded.get(req.input);
+    const raw = { raw: { width: info.width, height: info.height, channels: info.channels } };
+    const encoders = {
+      jpeg: (img) => img.jpeg({ quality: req.quality, mozjpeg: Boolean(req.mozjpeg) }),
+      webp: (img) => img.webp({ quality: req.quality }),
+      avif: (img) => img.avif({ quality: req.quality }),
+    };
+    if (!encoders[req.format]) throw new Error(`unknown format ${req.format}`);
+    const cpu0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    const out = await encoders[req.format](sharp(data, raw)).toBuffer();
+    const cpu = process.cpuUsage(cpu0);
+    const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    writeFileSync(req.out, out);
+    console.log(JSON.stringify({ cpuMs: (cpu.user + cpu.system) / 1e3, wallMs, bytes: out.length }));
+  }
 } else {
-  throw new Error('usage: sharp_bench.mjs worker|once|batch ...');
+  throw new Error('usage: sharp_bench.mjs worker|once|batch|encode ...');
 }
