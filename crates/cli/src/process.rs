@@ -81,12 +81,13 @@ pub struct ProcessArgs {
     #[arg(long, value_name = "SCORE")]
     pub quality_target: Option<f64>,
     /// JPEG encoder: `small` (mozjpeg's trellis quantisation, the fewest bytes) or `fast`
-    /// (libjpeg-turbo, about a third of the encode time, some 15 % more bytes) [default:
+    /// (libjpeg-turbo, about a tenth of the encode time, some 15-20 % more bytes) [default:
     /// small]. Applies to every JPEG rendition, of a preset or recipe too.
     #[arg(long, value_enum)]
     pub jpeg_encoder: Option<JpegEncoderArg>,
-    /// AVIF and WebP encoder effort, 0-9: slower for fewer bytes [default: 4]. Applies to
-    /// every AVIF and WebP rendition, of a preset or recipe too.
+    /// Encoder effort, 0-9: slower for fewer bytes [default: 4]. AVIF: rav1e speed 10 - effort;
+    /// WebP: method min(effort, 6); JPEG (small encoder, progressive): 5 and up search the
+    /// scan layout per image. Applies to every rendition it fits, of a preset or recipe too.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
     pub effort: Option<u8>,
     /// Keep EXIF metadata (including GPS) in the outputs.
@@ -387,7 +388,8 @@ fn recipe_of(
             used.0 = true;
         }
         if let Some(e) = args.effort
-            && matches!(r.format, F::Avif | F::Webp | F::Same)
+            && (matches!(r.format, F::Avif | F::Webp | F::Same)
+                || (r.format == F::Jpeg && r.searches_jpeg_scans()))
         {
             r.effort = Some(e);
             used.1 = true;
@@ -404,7 +406,9 @@ fn recipe_of(
         bail!("--jpeg-encoder: no rendition of this recipe is JPEG");
     }
     if args.effort.is_some() && !used.1 {
-        bail!("--effort: no rendition of this recipe is AVIF or WebP");
+        bail!(
+            "--effort: no rendition of this recipe is AVIF, WebP or a small-encoder progressive JPEG"
+        );
     }
     if args.quality_target.is_some() && !used.2 {
         bail!(

@@ -13,10 +13,10 @@ pub const DEFAULT_TARGET: f64 = 70.0;
 /// Most trial encodes one search makes.
 pub const MAX_TRIALS: usize = 5;
 /// Largest area scored as a whole. A bigger rendition is searched on its centre, this many
-/// pixels at most: the score's buffers take about 100 bytes a pixel, so a whole 16384x16384
-/// rendition would need gigabytes, and a 1536x1536 centre judges the encoder's settings as
-/// well as the whole does on a photo.
-pub const MAX_SCORED_PIXELS: u64 = 1536 * 1536;
+/// pixels at most: one score takes about 150 bytes a pixel and 0.6 s of CPU a megapixel, so a
+/// whole 16384x16384 rendition would need 40 GB, while a 1024x1024 centre (150 MB) judges
+/// the encoder's settings on a photo about as the whole does.
+pub const MAX_SCORED_PIXELS: u64 = 1024 * 1024;
 
 /// What an automatic-quality encode chose.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,17 +213,34 @@ impl Search {
             .min_by_key(|t| t.0);
         let q = match (below, above) {
             (None, None) => f64::from(self.first_guess()),
-            // Interpolated between the two closest qualities on either side of the target.
+            // Interpolated between the two closest qualities on either side of the target,
+            // kept to the middle half of a wide bracket: where the score is flat on one side
+            // (WebP's often is) plain interpolation creeps along that side a step at a time.
             (Some(b), Some(a)) => {
                 if a.0 <= b.0 + 1 {
                     return None;
                 }
+                let (lo, hi) = (f64::from(b.0), f64::from(a.0));
                 let t = (self.target - b.1) / (a.1 - b.1).max(1e-6);
-                f64::from(b.0) + t * f64::from(a.0 - b.0)
+                let q = lo + t * (hi - lo);
+                if hi - lo > 4.0 {
+                    q.clamp(lo + (hi - lo) / 4.0, hi - (hi - lo) / 4.0)
+                } else {
+                    q
+                }
             }
-            // Stepped by a guessed slope of one score point a quality step, at least 5 steps.
-            (Some(b), None) => f64::from(b.0) + (self.target - b.1).max(5.0),
-            (None, Some(a)) => f64::from(a.0) - (a.1 - self.target).max(5.0),
+            // On one side of the target only: extrapolated along the line through the two
+            // closest tries (at least a quarter point a quality step, so a flat stretch does
+            // not send it to the end of the scale), else a guessed point a step; at least 5
+            // steps either way.
+            (Some(b), None) => {
+                let step = (self.target - b.1) / self.slope(b.0);
+                f64::from(b.0) + step.max(5.0)
+            }
+            (None, Some(a)) => {
+                let step = (a.1 - self.target) / self.slope(a.0);
+                f64::from(a.0) - step.max(5.0)
+            }
         };
         let q = (q.round() as i64).clamp(i64::from(self.low), i64::from(self.high)) as u8;
         if self.tried.iter().any(|t| t.0 == q) {
@@ -240,6 +257,20 @@ impl Search {
         Some(q)
     }
 
+    /// Score points a quality step near `quality`, from the try there and the nearest other.
+    fn slope(&self, quality: u8) -> f64 {
+        let here = self.tried.iter().find(|t| t.0 == quality);
+        let other = self
+            .tried
+            .iter()
+            .filter(|t| t.0 != quality)
+            .min_by_key(|t| t.0.abs_diff(quality));
+        match (here, other) {
+            (Some(h), Some(o)) => ((h.1 - o.1) / (f64::from(h.0) - f64::from(o.0))).max(0.25),
+            _ => 1.0,
+        }
+    }
+
     fn record(&mut self, quality: u8, score: f64, bytes: Vec<u8>) {
         if score >= self.target {
             self.high = self.high.min(quality.saturating_sub(1));
@@ -250,12 +281,13 @@ impl Search {
         self.tried.push((quality, score, bytes));
     }
 
-    /// The lowest quality that reached the target, else the highest tried.
+    /// The smallest file that reached the target (the lowest quality, unless scores were not
+    /// monotone in quality), else the highest quality tried.
     fn best(self) -> Option<(u8, f64, Vec<u8>)> {
         let target = self.target;
         let (hit, miss): (Vec<_>, Vec<_>) = self.tried.into_iter().partition(|t| t.1 >= target);
         hit.into_iter()
-            .min_by_key(|t| t.0)
+            .min_by_key(|t| (t.2.len(), t.0))
             .or_else(|| miss.into_iter().max_by_key(|t| t.0))
     }
 }

@@ -394,8 +394,8 @@ fn jpeg_output_of_transparent_images_is_flattened_on_white() {
     ));
 }
 
-/// AVIF output has an `avif` brand and an image-spatial-extents box with the image's size,
-/// and reads back as the picture it was made of, for opaque and transparent images.
+/// AVIF output has an `avif` brand, an image-spatial-extents box with the image's size and
+/// 8-bit AV1, and reads back as the picture it was made of, for opaque and transparent images.
 #[test]
 fn avif_output_is_an_avif_of_the_right_size() {
     let ispe = |bytes: &[u8]| -> (u32, u32) {
@@ -426,6 +426,13 @@ fn avif_output_is_an_avif_of_the_right_size() {
         .unwrap();
         assert_eq!(imaging::sniff(&bytes).unwrap(), Format::Avif);
         assert_eq!(ispe(&bytes), (64, 32));
+        // 8-bit AV1 (av1C's high_bitdepth flag clear): decoders built without high bit depth,
+        // sharp's prebuilt one among them, refuse 10-bit files.
+        let av1c = bytes
+            .windows(4)
+            .position(|w| w == b"av1C")
+            .expect("an av1C box");
+        assert_eq!(bytes[av1c + 6] & 0x40, 0, "high_bitdepth set");
         let back = imaging::decode(&bytes, &Limits::default(), None).unwrap();
         assert_eq!(back.color().has_alpha(), img.color().has_alpha());
         if img.color().has_alpha() {

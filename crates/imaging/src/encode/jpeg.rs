@@ -3,7 +3,15 @@ use image::RgbImage;
 use super::{EncodeOptions, JpegEncoder};
 use crate::{Color, Error, Format, Image};
 
-pub(super) fn encode(img: &Image, quality: u8, opts: &EncodeOptions) -> Result<Vec<u8>, Error> {
+/// From this `effort` on, the small encoder searches the progressive scan layout per image.
+pub const SCAN_SEARCH_EFFORT: u8 = 5;
+
+pub(super) fn encode(
+    img: &Image,
+    quality: u8,
+    opts: &EncodeOptions,
+    effort: u8,
+) -> Result<Vec<u8>, Error> {
     // JPEG has no alpha: transparent areas are flattened onto the background (white unless
     // the recipe says otherwise), which is what a product photo on a web page expects.
     let flattened;
@@ -21,7 +29,12 @@ pub(super) fn encode(img: &Image, quality: u8, opts: &EncodeOptions) -> Result<V
         }
     };
     match opts.jpeg_encoder {
-        JpegEncoder::Small => small(rgb, quality, opts.progressive),
+        JpegEncoder::Small => small(
+            rgb,
+            quality,
+            opts.progressive,
+            opts.progressive && effort >= SCAN_SEARCH_EFFORT,
+        ),
         JpegEncoder::Fast => fast(rgb, quality, opts.progressive),
     }
 }
@@ -30,11 +43,19 @@ pub(super) fn encode(img: &Image, quality: u8, opts: &EncodeOptions) -> Result<V
 /// ImageMagick (Robidoux) tables, optimised Huffman codes, and for progressive output
 /// mozjpeg's fixed nine-scan layout. 4:2:0 like the fast path.
 ///
-/// Left out, as measured on 1024 px photos (docs/performance.md): DC trellis (a tenth of the
-/// encode time for under 0.01 % of bytes) and the per-image scan search of
-/// `optimize_scans` (2.4 times the encode time, and no smaller at these sizes).
-fn small(rgb: &RgbImage, quality: u8, progressive: bool) -> Result<Vec<u8>, Error> {
-    let encoder = if progressive {
+/// DC trellis is left out: a tenth of the encode time for under 0.1 % of bytes on 1024 px
+/// photos. The per-image scan search (`search_scans`, effort 5 and up) saves up to a tenth
+/// of the bytes on smooth or dark photos (nothing on detailed ones) for 1.5 to 2.5 times the
+/// encode time, so it is not the default (docs/performance.md).
+fn small(
+    rgb: &RgbImage,
+    quality: u8,
+    progressive: bool,
+    search_scans: bool,
+) -> Result<Vec<u8>, Error> {
+    let encoder = if search_scans {
+        mozjpeg_rs::Encoder::max_compression()
+    } else if progressive {
         mozjpeg_rs::Encoder::progressive_balanced()
     } else {
         mozjpeg_rs::Encoder::baseline_optimized()

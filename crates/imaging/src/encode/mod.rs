@@ -83,8 +83,9 @@ pub struct EncodeOptions {
     pub background: Color,
     /// Which encoder writes JPEG.
     pub jpeg_encoder: JpegEncoder,
-    /// 0..=9: time spent to save bytes, for AVIF (rav1e speed `min(12 - effort, 10)`) and
-    /// WebP (method `min(effort, 6)`). Other formats ignore it.
+    /// 0..=9: time spent to save bytes: AVIF (rav1e speed `10 - effort`), WebP (method
+    /// `min(effort, 6)`), the small JPEG encoder (5 and up: progressive scans searched per
+    /// image). PNG ignores it.
     pub effort: u8,
 }
 
@@ -126,7 +127,7 @@ pub(crate) fn encode_pixels(
     let quality = quality.clamp(1, 100);
     let effort = opts.effort.min(MAX_EFFORT);
     match format {
-        Format::Jpeg => jpeg::encode(img, quality, opts),
+        Format::Jpeg => jpeg::encode(img, quality, opts, effort),
         Format::Png => png::encode(img, opts.icc.as_deref()),
         Format::Webp => webp::encode(img, quality, opts.lossless, effort),
         Format::Avif => avif::encode(img, quality, effort),
