@@ -316,11 +316,6 @@ fn synth(opts: &Opts) -> Result<()> {
         &EncodeOptions {
             format: imaging::Format::Jpeg,
             quality,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )?;

@@ -179,11 +179,6 @@ mod tests {
             &EncodeOptions {
                 format: Format::Jpeg,
                 quality: 80,
-                progressive: false,
-                lossless: false,
-                exif: None,
-                icc: None,
-                background: imaging::Color::WHITE,
                 ..Default::default()
             },
         )

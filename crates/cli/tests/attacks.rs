@@ -220,11 +220,7 @@ fn tiny_png() -> Vec<u8> {
         &imaging::EncodeOptions {
             format: imaging::Format::Png,
             quality: 90,
-            progressive: false,
             lossless: true,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )

@@ -63,11 +63,6 @@ fn encoded(w: u32, h: u32, format: Format, seed: u32) -> Vec<u8> {
         &EncodeOptions {
             format,
             quality: 85,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )

@@ -60,11 +60,6 @@ fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {
         &EncodeOptions {
             format: Format::Jpeg,
             quality: 85,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )

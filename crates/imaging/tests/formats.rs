@@ -58,11 +58,6 @@ fn jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
         &EncodeOptions {
             format: Format::Jpeg,
             quality,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )
@@ -281,11 +276,7 @@ fn gif_webp_tiff_bmp_decode_and_animations_use_the_first_frame() {
         &EncodeOptions {
             format: Format::Webp,
             quality: 80,
-            progressive: false,
             lossless: true,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )
@@ -342,10 +333,6 @@ fn metadata_is_stripped_unless_kept_and_kept_exif_is_upright() {
             format,
             quality: 80,
             progressive: format == Format::Jpeg,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         };
         let stripped = imaging::encode(&img, &opts).unwrap();
@@ -377,11 +364,6 @@ fn jpeg_output_of_transparent_images_is_flattened_on_white() {
         &EncodeOptions {
             format: Format::Jpeg,
             quality: 90,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )
@@ -415,11 +397,6 @@ fn avif_output_is_an_avif_of_the_right_size() {
             &EncodeOptions {
                 format: Format::Avif,
                 quality: 60,
-                progressive: false,
-                lossless: false,
-                exif: None,
-                icc: None,
-                background: imaging::Color::WHITE,
                 ..Default::default()
             },
         )

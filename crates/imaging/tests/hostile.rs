@@ -96,11 +96,6 @@ fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
         &imaging::EncodeOptions {
             format: imaging::Format::Jpeg,
             quality: 50,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )
@@ -226,11 +221,6 @@ fn broken_and_foreign_files_get_named_errors() {
         &imaging::EncodeOptions {
             format: imaging::Format::Jpeg,
             quality: 90,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )

@@ -161,11 +161,7 @@ fn keep_leaves_the_pixels_and_embeds_the_profile_in_every_format() {
         let opts = EncodeOptions {
             format,
             quality: 95,
-            progressive: false,
-            lossless: false,
-            exif: None,
             icc: Some(icc.clone()),
-            background: Color::WHITE,
             ..Default::default()
         };
         let out = imaging::encode(&kept.image, &opts).unwrap();
@@ -288,10 +284,6 @@ fn transparency_is_flattened_onto_the_chosen_background() {
         let opts = EncodeOptions {
             format: Format::Jpeg,
             quality: 95,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
             background,
             ..Default::default()
         };
@@ -312,10 +304,6 @@ fn transparency_is_flattened_onto_the_chosen_background() {
         &EncodeOptions {
             format: Format::Png,
             quality: 80,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
             background: "#00ff00".parse().unwrap(),
             ..Default::default()
         },
@@ -370,11 +358,6 @@ fn avif_grids_rotation_alpha_and_depths_decode_as_libavif_wrote_them() {
         let opts = EncodeOptions {
             format: Format::Avif,
             quality: 92,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: Color::WHITE,
             ..Default::default()
         };
         let avif = imaging::encode(&img, &opts).unwrap();

@@ -306,11 +306,6 @@ pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
         &imaging::EncodeOptions {
             format: imaging::Format::Jpeg,
             quality: 85,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )

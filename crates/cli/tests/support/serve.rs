@@ -30,11 +30,6 @@ pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
         &EncodeOptions {
             format: Format::Jpeg,
             quality: 90,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )

@@ -106,10 +106,6 @@ pub fn jpeg(w: u32, h: u32, progressive: bool) -> Vec<u8> {
             format: Format::Jpeg,
             quality: 85,
             progressive,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )
@@ -135,11 +131,6 @@ pub fn webp(w: u32, h: u32) -> Vec<u8> {
         &EncodeOptions {
             format: Format::Webp,
             quality: 80,
-            progressive: false,
-            lossless: false,
-            exif: None,
-            icc: None,
-            background: imaging::Color::WHITE,
             ..Default::default()
         },
     )
