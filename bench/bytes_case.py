@@ -44,14 +44,12 @@ PHOTOS = [
 BOX = 1024
 
 # Quality sweeps, per tool, chosen so that the two curves of each comparison cover about the
-# same scores (roughly 30 to 90 on most photos). JPEG and WebP share one scale closely enough.
-# AVIF's 0-100 means something else to each encoder: imgpipe's (rav1e, when this was written)
-# q85 to q90 scores about what sharp's (aom) q80 does, so imgpipe's AVIF sweep reaches
-# higher. Below q30 both AVIF encoders score under 10 on detailed photos, which nobody ships,
-# and sharp's q90 costs 3 to 4 s a photo for scores above every other curve's top, so neither
-# sweep goes there. The AVIF ratio depends on the score range (aom's lead grows at low scores),
-# so read it with the range.
+# same scores (roughly 30 to 90 on most photos). JPEG and WebP share one scale closely enough,
+# and so do the two AVIF encoders (both libaom, 0-100 mapped onto its 64 quantizer levels).
+# Below q30 AVIF scores under 10 on detailed photos, which nobody ships, and sharp's q90 costs
+# 3 to 4 s a photo for scores above every other curve's top, so no AVIF sweep goes there.
 JPEG_WEBP = [30, 40, 50, 60, 70, 75, 80, 85, 90, 95]
+AVIF = [30, 40, 50, 60, 70, 80]
 EXT = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}
 
 # name -> (side, format, extra settings, sweep). imgpipe's JPEG without --jpeg-encoder is its
@@ -62,11 +60,11 @@ TOOLS = {
     "imgpipe JPEG fast": ("imgpipe", "jpeg", {"jpeg-encoder": "fast"}, JPEG_WEBP),
     "imgpipe JPEG effort 6": ("imgpipe", "jpeg", {"effort": "6"}, JPEG_WEBP),
     "imgpipe WebP": ("imgpipe", "webp", {}, JPEG_WEBP),
-    "imgpipe AVIF": ("imgpipe", "avif", {}, [30, 40, 50, 60, 70, 80, 85, 90]),
+    "imgpipe AVIF": ("imgpipe", "avif", {}, AVIF),
     "sharp JPEG": ("sharp", "jpeg", {}, JPEG_WEBP),
     "sharp JPEG mozjpeg": ("sharp", "jpeg", {"mozjpeg": True}, JPEG_WEBP),
     "sharp WebP": ("sharp", "webp", {}, JPEG_WEBP),
-    "sharp AVIF": ("sharp", "avif", {}, [30, 40, 50, 60, 70, 80]),
+    "sharp AVIF": ("sharp", "avif", {}, AVIF),
 }
 # (label, imgpipe tool, peer tool, what the peer is)
 COMPARISONS = [

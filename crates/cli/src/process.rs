@@ -85,7 +85,7 @@ pub struct ProcessArgs {
     /// small]. Applies to every JPEG rendition, of a preset or recipe too.
     #[arg(long, value_enum)]
     pub jpeg_encoder: Option<JpegEncoderArg>,
-    /// Encoder effort, 0-9: slower for fewer bytes [default: 4]. AVIF: rav1e speed 10 - effort;
+    /// Encoder effort, 0-9: slower for fewer bytes [default: 4]. AVIF: libaom speed 9 - effort;
     /// WebP: method min(effort, 6); JPEG (small encoder, progressive): 5 and up search the
     /// scan layout per image. Applies to every rendition it fits, of a preset or recipe too.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]

@@ -187,10 +187,10 @@ impl Search {
 
     /// Where the format's score usually crosses the target on photos at web sizes, so the
     /// bracket closes in a few steps: scores rise about a point a quality step between 40
-    /// and 90.
+    /// and 90 (AVIF: over one from 20 to 50, where libavif's scale reaches 70).
     fn first_guess(&self) -> u8 {
         let offset = match self.format {
-            Format::Avif => -5.0,
+            Format::Avif => -25.0,
             Format::Webp => 8.0,
             _ => 4.0,
         };

@@ -410,6 +410,15 @@ fn avif_output_is_an_avif_of_the_right_size() {
             .position(|w| w == b"av1C")
             .expect("an av1C box");
         assert_eq!(bytes[av1c + 6] & 0x40, 0, "high_bitdepth set");
+        // The container is trimmed: no encoder name, no item names, no nclx box (the AV1
+        // sequence header carries the colour code points).
+        for needle in [&b"libavif"[..], b"Color", b"Alpha", b"nclx"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} still in the file",
+                String::from_utf8_lossy(needle)
+            );
+        }
         let back = imaging::decode(&bytes, &Limits::default(), None).unwrap();
         assert_eq!(back.color().has_alpha(), img.color().has_alpha());
         if img.color().has_alpha() {

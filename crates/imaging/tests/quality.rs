@@ -238,10 +238,22 @@ fn automatic_quality_lands_within_three_points_of_its_target() {
                     "{name} {format:?}: reported {:.2}, measured {measured:.2}",
                     auto.score
                 );
-                assert!(
-                    (measured - target).abs() <= 3.0,
-                    "{name} {format:?} target {target}: q{quality} scored {measured:.2}"
-                );
+                // Within 3 points, unless the encoder's scale has no step in between: AVIF's
+                // 64 quantizer levels can move a small picture's score 3.5 points at once.
+                // Then the quality under the one chosen must miss the target.
+                if measured - target > 3.0 {
+                    let under = EncodeOptions {
+                        quality: quality - 1,
+                        ..o.clone()
+                    };
+                    let under = score_of(&img, &imaging::encode(&img, &under).unwrap());
+                    assert!(
+                        under < target,
+                        "{name} {format:?} target {target}: q{quality} scored {measured:.2}, \
+                         yet q{} scored {under:.2}",
+                        quality - 1
+                    );
+                }
                 // It reaches the target (these photos can), rather than settling under it.
                 assert!(
                     measured >= target,

@@ -1,38 +1,141 @@
+//! AVIF output through libavif and libaom, the encoder pair sharp (through libheif) and most
+//! browsers' own tooling use. Measured against rav1e (the pure-Rust encoder this replaced) on
+//! six photos, libaom needed about a quarter fewer bytes for the same SSIMULACRA2 at less CPU
+//! (docs/performance.md).
+//!
+//! libavif is C, so this module is the one place imaging calls foreign code by hand: the
+//! libavif crate's safe wrapper drops the alpha plane, which transparent renditions need.
+//! Every libavif object is owned by a guard that frees it on every path.
+#![allow(unsafe_code)]
+
 use crate::{Error, Image};
 
-/// AVIF through rav1e (ravif), on one thread because imgpipe runs images in parallel rather
-/// than splitting one across cores. `effort` 0..=9 is rav1e's speed `10 - effort`: the
-/// default 4 is speed 6, which on smooth and monochrome photos needs up to a quarter fewer
-/// bytes than speed 8 for the same SSIMULACRA2, at about 1.5 times the CPU (still under
-/// sharp's AVIF; docs/performance.md).
+#[cfg(feature = "avif")]
+fn error(message: impl Into<String>) -> Error {
+    Error::Encode {
+        format: crate::Format::Avif,
+        message: message.into(),
+    }
+}
+
+/// Encodes 8-bit RGB or RGBA as 8-bit 4:4:4 AV1 (sharp's default layout too), full range,
+/// tagged sRGB (BT.709 primaries, sRGB transfer, BT.601 matrix), on one thread because imgpipe
+/// runs images in parallel rather than splitting one across cores.
 ///
-/// 8-bit AV1: 10-bit costs twice the encode time at high qualities for no fewer bytes at the
-/// same score, and decoders built without high bit depth (sharp's prebuilt libheif/aom among
-/// them) cannot read it.
+/// `effort` 0..=9 is libaom's speed `9 - effort`, the mapping sharp uses, so the default 4 is
+/// speed 5 as sharp's default is. 8-bit because 10-bit costs more encode time for no fewer
+/// bytes at the same score, and some decoders (sharp's prebuilt one among them) cannot read it.
 #[cfg(feature = "avif")]
 pub(super) fn encode(img: &Image, quality: u8, effort: u8) -> Result<Vec<u8>, Error> {
-    use crate::Format;
-    use ravif::{Encoder, Img};
-    use rgb::FromSlice;
-    let err = |message: String| Error::Encode {
-        format: Format::Avif,
-        message,
+    use libavif_sys as sys;
+
+    let (pixels, format, channels) = match img {
+        Image::ImageRgb8(buf) => (buf.as_raw(), sys::AVIF_RGB_FORMAT_RGB, 3u32),
+        Image::ImageRgba8(buf) => (buf.as_raw(), sys::AVIF_RGB_FORMAT_RGBA, 4u32),
+        _ => return Err(error("unexpected layout")),
     };
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let speed = 10 - effort.min(super::MAX_EFFORT);
-    let encoder = Encoder::new()
-        .with_quality(f32::from(quality))
-        .with_alpha_quality(f32::from(quality))
-        .with_speed(speed)
-        .with_bit_depth(ravif::BitDepth::Eight)
-        .with_num_threads(Some(1));
-    let encoded = match img {
-        Image::ImageRgb8(buf) => encoder.encode_rgb(Img::new(buf.as_raw().as_rgb(), w, h)),
-        Image::ImageRgba8(buf) => encoder.encode_rgba(Img::new(buf.as_raw().as_rgba(), w, h)),
-        _ => return Err(err("unexpected layout".into())),
+    let (w, h) = (img.width(), img.height());
+    let row_bytes = w
+        .checked_mul(channels)
+        .filter(|&r| u64::from(r) * u64::from(h) == pixels.len() as u64)
+        .ok_or_else(|| error("pixel buffer does not match the image size"))?;
+    let speed = 9 - i32::from(effort.min(super::MAX_EFFORT));
+
+    // SAFETY: avifImageCreate returns an owned image or null; the guard destroys it.
+    let image = Owned::new(
+        unsafe { sys::avifImageCreate(w, h, 8, sys::AVIF_PIXEL_FORMAT_YUV444) },
+        |p| unsafe { sys::avifImageDestroy(p) },
+    )
+    .ok_or_else(|| error("out of memory for the image"))?;
+    // SAFETY: `image` is a live avifImage we own; these are plain fields.
+    unsafe {
+        let i = &mut *image.0;
+        i.yuvRange = sys::AVIF_RANGE_FULL;
+        i.colorPrimaries = sys::AVIF_COLOR_PRIMARIES_BT709 as u16;
+        i.transferCharacteristics = sys::AVIF_TRANSFER_CHARACTERISTICS_SRGB as u16;
+        i.matrixCoefficients = sys::AVIF_MATRIX_COEFFICIENTS_BT601 as u16;
     }
-    .map_err(|e| err(e.to_string()))?;
-    Ok(encoded.avif_file)
+
+    let mut rgb = sys::avifRGBImage::default();
+    // SAFETY: fills `rgb`'s defaults from a live image; the pixel pointer set next outlives
+    // the conversion (it borrows `img`), and libavif only reads it (RGB to YUV).
+    let converted = unsafe {
+        sys::avifRGBImageSetDefaults(&mut rgb, image.0);
+        rgb.depth = 8;
+        rgb.format = format;
+        rgb.maxThreads = 1;
+        rgb.pixels = pixels.as_ptr().cast_mut();
+        rgb.rowBytes = row_bytes;
+        sys::avifImageRGBToYUV(image.0, &rgb)
+    };
+    check(converted, "RGB to YUV")?;
+
+    // SAFETY: as for the image: owned or null, destroyed by the guard.
+    let encoder = Owned::new(unsafe { sys::avifEncoderCreate() }, |p| unsafe {
+        sys::avifEncoderDestroy(p)
+    })
+    .ok_or_else(|| error("out of memory for the encoder"))?;
+    // SAFETY: `encoder` is a live avifEncoder we own; these are plain fields.
+    unsafe {
+        let e = &mut *encoder.0;
+        e.codecChoice = sys::AVIF_CODEC_CHOICE_AOM;
+        e.maxThreads = 1;
+        e.speed = speed;
+        e.quality = i32::from(quality);
+        e.qualityAlpha = i32::from(quality);
+    }
+
+    let mut out = Output(sys::avifRWData::default());
+    // SAFETY: both objects are live; libavif allocates `out`'s buffer, freed by its guard.
+    let written = unsafe { sys::avifEncoderWrite(encoder.0, image.0, &mut out.0) };
+    check(written, "encoding")?;
+    if out.0.data.is_null() {
+        return Err(error("the encoder wrote nothing"));
+    }
+    // SAFETY: on success libavif's buffer holds `size` initialised bytes until freed.
+    let file = unsafe { std::slice::from_raw_parts(out.0.data, out.0.size) };
+    // A layout the trimming does not know is kept as libavif wrote it.
+    Ok(super::avif_container::compact(file).unwrap_or_else(|| file.to_vec()))
+}
+
+/// A libavif object and the function that frees it.
+#[cfg(feature = "avif")]
+struct Owned<T>(*mut T, fn(*mut T));
+
+#[cfg(feature = "avif")]
+impl<T> Owned<T> {
+    fn new(ptr: *mut T, free: fn(*mut T)) -> Option<Self> {
+        (!ptr.is_null()).then_some(Owned(ptr, free))
+    }
+}
+
+#[cfg(feature = "avif")]
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        (self.1)(self.0);
+    }
+}
+
+#[cfg(feature = "avif")]
+struct Output(libavif_sys::avifRWData);
+
+#[cfg(feature = "avif")]
+impl Drop for Output {
+    fn drop(&mut self) {
+        // SAFETY: frees what libavif allocated (a no-op on the empty default).
+        unsafe { libavif_sys::avifRWDataFree(&mut self.0) }
+    }
+}
+
+/// libavif's result as an error naming the stage and libavif's own words.
+#[cfg(feature = "avif")]
+fn check(result: libavif_sys::avifResult, stage: &str) -> Result<(), Error> {
+    if result == libavif_sys::AVIF_RESULT_OK {
+        return Ok(());
+    }
+    // SAFETY: avifResultToString returns a static, NUL-terminated string for any value.
+    let words = unsafe { std::ffi::CStr::from_ptr(libavif_sys::avifResultToString(result)) };
+    Err(error(format!("{stage}: {}", words.to_string_lossy())))
 }
 
 #[cfg(not(feature = "avif"))]

@@ -1,6 +1,7 @@
 //! Encoding renditions: one file a format, metadata embedded after the pixels are encoded.
 
 mod avif;
+mod avif_container;
 mod intermediate;
 mod jpeg;
 mod png;
@@ -83,7 +84,7 @@ pub struct EncodeOptions {
     pub background: Color,
     /// Which encoder writes JPEG.
     pub jpeg_encoder: JpegEncoder,
-    /// 0..=9: time spent to save bytes: AVIF (rav1e speed `10 - effort`), WebP (method
+    /// 0..=9: time spent to save bytes: AVIF (libaom speed `9 - effort`), WebP (method
     /// `min(effort, 6)`), the small JPEG encoder (5 and up: progressive scans searched per
     /// image). PNG ignores it.
     pub effort: u8,
@@ -172,7 +173,7 @@ pub(crate) fn with_metadata(
             (img.width(), img.height()),
         ),
         Format::Avif => match icc {
-            Some(icc) => embed::avif_with_icc(&out, icc).ok_or_else(|| Error::Encode {
+            Some(icc) => avif_container::with_icc(&out, icc).ok_or_else(|| Error::Encode {
                 format,
                 message: "the encoder's AVIF layout has no place for a profile".into(),
             })?,
