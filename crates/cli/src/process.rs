@@ -36,6 +36,10 @@ const IMAGE_EXTENSIONS: &[&str] = &[
     --preset NAME        a named recipe (see `imgpipe presets`); default: web\n  \
     --recipe FILE        a recipe JSON file\n  \
     --resize/--op/...    one rendition described on the command line\n\n\
+    With a preset or recipe, --quality, --keep-metadata, --without-enlargement, \
+    --color-profile, --background, --jpeg-encoder, --effort and --quality-target change \
+    every rendition they fit (the summary says what they changed); one that fits none is \
+    refused.\n\n\
     Operations (--op, repeatable, applied in order): rotate=DEG, flip, flop, \
     crop=LEFT,TOP,WIDTH,HEIGHT, grayscale, sepia, blur=SIGMA, sharpen=SIGMA[,AMOUNT], \
     brightness=F, contrast=F, saturation=F, hue=DEG, gamma=G, invert, tint=#RRGGBB\n\n\
@@ -62,8 +66,9 @@ pub struct ProcessArgs {
     /// Which part cover keeps.
     #[arg(long, value_enum, default_value = "center", requires = "resize")]
     pub gravity: GravityArg,
-    /// Never enlarge a smaller source.
-    #[arg(long, requires = "resize")]
+    /// Never enlarge a smaller source. With a preset or recipe, applies to every rendition
+    /// that resizes.
+    #[arg(long)]
     pub without_enlargement: bool,
     /// An operation, e.g. grayscale or blur=2 (repeatable, in order).
     #[arg(long = "op", value_name = "OP[=ARGS]")]
@@ -72,7 +77,8 @@ pub struct ProcessArgs {
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
     /// Quality for JPEG, lossy WebP and AVIF: 1-100, or `auto` for the lowest quality whose
-    /// output still scores --quality-target (SSIMULACRA2) against the resized image.
+    /// output still scores --quality-target (SSIMULACRA2) against the resized image. With a
+    /// preset or recipe, applies to every rendition that has a quality.
     #[arg(long, value_name = "1-100|auto", value_parser = parse_quality)]
     pub quality: Option<pipeline::Quality>,
     /// The SSIMULACRA2 score `--quality auto` aims at, 30-95: 70 is high quality, 80 very
@@ -90,7 +96,7 @@ pub struct ProcessArgs {
     /// scan layout per image. Applies to every rendition it fits, of a preset or recipe too.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
     pub effort: Option<u8>,
-    /// Keep EXIF metadata (including GPS) in the outputs.
+    /// Keep EXIF metadata (including GPS) in the outputs, of a preset or recipe too.
     #[arg(long)]
     pub keep_metadata: bool,
     /// Colours of the outputs: `srgb` converts a photo's embedded profile (Display P3, Adobe
@@ -351,30 +357,77 @@ pub fn parse_op(text: &str) -> Result<Operation> {
     Ok(op)
 }
 
-/// The recipe the flags describe: (preset name, or an explicit recipe), with
-/// `--color-profile`, `--background`, `--jpeg-encoder`, `--effort` and `--quality-target`
-/// applied to every rendition they fit.
-fn recipe_of(
-    args: &ProcessArgs,
-    config: &pipeline::Config,
-) -> Result<(Option<String>, Option<Recipe>)> {
+/// What `imgpipe process` applies: a preset by name, or an explicit recipe, and the
+/// recipe-level options that changed a preset's or recipe's renditions (said in the summary).
+struct Plan {
+    preset: Option<String>,
+    recipe: Option<Recipe>,
+    /// The preset or recipe file the renditions came from, and what the options set in them.
+    changed: Option<(String, Vec<String>)>,
+}
+
+/// The recipe the flags describe. `--quality`, `--keep-metadata` and `--without-enlargement`
+/// shape the one ad-hoc rendition of `--resize`/`--op`/`--format`, or else apply to every
+/// rendition of the preset or recipe they fit; `--color-profile`, `--background`,
+/// `--jpeg-encoder`, `--effort` and `--quality-target` apply to every rendition they fit
+/// either way. An option that fits no rendition is refused by name, never dropped.
+fn recipe_of(args: &ProcessArgs, config: &pipeline::Config) -> Result<Plan> {
     let (preset, recipe) = base_recipe_of(args, config)?;
-    if args.color_profile.is_none()
+    let ad_hoc = is_ad_hoc(args);
+    let overrides_shape =
+        !ad_hoc && (args.quality.is_some() || args.keep_metadata || args.without_enlargement);
+    if !overrides_shape
+        && args.color_profile.is_none()
         && args.background.is_none()
         && args.jpeg_encoder.is_none()
         && args.effort.is_none()
         && args.quality_target.is_none()
     {
-        return Ok((preset, recipe));
+        return Ok(Plan {
+            preset,
+            recipe,
+            changed: None,
+        });
     }
+    let source = match (&preset, &args.recipe) {
+        (Some(name), _) => format!("preset {name}"),
+        (None, Some(path)) => format!("recipe {}", path.display()),
+        (None, None) => "this command line".to_string(),
+    };
     let mut recipe = match (preset, recipe) {
         (_, Some(recipe)) => recipe,
         (Some(name), None) => config.presets.get(&name)?.clone(),
         (None, None) => bail!("no recipe to apply these options to"),
     };
     use imaging::OutputFormat as F;
-    let mut used = (false, false, false);
+    #[derive(Default)]
+    struct Used {
+        quality: bool,
+        enlargement: bool,
+        jpeg_encoder: bool,
+        effort: bool,
+        target: bool,
+    }
+    let mut used = Used::default();
     for r in &mut recipe.renditions {
+        if !ad_hoc {
+            if let Some(q) = args.quality
+                && (matches!(r.format, F::Jpeg | F::Avif | F::Same)
+                    || (r.format == F::Webp && !r.lossless))
+            {
+                r.quality = Some(q);
+                used.quality = true;
+            }
+            if args.keep_metadata {
+                r.keep_metadata = true;
+            }
+            if args.without_enlargement
+                && let Some(resize) = &mut r.resize
+            {
+                resize.without_enlargement = true;
+                used.enlargement = true;
+            }
+        }
         if let Some(c) = args.color_profile {
             r.color_profile = c.into();
         }
@@ -385,38 +438,101 @@ fn recipe_of(
             && matches!(r.format, F::Jpeg | F::Same)
         {
             r.jpeg_encoder = Some(e.into());
-            used.0 = true;
+            used.jpeg_encoder = true;
         }
         if let Some(e) = args.effort
             && (matches!(r.format, F::Avif | F::Webp | F::Same)
                 || (r.format == F::Jpeg && r.searches_jpeg_scans()))
         {
             r.effort = Some(e);
-            used.1 = true;
+            used.effort = true;
         }
         if let Some(t) = args.quality_target
             && r.quality == Some(pipeline::Quality::Auto)
         {
             r.auto_quality_target = Some(t);
-            used.2 = true;
+            used.target = true;
         }
     }
     // An option no rendition can use is a mistake to report, not to drop.
-    if args.jpeg_encoder.is_some() && !used.0 {
-        bail!("--jpeg-encoder: no rendition of this recipe is JPEG");
+    let mut changed = Vec::new();
+    if !ad_hoc {
+        if let Some(q) = args.quality {
+            if !used.quality {
+                bail!(
+                    "--quality: no rendition of {source} has a quality to set (PNG and lossless WebP have none)"
+                );
+            }
+            changed.push(format!("quality {}", quality_text(q)));
+        }
+        if args.keep_metadata {
+            changed.push("EXIF kept".to_string());
+        }
+        if args.without_enlargement {
+            if !used.enlargement {
+                bail!("--without-enlargement: no rendition of {source} resizes");
+            }
+            changed.push("never enlarged".to_string());
+        }
     }
-    if args.effort.is_some() && !used.1 {
-        bail!(
-            "--effort: no rendition of this recipe is AVIF, WebP or a small-encoder progressive JPEG"
-        );
+    if let Some(c) = args.color_profile {
+        changed.push(match c {
+            ColorProfileArg::Srgb => "colours converted to sRGB".to_string(),
+            ColorProfileArg::Keep => "colour profile kept".to_string(),
+        });
     }
-    if args.quality_target.is_some() && !used.2 {
-        bail!(
-            "--quality-target: no rendition of this recipe has quality auto (give --quality auto)"
-        );
+    if let Some(bg) = args.background {
+        changed.push(format!("background {bg}"));
+    }
+    if let Some(e) = args.jpeg_encoder {
+        if !used.jpeg_encoder {
+            bail!("--jpeg-encoder: no rendition of {source} is JPEG");
+        }
+        changed.push(format!(
+            "JPEG encoder {}",
+            match e {
+                JpegEncoderArg::Small => "small",
+                JpegEncoderArg::Fast => "fast",
+            }
+        ));
+    }
+    if let Some(e) = args.effort {
+        if !used.effort {
+            bail!(
+                "--effort: no rendition of {source} is AVIF, WebP or a small-encoder progressive JPEG"
+            );
+        }
+        changed.push(format!("effort {e}"));
+    }
+    if let Some(t) = args.quality_target {
+        if !used.target {
+            bail!(
+                "--quality-target: no rendition of {source} has quality auto (give --quality auto)"
+            );
+        }
+        changed.push(format!("quality target {t}"));
     }
     recipe.validate()?;
-    Ok((None, Some(recipe)))
+    Ok(Plan {
+        preset: None,
+        recipe: Some(recipe),
+        changed: (!ad_hoc).then_some((source, changed)),
+    })
+}
+
+fn quality_text(q: pipeline::Quality) -> String {
+    match q {
+        pipeline::Quality::Auto => "auto".to_string(),
+        pipeline::Quality::Fixed(n) => n.to_string(),
+    }
+}
+
+/// Whether the command line describes its own single rendition rather than naming a preset
+/// or recipe.
+fn is_ad_hoc(args: &ProcessArgs) -> bool {
+    args.recipe.is_none()
+        && args.preset.is_none()
+        && (args.resize.is_some() || !args.ops.is_empty() || args.format.is_some())
 }
 
 fn base_recipe_of(
@@ -429,12 +545,7 @@ fn base_recipe_of(
         let recipe = Recipe::from_json(&text).with_context(|| format!("in {}", path.display()))?;
         return Ok((None, Some(recipe)));
     }
-    let ad_hoc = args.resize.is_some()
-        || !args.ops.is_empty()
-        || args.format.is_some()
-        || args.quality.is_some()
-        || args.keep_metadata;
-    if !ad_hoc {
+    if !is_ad_hoc(args) {
         let name = args
             .preset
             .clone()
@@ -569,7 +680,11 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
     let mut config = args.common.config()?;
     let jobs = crate::workers(args.jobs);
     config.compute = pipeline::ComputeSlots::new(jobs);
-    let (preset, recipe) = recipe_of(&args, &config)?;
+    let Plan {
+        preset,
+        recipe,
+        changed,
+    } = recipe_of(&args, &config)?;
     let files = collect_inputs(&args.inputs)?;
     if files.is_empty() {
         bail!("no image files found in the inputs given");
@@ -646,6 +761,12 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
                     o.bytes
                 );
             }
+        }
+        if let Some((source, changed)) = &changed {
+            outln!(
+                "{source}, in every rendition it fits: {}",
+                changed.join(", ")
+            );
         }
         outln!(
             "{} image{}: {ok} ok, {rejected} rejected, {failed} failed in {:.2} s",
@@ -788,6 +909,125 @@ mod tests {
         assert_eq!(parse_resize("x600").unwrap(), (None, Some(600)));
         assert!(parse_resize("x").is_err());
         assert!(parse_resize("big").is_err());
+    }
+
+    /// The plan `imgpipe process ARGS` makes, with the built-in presets.
+    fn plan(argv: &[&str]) -> Result<Plan> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ProcessArgs,
+        }
+        use clap::Parser;
+        let argv = ["process", "in.jpg", "--out", "out"].iter().chain(argv);
+        let cli = Cli::try_parse_from(argv)?;
+        recipe_of(&cli.args, &pipeline::Config::default())
+    }
+
+    fn renditions(plan: &Plan) -> &[Rendition] {
+        &plan.recipe.as_ref().expect("an explicit recipe").renditions
+    }
+
+    #[test]
+    fn recipe_options_change_every_rendition_of_a_preset_and_say_so() {
+        use pipeline::Quality;
+        // A named preset keeps its renditions; --quality goes into each.
+        let p = plan(&["--preset", "web", "--quality", "50"]).unwrap();
+        let names: Vec<_> = renditions(&p).iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["thumb", "medium", "large"]);
+        assert!(
+            renditions(&p)
+                .iter()
+                .all(|r| r.quality == Some(Quality::Fixed(50)))
+        );
+        let (source, changed) = p.changed.as_ref().unwrap();
+        assert_eq!(source, "preset web");
+        assert_eq!(changed, &["quality 50"]);
+
+        // The default preset too, when no rendition is described on the command line.
+        let p = plan(&["--quality", "auto", "--quality-target", "75"]).unwrap();
+        assert_eq!(renditions(&p).len(), 3);
+        assert!(
+            renditions(&p)
+                .iter()
+                .all(|r| r.quality == Some(Quality::Auto) && r.auto_quality_target == Some(75.0))
+        );
+
+        let p = plan(&[
+            "--preset",
+            "thumbnail",
+            "--keep-metadata",
+            "--without-enlargement",
+        ])
+        .unwrap();
+        let thumb = &renditions(&p)[0];
+        assert_eq!(thumb.name, "thumb");
+        assert!(thumb.keep_metadata);
+        assert!(thumb.resize.as_ref().unwrap().without_enlargement);
+        assert_eq!(
+            p.changed.as_ref().unwrap().1,
+            ["EXIF kept", "never enlarged"]
+        );
+
+        // Without options the preset is used by name, unchanged.
+        let p = plan(&["--preset", "social"]).unwrap();
+        assert_eq!(p.preset.as_deref(), Some("social"));
+        assert!(p.recipe.is_none() && p.changed.is_none());
+    }
+
+    #[test]
+    fn recipe_options_change_a_recipe_files_renditions_they_fit() {
+        let dir = std::env::temp_dir().join(format!("imgpipe-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mixed = dir.join("mixed.json");
+        std::fs::write(
+            &mixed,
+            r#"{"renditions": [
+                {"name": "photo", "format": "jpeg", "quality": 90},
+                {"name": "icon", "resize": {"width": 64}, "format": "png"}]}"#,
+        )
+        .unwrap();
+        let p = plan(&["--recipe", mixed.to_str().unwrap(), "--quality", "50"]).unwrap();
+        let r = renditions(&p);
+        assert_eq!(r[0].quality, Some(pipeline::Quality::Fixed(50)));
+        assert_eq!(r[1].quality, None, "PNG has no quality");
+
+        // An option that fits no rendition is refused by name.
+        let png = dir.join("png.json");
+        std::fs::write(&png, r#"{"renditions": [{"name": "a", "format": "png"}]}"#).unwrap();
+        let png = png.to_str().unwrap();
+        for (extra, words) in [
+            ("--quality", "--quality: no rendition of recipe"),
+            (
+                "--without-enlargement",
+                "--without-enlargement: no rendition of recipe",
+            ),
+            ("--jpeg-encoder", "--jpeg-encoder: no rendition of recipe"),
+        ] {
+            let mut argv = vec!["--recipe", png, extra];
+            match extra {
+                "--quality" => argv.push("50"),
+                "--jpeg-encoder" => argv.push("fast"),
+                _ => {}
+            }
+            let e = plan(&argv).err().unwrap().to_string();
+            assert!(e.starts_with(words), "{extra}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_ad_hoc_rendition_takes_its_options_and_conflicts_are_refused() {
+        let p = plan(&["--resize", "100x", "--quality", "50", "--keep-metadata"]).unwrap();
+        let r = renditions(&p);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].name, "out");
+        assert_eq!(r[0].quality, Some(pipeline::Quality::Fixed(50)));
+        assert!(r[0].keep_metadata);
+        assert!(p.changed.is_none());
+        // A format with a preset is a contradiction clap names.
+        let e = plan(&["--preset", "web", "--format", "png"]).err().unwrap();
+        assert!(e.to_string().contains("--format"), "{e}");
     }
 
     #[test]
