@@ -343,7 +343,7 @@ def report(run):
           "Sweeps: JPEG and WebP q" + ",".join(map(str, run["tools"]["sharp JPEG"]["sweep"]))
           + "; imgpipe AVIF q" + ",".join(map(str, run["tools"]["imgpipe AVIF"]["sweep"]))
           + "; sharp AVIF q" + ",".join(map(str, run["tools"]["sharp AVIF"]["sweep"]))
-          + " (the two AVIF quality scales differ). Every point is in "
+          + " (both libaom through libavif's or libheif's 0-100). Every point is in "
           f"{Path(run['root']) / 'points.json'}. Load average at the start: {run['load']}, "
           f"at the end of the encodes: {run['loadEncoded']}.\n")
     print("| photo | content | source | reference |")
