@@ -720,17 +720,14 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
             async move {
                 let result = process_one(&pipeline, &file, &stem, &out, preset, recipe).await;
                 bar.inc(1);
-                if result.status != Status::Complete.as_str() {
-                    bar.println(format!(
-                        "{}: {} {}",
-                        file.display(),
-                        result.status,
-                        result
-                            .error
-                            .as_ref()
-                            .map(|e| e.to_string())
-                            .unwrap_or_default()
-                    ));
+                // Every file that did not make it is named with its reason on stderr, whether
+                // or not a bar is drawn there (piped, under cron or CI) and with --json too.
+                if let Some(line) = failure_line(&result) {
+                    if bar.is_hidden() {
+                        eprintln!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
                 }
                 result
             }
@@ -776,6 +773,27 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
         );
     }
     Ok(ok == results.len())
+}
+
+/// `INPUT: rejected (KIND): MESSAGE` for a file that was not processed; `None` for one that
+/// was.
+fn failure_line(r: &FileResult) -> Option<String> {
+    if r.status == Status::Complete.as_str() {
+        return None;
+    }
+    let field = |name: &str| {
+        r.error
+            .as_ref()
+            .and_then(|e| e.get(name))
+            .and_then(|v| v.as_str())
+    };
+    Some(format!(
+        "{}: {} ({}): {}",
+        r.input.display(),
+        r.status.to_lowercase(),
+        field("type").unwrap_or("Error"),
+        field("message").unwrap_or("no reason was recorded")
+    ))
 }
 
 async fn process_one(
@@ -1028,6 +1046,32 @@ mod tests {
         // A format with a preset is a contradiction clap names.
         let e = plan(&["--preset", "web", "--format", "png"]).err().unwrap();
         assert!(e.to_string().contains("--format"), "{e}");
+    }
+
+    #[test]
+    fn failures_are_named_with_their_reason() {
+        let mut r = FileResult {
+            input: PathBuf::from("shoot/a.cr2"),
+            image_id: None,
+            status: "REJECTED".into(),
+            outputs: Vec::new(),
+            error: Some(
+                serde_json::json!({"type": "UnsupportedFormat", "message": "raw: Canon CR2"}),
+            ),
+            ms: 1,
+        };
+        assert_eq!(
+            failure_line(&r).unwrap(),
+            "shoot/a.cr2: rejected (UnsupportedFormat): raw: Canon CR2"
+        );
+        r.status = "FAILED".into();
+        r.error = None;
+        assert_eq!(
+            failure_line(&r).unwrap(),
+            "shoot/a.cr2: failed (Error): no reason was recorded"
+        );
+        r.status = "COMPLETE".into();
+        assert_eq!(failure_line(&r), None);
     }
 
     #[test]

@@ -150,6 +150,13 @@ fn every_hostile_file_is_refused_by_name_in_256_mb_and_kept() {
                     ));
                     continue;
                 }
+                // Named on stderr with its reason, though stdout is a file (and JSON).
+                let line = format!("{}: rejected ({step}): {message}", input.display());
+                assert!(
+                    stderr.lines().any(|l| l == line),
+                    "{}: stderr does not say `{line}`:\n{stderr}",
+                    case.name
+                );
                 // The original is kept where it was, a copy is quarantined with the reason.
                 let original = objects.join(format!("uploads/local/{id}/{name}"));
                 assert_eq!(

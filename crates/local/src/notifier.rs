@@ -42,7 +42,11 @@ impl Notifier for JsonlNotifier {
         line.push(b'\n');
         // The image id comes with the notify step's span.
         if event.kind.is_alert() {
-            tracing::warn!(status = %event.status, error = ?event.error.as_ref().map(|e| &e.kind), "alert");
+            // The kind as plain text (`error=UnsupportedFormat`), left out when there is none.
+            match &event.error {
+                Some(e) => tracing::warn!(status = %event.status, error = %e.kind, "alert"),
+                None => tracing::warn!(status = %event.status, "alert"),
+            }
         } else {
             tracing::info!(status = %event.status, "event");
         }
