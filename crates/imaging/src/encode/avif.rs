@@ -1,7 +1,7 @@
-//! AVIF output through libavif and libaom, the encoder pair sharp (through libheif) and most
-//! browsers' own tooling use. Measured against rav1e (the pure-Rust encoder this replaced) on
-//! six photos, libaom needed about a quarter fewer bytes for the same SSIMULACRA2 at less CPU
-//! (docs/performance.md).
+//! AVIF output through libavif and libaom, the AV1 encoder sharp uses too (through libheif).
+//! Measured against rav1e (the pure-Rust encoder this replaced) on six photos, libaom needed
+//! about a quarter fewer bytes for the same SSIMULACRA2, at about 1.6 times rav1e's CPU and
+//! still under sharp's (docs/performance.md).
 //!
 //! libavif is C, so this module is the one place imaging calls foreign code by hand: the
 //! libavif crate's safe wrapper drops the alpha plane, which transparent renditions need.
