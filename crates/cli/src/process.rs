@@ -73,8 +73,8 @@ pub struct ProcessArgs {
     /// An operation, e.g. grayscale or blur=2 (repeatable, in order).
     #[arg(long = "op", value_name = "OP[=ARGS]")]
     pub ops: Vec<String>,
-    /// Output format.
-    #[arg(long, value_enum)]
+    /// Output format (any case; `jpg` is `jpeg`).
+    #[arg(long, value_enum, ignore_case = true)]
     pub format: Option<FormatArg>,
     /// Quality for JPEG, lossy WebP and AVIF: 1-100, or `auto` for the lowest quality whose
     /// output still scores --quality-target (SSIMULACRA2) against the resized image. With a
@@ -192,6 +192,7 @@ fn parse_background(text: &str) -> std::result::Result<imaging::Color, String> {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum FormatArg {
+    #[value(alias = "jpg")]
     Jpeg,
     Png,
     Webp,
@@ -1043,6 +1044,12 @@ mod tests {
         assert_eq!(r[0].quality, Some(pipeline::Quality::Fixed(50)));
         assert!(r[0].keep_metadata);
         assert!(p.changed.is_none());
+        // `jpg` and any case name JPEG.
+        for name in ["jpg", "JPG", "Jpeg"] {
+            let p = plan(&["--resize", "100x", "--format", name]).unwrap();
+            assert_eq!(renditions(&p)[0].format, OutputFormat::Jpeg, "{name}");
+        }
+        assert!(plan(&["--format", "jpx"]).is_err());
         // A format with a preset is a contradiction clap names.
         let e = plan(&["--preset", "web", "--format", "png"]).err().unwrap();
         assert!(e.to_string().contains("--format"), "{e}");
