@@ -1,0 +1,176 @@
+//! The command line of `imgpipe process`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::CommonArgs;
+
+#[derive(Args)]
+#[command(after_help = "Recipe options (one of):\n  \
+    --preset NAME        a named recipe (see `imgpipe presets`); default: web\n  \
+    --recipe FILE        a recipe JSON file\n  \
+    --resize/--op/...    one rendition described on the command line\n\n\
+    With a preset or recipe, --quality, --keep-metadata, --without-enlargement, \
+    --color-profile, --background, --jpeg-encoder, --effort and --quality-target change \
+    every rendition they fit (the summary says what they changed); one that fits none is \
+    refused.\n\n\
+    Operations (--op, repeatable, applied in order): rotate=DEG, flip, flop, \
+    crop=LEFT,TOP,WIDTH,HEIGHT, grayscale, sepia, blur=SIGMA, sharpen=SIGMA[,AMOUNT], \
+    brightness=F, contrast=F, saturation=F, hue=DEG, gamma=G, invert, tint=#RRGGBB\n\n\
+    Outputs are written as OUT/<file stem>-<rendition>.<ext>.")]
+pub struct ProcessArgs {
+    /// Image files and folders (folders are searched recursively for image files).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Where the renditions are written.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Use a named preset.
+    #[arg(long, conflicts_with_all = ["recipe", "resize", "ops", "format"])]
+    pub preset: Option<String>,
+    /// Use a recipe JSON file ({"renditions": [...]}).
+    #[arg(long, conflicts_with_all = ["resize", "ops", "format"])]
+    pub recipe: Option<PathBuf>,
+    /// Resize to WIDTHxHEIGHT, WIDTHx or xHEIGHT.
+    #[arg(long, value_name = "WxH")]
+    pub resize: Option<String>,
+    /// How to fit the resize box.
+    #[arg(long, value_enum, default_value = "cover", requires = "resize")]
+    pub fit: FitArg,
+    /// Which part cover keeps.
+    #[arg(long, value_enum, default_value = "center", requires = "resize")]
+    pub gravity: GravityArg,
+    /// Never enlarge a smaller source. With a preset or recipe, applies to every rendition
+    /// that resizes.
+    #[arg(long)]
+    pub without_enlargement: bool,
+    /// An operation, e.g. grayscale or blur=2 (repeatable, in order).
+    #[arg(long = "op", value_name = "OP[=ARGS]")]
+    pub ops: Vec<String>,
+    /// Output format (any case; `jpg` is `jpeg`).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub format: Option<FormatArg>,
+    /// Quality for JPEG, lossy WebP and AVIF: 1-100, or `auto` for the lowest quality whose
+    /// output still scores --quality-target (SSIMULACRA2) against the resized image. With a
+    /// preset or recipe, applies to every rendition that has a quality.
+    #[arg(long, value_name = "1-100|auto", value_parser = parse_quality)]
+    pub quality: Option<pipeline::Quality>,
+    /// The SSIMULACRA2 score `--quality auto` aims at, 30-95: 70 is high quality, 80 very
+    /// high, 90 visually lossless [default: 70]. Applies to every rendition whose quality is
+    /// auto, of a preset or recipe too.
+    #[arg(long, value_name = "SCORE")]
+    pub quality_target: Option<f64>,
+    /// JPEG encoder: `small` (mozjpeg's trellis quantisation, the fewest bytes) or `fast`
+    /// (libjpeg-turbo, about a tenth of the encode time, some 15-20 % more bytes) [default:
+    /// small]. Applies to every JPEG rendition, of a preset or recipe too.
+    #[arg(long, value_enum)]
+    pub jpeg_encoder: Option<JpegEncoderArg>,
+    /// Encoder effort, 0-9: slower for fewer bytes [default: 4]. AVIF: libaom speed 9 - effort;
+    /// WebP: method min(effort, 6); JPEG (small encoder, progressive): 5 and up search the
+    /// scan layout per image. Applies to every rendition it fits, of a preset or recipe too.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub effort: Option<u8>,
+    /// Keep EXIF metadata (including GPS) in the outputs, of a preset or recipe too.
+    #[arg(long)]
+    pub keep_metadata: bool,
+    /// Colours of the outputs: `srgb` converts a photo's embedded profile (Display P3, Adobe
+    /// RGB, ...) to sRGB and writes no profile; `keep` leaves its colours as they are and
+    /// embeds its profile. Applies to every rendition, of a preset or recipe too.
+    #[arg(long, value_enum, value_name = "srgb|keep")]
+    pub color_profile: Option<ColorProfileArg>,
+    /// Colour that transparent areas become in formats without alpha (JPEG), as #rrggbb
+    /// [default: #ffffff]. Applies to every rendition, of a preset or recipe too.
+    #[arg(long, value_name = "#RRGGBB", value_parser = parse_background)]
+    pub background: Option<imaging::Color>,
+    /// How many images at once (default: the number of CPU cores).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// Print one JSON document with every result instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FitArg {
+    Cover,
+    Contain,
+    Fill,
+    Inside,
+    Outside,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum GravityArg {
+    Center,
+    North,
+    Northeast,
+    East,
+    Southeast,
+    South,
+    Southwest,
+    West,
+    Northwest,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum JpegEncoderArg {
+    Small,
+    Fast,
+}
+
+impl From<JpegEncoderArg> for imaging::JpegEncoder {
+    fn from(a: JpegEncoderArg) -> Self {
+        match a {
+            JpegEncoderArg::Small => imaging::JpegEncoder::Small,
+            JpegEncoderArg::Fast => imaging::JpegEncoder::Fast,
+        }
+    }
+}
+
+fn parse_quality(text: &str) -> std::result::Result<pipeline::Quality, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(pipeline::Quality::Auto);
+    }
+    match text.parse::<u8>() {
+        Ok(q @ 1..=100) => Ok(pipeline::Quality::Fixed(q)),
+        _ => Err(format!("`{text}` is neither a quality 1-100 nor `auto`")),
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ColorProfileArg {
+    Srgb,
+    Keep,
+}
+
+impl From<ColorProfileArg> for imaging::ColorHandling {
+    fn from(a: ColorProfileArg) -> Self {
+        match a {
+            ColorProfileArg::Srgb => imaging::ColorHandling::Srgb,
+            ColorProfileArg::Keep => imaging::ColorHandling::Keep,
+        }
+    }
+}
+
+fn parse_background(text: &str) -> std::result::Result<imaging::Color, String> {
+    let colour: imaging::Color = text.parse()?;
+    if colour.0[3] != 255 {
+        return Err(format!(
+            "`{text}` is not opaque: the background fills what JPEG cannot keep transparent, so it is #rrggbb"
+        ));
+    }
+    Ok(colour)
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FormatArg {
+    #[value(alias = "jpg")]
+    Jpeg,
+    Png,
+    Webp,
+    Avif,
+    Same,
+}
