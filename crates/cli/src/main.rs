@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod backup;
 mod process;
+mod progress;
 mod reprocess;
 mod serve;
 mod token;
@@ -195,7 +196,7 @@ fn init_tracing(verbose: u8, format: LogFormat) {
     let _ = match format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(progress::LogWriter)
             // No colour codes in logs that go to a file (`imgpipe serve 2>serve.log`).
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
@@ -205,7 +206,7 @@ fn init_tracing(verbose: u8, format: LogFormat) {
             .with(filter)
             .with(
                 json_subscriber::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(progress::LogWriter)
                     .flatten_event(true)
                     .flatten_span_list_on_top_level(true)
                     .with_current_span(false)
@@ -242,7 +243,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Process(args) => process::run(args).await,
+            Command::Process(args) => process::run(args, cli.verbose).await,
             Command::Presets(args) => presets(args).map(|()| true),
             Command::Inspect(args) => inspect(args),
             Command::History(args) => history(args).await.map(|()| true),

@@ -133,7 +133,8 @@ fn checksums(dir: &Path) -> BTreeMap<String, String> {
                 .to_str()
                 .unwrap()
                 .to_string();
-            if !rel.starts_with("imgpipe.db") {
+            // run.lock is which processes have the directory open, not data: never backed up.
+            if !rel.starts_with("imgpipe.db") && rel != "run.lock" {
                 out.insert(rel, sha256_hex(&fs::read(&path).unwrap()));
             }
         }

@@ -78,19 +78,45 @@ impl FsStore {
         self.root.join(META_DIR).join(format!("{key}.json"))
     }
 
-    /// Copies an object to a path outside the store, atomically. A copy, not a hard link:
-    /// an editor that saves the exported file in place must not change the stored rendition.
-    pub fn export(&self, key: &str, dest: &Path) -> Result<(), PortError> {
+    /// Copies an object to a path outside the store, atomically, creating the folders it
+    /// goes in. A copy, not a hard link: an editor that saves the exported file in place must
+    /// not change the stored rendition. With `replace` false a file already at `dest` is left
+    /// as it is and `Ok(false)` is returned; the check and the write are one step (a link
+    /// that fails if the name exists), so a file made meanwhile is not overwritten either.
+    pub fn export(&self, key: &str, dest: &Path, replace: bool) -> Result<bool, PortError> {
         let src = self.path_of(key)?;
         let dir = match dest.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
+        fs::create_dir_all(dir).map_err(|e| port_err(key, e))?;
         let tmp = temp_in(dir).map_err(|e| port_err(key, e))?;
         fs::copy(&src, tmp.path()).map_err(|e| port_err(key, e))?;
         // An exported rendition is the user's ordinary file, not the store's private one.
         set_mode(tmp.path(), 0o644).map_err(|e| port_err(key, e))?;
-        tmp.persist(dest).map_err(|e| port_err(key, e.error))?;
+        if replace {
+            tmp.persist(dest).map_err(|e| port_err(key, e.error))?;
+            return Ok(true);
+        }
+        match tmp.persist_noclobber(dest) {
+            Ok(_) => Ok(true),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(port_err(key, e.error)),
+        }
+    }
+
+    /// Removes every object under `folder` (a key prefix ending in `/`), blocking: for
+    /// tidying up while the data directory is opened, before any job runs.
+    pub fn remove_folder(&self, folder: &str) -> Result<(), PortError> {
+        let folder = folder.trim_end_matches('/');
+        let dir = self.path_of(folder)?;
+        for path in [dir, self.root.join(META_DIR).join(folder)] {
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(port_err(folder, e)),
+            }
+        }
         Ok(())
     }
 
@@ -559,7 +585,11 @@ mod tests {
             .await
             .unwrap();
         let dest = dir.path().join("thumb.webp");
-        store.export("renditions/u/1/thumb.webp", &dest).unwrap();
+        assert!(
+            store
+                .export("renditions/u/1/thumb.webp", &dest, true)
+                .unwrap()
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -582,6 +612,26 @@ mod tests {
             store.get("renditions/u/1/thumb.webp").await.unwrap(),
             b"pixels"
         );
+        // Without `replace` the file there stays, and no temporary file is left beside it.
+        assert!(
+            !store
+                .export("renditions/u/1/thumb.webp", &dest, false)
+                .unwrap()
+        );
+        assert_eq!(fs::read(&dest).unwrap(), b"edited");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "store and thumb.webp"
+        );
+        // Into a folder that is not there yet.
+        let nested = dir.path().join("a/b/thumb.webp");
+        assert!(
+            store
+                .export("renditions/u/1/thumb.webp", &nested, false)
+                .unwrap()
+        );
+        assert_eq!(fs::read(&nested).unwrap(), b"pixels");
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ pub mod asl;
 pub mod backup;
 mod fs_store;
 mod notifier;
+mod run_lock;
 mod runner;
 mod sqlite;
 
@@ -13,7 +14,9 @@ use std::path::PathBuf;
 
 pub use fs_store::{FsStore, create_private_dir};
 pub use notifier::JsonlNotifier;
-pub use runner::{DEFINITION, ExecutionStatus, LocalPipeline, Outcome, RerenderEnd, StepExecutor};
+pub use runner::{
+    DEFINITION, ExecutionStatus, INTERRUPTED, LocalPipeline, Outcome, RerenderEnd, StepExecutor,
+};
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pipeline::io::Upload;
 use pipeline::memory::MemoryWorkStore;
-use pipeline::model::ImageRecord;
+use pipeline::model::{ErrorInfo, ImageRecord};
 use pipeline::ports::{MetadataStore, Notifier, ObjectStore};
 use pipeline::{Config, StepName, Steps, keys};
 use serde_json::Value;
 use tracing::Instrument;
 
 use crate::asl::{self, Execution, RunOptions, Runner, StateMachine, TaskExecutor, TaskFailure};
+use crate::run_lock::RunLock;
 use crate::{FsStore, JsonlNotifier, LocalError, SqliteMetadata};
 
 /// The definition's timeouts fit the 5 minutes an Express execution may last on AWS, where
@@ -58,7 +59,16 @@ pub struct LocalPipeline {
     pub steps: Steps,
     pub store: Arc<FsStore>,
     pub runner: Runner<StepExecutor>,
+    /// The records themselves, for what the embedded mode records outside the steps
+    /// ([`LocalPipeline::fail_job`]); `None` over injected ports.
+    records: Option<Arc<SqliteMetadata>>,
+    /// Jobs a stopped process had left PROCESSING, marked FAILED (Interrupted) on opening.
+    pub interrupted: Vec<ImageRecord>,
+    _run_lock: Option<RunLock>,
 }
+
+/// The error kind of a job that stopped before it finished, with its process.
+pub const INTERRUPTED: &str = "Interrupted";
 
 /// What one execution ended with.
 pub struct Outcome {
@@ -116,7 +126,52 @@ impl LocalPipeline {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| LocalError::Io(path.to_path_buf(), e))?;
         }
-        Self::with_ports(data, config, store.clone(), store, metadata, notifier)
+        let mut interrupted = Vec::new();
+        let run_lock = RunLock::take(data, || {
+            let error = ErrorInfo {
+                kind: INTERRUPTED.to_string(),
+                message: "the process running this job stopped before it finished (Ctrl-C, \
+                          a crash or a power cut); the original is kept: process it again"
+                    .to_string(),
+            };
+            interrupted = metadata.fail_unfinished(&error)?;
+            for r in &interrupted {
+                store.remove_folder(&keys::renditions_prefix(&r.owner, &r.id))?;
+            }
+            Ok(())
+        })?;
+        let mut pipeline = Self::with_ports(
+            data,
+            config,
+            store.clone(),
+            store,
+            metadata.clone(),
+            notifier,
+        )?;
+        pipeline.records = Some(metadata);
+        pipeline.interrupted = interrupted;
+        pipeline._run_lock = Some(run_lock);
+        Ok(pipeline)
+    }
+
+    /// Records that the job of `id` failed with `error` whatever status it reached (COMPLETE
+    /// too: the command could not deliver its renditions), and removes the renditions it had
+    /// made; the original stays. Without a record, `fallback` is recorded FAILED, if given.
+    pub async fn fail_job(
+        &self,
+        id: &str,
+        error: &ErrorInfo,
+        fallback: Option<ImageRecord>,
+    ) -> Result<(), LocalError> {
+        let records = self
+            .records
+            .as_ref()
+            .ok_or_else(|| LocalError::Other("no record store to write to".to_string()))?;
+        if let Some(before) = records.force_fail(id, error, fallback).await? {
+            self.store
+                .remove_folder(&keys::renditions_prefix(&before.owner, &before.id))?;
+        }
+        Ok(())
     }
 
     /// Builds the pipeline over given ports: the seam where tests inject faults.
@@ -152,6 +207,9 @@ impl LocalPipeline {
             steps,
             store,
             runner,
+            records: None,
+            interrupted: Vec::new(),
+            _run_lock: None,
         })
     }
 

@@ -15,6 +15,8 @@ use pipeline::model::{
 use pipeline::ports::{Begin, IfAbsent, MetadataStore, Rerendered};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+mod amend;
+
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA foreign_keys = ON;

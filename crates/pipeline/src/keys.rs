@@ -71,6 +71,11 @@ pub fn upload_key(owner: &str, id: &str, name: &str) -> String {
     format!("uploads/{owner}/{id}/{}", sanitise_name(name))
 }
 
+/// The folder every rendition object of one image is under.
+pub fn renditions_prefix(owner: &str, id: &str) -> String {
+    format!("renditions/{owner}/{id}/")
+}
+
 pub fn rendition_key(owner: &str, id: &str, rendition: &str, ext: &str) -> String {
     format!("renditions/{owner}/{id}/{rendition}.{ext}")
 }

@@ -18,7 +18,11 @@ use crate::CommonArgs;
     Operations (--op, repeatable, applied in order): rotate=DEG, flip, flop, \
     crop=LEFT,TOP,WIDTH,HEIGHT, grayscale, sepia, blur=SIGMA, sharpen=SIGMA[,AMOUNT], \
     brightness=F, contrast=F, saturation=F, hue=DEG, gamma=G, invert, tint=#RRGGBB\n\n\
-    Outputs are written as OUT/<file stem>-<rendition>.<ext>.")]
+    Outputs are written as OUT/{dir}/{stem}-{rendition}.{ext}: a folder's subfolders are \
+    kept under OUT. --name changes that; files already there are left alone unless \
+    --overwrite or --skip-existing says otherwise, and files under OUT named like this \
+    recipe's outputs are never taken as inputs.")]
+#[command(group(clap::ArgGroup::new("size").args(["resize", "width", "height"]).multiple(true)))]
 pub struct ProcessArgs {
     /// Image files and folders (folders are searched recursively for image files).
     #[arg(required = true)]
@@ -27,20 +31,41 @@ pub struct ProcessArgs {
     #[arg(short, long)]
     pub out: PathBuf,
     /// Use a named preset.
-    #[arg(long, conflicts_with_all = ["recipe", "resize", "ops", "format"])]
+    #[arg(long, conflicts_with_all = ["recipe", "size", "ops", "format", "rendition_name"])]
     pub preset: Option<String>,
     /// Use a recipe JSON file ({"renditions": [...]}).
-    #[arg(long, conflicts_with_all = ["resize", "ops", "format"])]
+    #[arg(long, conflicts_with_all = ["size", "ops", "format", "rendition_name"])]
     pub recipe: Option<PathBuf>,
     /// Resize to WIDTHxHEIGHT, WIDTHx or xHEIGHT.
-    #[arg(long, value_name = "WxH")]
+    #[arg(long, value_name = "WxH", conflicts_with_all = ["width", "height"])]
     pub resize: Option<String>,
+    /// Resize to this width (the height follows the aspect ratio unless --height is given).
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(1..))]
+    pub width: Option<u32>,
+    /// Resize to this height (the width follows the aspect ratio unless --width is given).
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(1..))]
+    pub height: Option<u32>,
     /// How to fit the resize box.
-    #[arg(long, value_enum, default_value = "cover", requires = "resize")]
+    #[arg(long, value_enum, default_value = "cover", requires = "size")]
     pub fit: FitArg,
     /// Which part cover keeps.
-    #[arg(long, value_enum, default_value = "center", requires = "resize")]
+    #[arg(long, value_enum, default_value = "center", requires = "size")]
     pub gravity: GravityArg,
+    /// The name of the one rendition described on the command line, as {rendition} in
+    /// --name [default: out].
+    #[arg(long, value_name = "NAME")]
+    pub rendition_name: Option<String>,
+    /// Output file names under --out: {stem} (the input's name without extension),
+    /// {rendition}, {ext}, {width}, {height} and {dir} (the input's folder relative to the
+    /// folder given, so trees are kept).
+    #[arg(long, value_name = "TEMPLATE", default_value = super::naming::DEFAULT_TEMPLATE)]
+    pub name: String,
+    /// Replace output files that are already there.
+    #[arg(long, conflicts_with = "skip_existing")]
+    pub overwrite: bool,
+    /// Leave output files that are already there, and skip inputs whose outputs all are.
+    #[arg(long)]
+    pub skip_existing: bool,
     /// Never enlarge a smaller source. With a preset or recipe, applies to every rendition
     /// that resizes.
     #[arg(long)]
@@ -89,6 +114,9 @@ pub struct ProcessArgs {
     /// Print one JSON document with every result instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print only failures (one line each on stderr) and no progress bar or summary.
+    #[arg(short, long, conflicts_with = "json")]
+    pub quiet: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }

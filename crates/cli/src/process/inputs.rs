@@ -1,9 +1,14 @@
-//! The image files an `imgpipe process` run takes from the paths it is given.
+//! The image files an `imgpipe process` run takes from the paths it is given, and the names
+//! their renditions will have under `--out`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use imaging::{Format, OutputFormat};
+use pipeline::Rendition;
+
+use super::naming::{Template, Vars};
 
 /// Extensions picked up when a folder is given; files named explicitly are always tried, and
 /// their magic bytes decide what they are.
@@ -16,78 +21,300 @@ const IMAGE_EXTENSIONS: &[&str] = &[
     "srw", "3fr", "iiq", "dcr", "kdc", "erf", "mef", "mrw", "x3f", "rwl",
 ];
 
-pub(super) fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
-        if depth > 64 {
-            return Ok(());
-        }
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading folder {}", dir.display()))?
-            .collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let path = entry.path();
-            let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            if hidden {
-                continue;
-            }
-            if path.is_dir() {
-                walk(&path, out, depth + 1)?;
-            } else if path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            {
-                out.push(path);
-            }
-        }
-        Ok(())
+/// One file to process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub path: PathBuf,
+    /// Its folder relative to the folder argument it was found in; empty for a file named on
+    /// the command line.
+    pub dir: PathBuf,
+}
+
+/// What the folders held besides inputs.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub inputs: Vec<Input>,
+    /// Files under `--out` named like this recipe's outputs: an earlier run's renditions.
+    pub own_outputs: usize,
+}
+
+/// Folders a walk does not enter or take files from.
+pub struct Exclude<'a> {
+    /// The data directory: its objects are the pipeline's copies.
+    pub data: &'a Path,
+    /// `--out`, with the names its outputs have.
+    pub out: &'a Path,
+    pub template: &'a Template,
+    pub renditions: &'a [Rendition],
+}
+
+pub fn collect_inputs(inputs: &[PathBuf], exclude: &Exclude<'_>) -> Result<Found> {
+    let data = std::fs::canonicalize(exclude.data).ok();
+    let out = std::fs::canonicalize(exclude.out).ok();
+    let names: Vec<String> = exclude.renditions.iter().map(|r| r.name.clone()).collect();
+    let exts = output_extensions(exclude.renditions);
+    let is_own_output = |path: &Path| -> bool {
+        let (Some(out), Ok(full)) = (&out, std::fs::canonicalize(path)) else {
+            return false;
+        };
+        full.strip_prefix(out)
+            .is_ok_and(|rel| exclude.template.is_output(rel, &names, &exts))
+    };
+    struct Walk<'a> {
+        data: Option<PathBuf>,
+        is_own_output: &'a dyn Fn(&Path) -> bool,
+        found: Found,
     }
-    let mut files = Vec::new();
+    impl Walk<'_> {
+        fn walk(&mut self, root: &Path, dir: &Path, depth: usize) -> Result<()> {
+            if depth > 64 {
+                return Ok(());
+            }
+            if self
+                .data
+                .as_ref()
+                .is_some_and(|d| std::fs::canonicalize(dir).is_ok_and(|c| &c == d))
+            {
+                return Ok(());
+            }
+            let mut entries: Vec<_> = std::fs::read_dir(dir)
+                .with_context(|| format!("reading folder {}", dir.display()))?
+                .collect::<Result<_, _>>()?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let path = entry.path();
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                if path.is_dir() {
+                    self.walk(root, &path, depth + 1)?;
+                } else if path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                {
+                    if (self.is_own_output)(&path) {
+                        self.found.own_outputs += 1;
+                        continue;
+                    }
+                    let dir = path
+                        .parent()
+                        .and_then(|p| p.strip_prefix(root).ok())
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default();
+                    self.found.inputs.push(Input { path, dir });
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut walk = Walk {
+        data,
+        is_own_output: &is_own_output,
+        found: Found::default(),
+    };
     for input in inputs {
         let meta = std::fs::metadata(input).with_context(|| format!("{}", input.display()))?;
         if meta.is_dir() {
-            walk(input, &mut files, 0)?;
+            walk.walk(input, input, 0)?;
         } else {
-            files.push(input.clone());
+            walk.found.inputs.push(Input {
+                path: input.clone(),
+                dir: PathBuf::new(),
+            });
         }
     }
-    Ok(files)
+    Ok(walk.found)
 }
 
-/// Output stems, unique within the run: `a.jpg` and `x/a.png` become `a` and `a-2`.
-pub(super) fn unique_stems(files: &[PathBuf]) -> Vec<String> {
-    let mut seen = HashSet::new();
-    files
-        .iter()
-        .map(|f| {
-            let stem = pipeline::keys::sanitise_name(
-                &f.file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
-            let mut candidate = stem.clone();
-            let mut n = 2;
-            while !seen.insert(candidate.clone()) {
-                candidate = format!("{stem}-{n}");
-                n += 1;
+/// Every extension the renditions can be written with.
+fn output_extensions(renditions: &[Rendition]) -> Vec<&'static str> {
+    let mut exts = Vec::new();
+    for r in renditions {
+        let these: &[&'static str] = match r.format {
+            OutputFormat::Jpeg => &["jpg"],
+            OutputFormat::Png => &["png"],
+            OutputFormat::Webp => &["webp"],
+            OutputFormat::Avif => &["avif"],
+            OutputFormat::Same => &["jpg", "png", "webp"],
+        };
+        for e in these {
+            if !exts.contains(e) {
+                exts.push(*e);
             }
-            candidate
-        })
-        .collect()
+        }
+    }
+    exts
+}
+
+/// The extensions a rendition of `input` may get: one for a fixed format; for `same`, the
+/// source's own when its first bytes say it is JPEG, PNG or WebP, else JPEG or PNG (which one
+/// depends on alpha, known once decoded).
+fn extensions_for(input: &Path, format: OutputFormat) -> Vec<&'static str> {
+    let fixed = match format {
+        OutputFormat::Jpeg => Some(Format::Jpeg),
+        OutputFormat::Png => Some(Format::Png),
+        OutputFormat::Webp => Some(Format::Webp),
+        OutputFormat::Avif => Some(Format::Avif),
+        OutputFormat::Same => {
+            let mut head = Vec::new();
+            if let Ok(file) = std::fs::File::open(input) {
+                use std::io::Read;
+                let _ = file.take(64).read_to_end(&mut head);
+            }
+            match imaging::sniff(&head) {
+                Ok(f @ (Format::Jpeg | Format::Png | Format::Webp)) => Some(f),
+                _ => None,
+            }
+        }
+    };
+    match fixed {
+        Some(f) => vec![f.extension()],
+        None => vec!["jpg", "png"],
+    }
+}
+
+/// One input's name in the run and the paths (under `--out`) its renditions may take.
+#[derive(Debug)]
+pub struct Planned {
+    pub stem: String,
+    /// For each rendition, the paths it may be written to (one, or two when its format
+    /// depends on the decoded image), relative to `--out`; empty when names depend on sizes
+    /// not known yet.
+    pub paths: Vec<Vec<PathBuf>>,
+}
+
+/// Names each input's outputs: the file stem, made unique (`a`, `a-2`) where two inputs would
+/// otherwise get the same output names.
+pub fn plan_outputs(
+    inputs: &[Input],
+    template: &Template,
+    renditions: &[Rendition],
+) -> Result<Vec<Planned>> {
+    if renditions.len() > 1 && !template.tells_renditions_apart() {
+        let names: Vec<&str> = renditions.iter().map(|r| r.name.as_str()).collect();
+        bail!(
+            "--name {}: the recipe has {} renditions ({}) and the name has no {{rendition}}: they would overwrite each other",
+            template.text(),
+            names.len(),
+            names.join(", ")
+        );
+    }
+    let mut taken: HashSet<PathBuf> = HashSet::new();
+    let mut planned = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let stem = pipeline::keys::sanitise_name(
+            &input
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let exts: Vec<Vec<&str>> = renditions
+            .iter()
+            .map(|r| extensions_for(&input.path, r.format))
+            .collect();
+        // With sizes in the name, names are compared without them: two inputs apart only by
+        // their sizes are told apart by stem too, as sizes may well be equal.
+        let paths_for = |stem: &str| -> Vec<Vec<PathBuf>> {
+            renditions
+                .iter()
+                .zip(&exts)
+                .map(|(r, exts)| {
+                    exts.iter()
+                        .map(|ext| {
+                            template.render(&Vars {
+                                dir: &input.dir,
+                                stem,
+                                rendition: &r.name,
+                                ext,
+                                dims: None,
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let mut candidate = stem.clone();
+        let mut n = 2;
+        let mut paths = paths_for(&candidate);
+        while let Some(clash) = paths.iter().flatten().find(|p| taken.contains(*p)) {
+            if !template.uses_stem() {
+                bail!(
+                    "--name {}: {} would get the same name as another input ({}); add {{stem}}",
+                    template.text(),
+                    input.path.display(),
+                    clash.display()
+                );
+            }
+            candidate = format!("{stem}-{n}");
+            n += 1;
+            paths = paths_for(&candidate);
+        }
+        taken.extend(paths.iter().flatten().cloned());
+        planned.push(Planned {
+            stem: candidate,
+            paths: if template.uses_dims() {
+                Vec::new()
+            } else {
+                paths
+            },
+        });
+    }
+    Ok(planned)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::naming::DEFAULT_TEMPLATE;
+
+    fn rendition(name: &str, format: OutputFormat) -> Rendition {
+        Rendition {
+            name: name.to_string(),
+            format,
+            ..serde_json::from_str(r#"{"name": "x"}"#).unwrap()
+        }
+    }
+
+    fn input(path: &str, dir: &str) -> Input {
+        Input {
+            path: PathBuf::from(path),
+            dir: PathBuf::from(dir),
+        }
+    }
 
     #[test]
-    fn stems_are_unique() {
-        let files = [
-            PathBuf::from("a.jpg"),
-            PathBuf::from("x/a.png"),
-            PathBuf::from("b c.jpg"),
+    fn stems_are_unique_where_names_would_clash() {
+        let t = Template::parse(DEFAULT_TEMPLATE).unwrap();
+        let r = [rendition("thumb", OutputFormat::Webp)];
+        let inputs = [
+            input("a.jpg", ""),
+            input("x/a.png", ""),
+            input("b c.jpg", ""),
+            input("in/2024/a.jpg", "2024"),
         ];
-        assert_eq!(unique_stems(&files), ["a", "a-2", "b_c"]);
+        let p = plan_outputs(&inputs, &t, &r).unwrap();
+        let stems: Vec<_> = p.iter().map(|p| p.stem.as_str()).collect();
+        assert_eq!(
+            stems,
+            ["a", "a-2", "b_c", "a"],
+            "another folder is no clash"
+        );
+        assert_eq!(p[3].paths, [[PathBuf::from("2024/a-thumb.webp")]]);
+
+        // Flattened by the template, the folder no longer keeps them apart.
+        let flat = Template::parse("{stem}-{rendition}.{ext}").unwrap();
+        let p = plan_outputs(&inputs, &flat, &r).unwrap();
+        assert_eq!(p[3].stem, "a-3");
+
+        // Several renditions need {rendition} in the name.
+        let two = [
+            rendition("thumb", OutputFormat::Webp),
+            rendition("large", OutputFormat::Webp),
+        ];
+        let stem_only = Template::parse("{stem}.{ext}").unwrap();
+        let e = plan_outputs(&inputs, &stem_only, &two).unwrap_err();
+        assert!(e.to_string().contains("no {rendition}"), "{e}");
     }
 }

@@ -2,27 +2,35 @@
 //! to the output folder.
 
 mod args;
+mod export;
 mod inputs;
+mod naming;
 mod ops;
 mod plan;
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use local::{ExecutionStatus, LocalPipeline};
+use local::{ExecutionStatus, INTERRUPTED, LocalPipeline};
 use pipeline::io::Upload;
-use pipeline::model::{ImageRecord, Status};
+use pipeline::model::{ErrorInfo, ImageRecord, SourceInfo, Status};
 use serde::Serialize;
 
 pub use args::ProcessArgs;
-use inputs::{collect_inputs, unique_stems};
+use export::{Existing, Exporter, Output};
+use inputs::{Exclude, Input, collect_inputs, plan_outputs};
+use naming::Template;
 pub use plan::describe_rendition;
 use plan::{Plan, recipe_of};
+
+/// The status of an input whose outputs were all there already (`--skip-existing`).
+const SKIPPED: &str = "SKIPPED";
 
 /// What one input became.
 #[derive(Debug, Serialize)]
@@ -38,17 +46,32 @@ struct FileResult {
     ms: u64,
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Output {
-    rendition: String,
-    path: PathBuf,
-    width: u32,
-    height: u32,
-    bytes: u64,
+impl FileResult {
+    fn new(input: PathBuf, status: &str) -> FileResult {
+        FileResult {
+            input,
+            image_id: None,
+            status: status.to_string(),
+            outputs: Vec::new(),
+            error: None,
+            ms: 0,
+        }
+    }
+
+    fn fail(&mut self, kind: &str, message: String) {
+        self.status = Status::Failed.as_str().to_string();
+        self.error = Some(serde_json::json!({"type": kind, "message": message}));
+    }
 }
 
-pub async fn run(args: ProcessArgs) -> Result<bool> {
+/// The uploads being processed right now, by input, so that Ctrl-C can record them.
+type InFlight = Arc<Mutex<HashMap<PathBuf, Upload>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
     let mut config = args.common.config()?;
     let jobs = crate::workers(args.jobs);
     config.compute = pipeline::ComputeSlots::new(jobs);
@@ -57,40 +80,101 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
         recipe,
         changed,
     } = recipe_of(&args, &config)?;
-    let files = collect_inputs(&args.inputs)?;
-    if files.is_empty() {
+    let renditions = match (&recipe, &preset) {
+        (Some(r), _) => r.renditions.clone(),
+        (None, Some(name)) => config.presets.get(name)?.renditions.clone(),
+        (None, None) => bail!("no recipe to process with"),
+    };
+    let template = Template::parse(&args.name)?;
+    let found = collect_inputs(
+        &args.inputs,
+        &Exclude {
+            data: &args.common.data,
+            out: &args.out,
+            template: &template,
+            renditions: &renditions,
+        },
+    )?;
+    if found.inputs.is_empty() {
+        if found.own_outputs > 0 {
+            bail!(
+                "no image files to process: the {} found are under --out {} and named like this recipe's outputs",
+                found.own_outputs,
+                args.out.display()
+            );
+        }
         bail!("no image files found in the inputs given");
     }
+    let planned = plan_outputs(&found.inputs, &template, &renditions)?;
+    let policy = match (args.overwrite, args.skip_existing) {
+        (true, _) => Existing::Overwrite,
+        (_, true) => Existing::Skip,
+        _ => Existing::Refuse,
+    };
+    let exporter = Arc::new(Exporter::new(args.out.clone(), template, policy));
+    let skip = exporter.precheck(&found.inputs, &planned)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating output folder {}", args.out.display()))?;
     let pipeline = Arc::new(
         LocalPipeline::open(&args.common.data, config)
             .with_context(|| format!("opening data directory {}", args.common.data.display()))?,
     );
-    let stems = unique_stems(&files);
-    let bar = if !args.json && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(files.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    if !pipeline.interrupted.is_empty() {
+        eprintln!(
+            "note: {} job{} left unfinished by a stopped run {} now FAILED ({INTERRUPTED}); `imgpipe history --status FAILED` lists them",
+            pipeline.interrupted.len(),
+            if pipeline.interrupted.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            if pipeline.interrupted.len() == 1 {
+                "is"
+            } else {
+                "are"
+            },
         );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    }
+    // Listening from here on, before any job starts, so a Ctrl-C is never missed.
+    let mut interrupt = Interrupt::listen()?;
+    let total = found.inputs.len();
+    let bar = progress_bar(&args, total);
+    crate::progress::show(&bar);
     let started = Instant::now();
     let recipe_json = recipe.as_ref().map(serde_json::to_value).transpose()?;
-    let results: Vec<FileResult> = futures::stream::iter(files.into_iter().zip(stems))
-        .map(|(file, stem)| {
+    let in_flight: InFlight = Arc::default();
+    let current: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut results: Vec<FileResult> = Vec::with_capacity(total);
+    let mut work = Vec::new();
+    for ((input, planned), skip) in found.inputs.into_iter().zip(planned).zip(skip) {
+        if skip {
+            results.push(FileResult::new(input.path, SKIPPED));
+            bar.inc(1);
+        } else {
+            work.push((input, planned.stem));
+        }
+    }
+    let skipped = results.len();
+    let mut stream = futures::stream::iter(work)
+        .map(|(input, stem)| {
             let pipeline = pipeline.clone();
+            let exporter = exporter.clone();
             let preset = preset.clone();
             let recipe = recipe_json.clone();
-            let out = args.out.clone();
             let bar = bar.clone();
+            let in_flight = in_flight.clone();
+            let current = current.clone();
+            let quiet = args.quiet;
             async move {
-                let result = process_one(&pipeline, &file, &stem, &out, preset, recipe).await;
+                let name = input.path.display().to_string();
+                lock(&current).push(name.clone());
+                bar.set_message(lock(&current).join(", "));
+                let result = process_one(
+                    &pipeline, &exporter, &input, &stem, preset, recipe, &in_flight,
+                )
+                .await;
+                lock(&current).retain(|n| *n != name);
+                bar.set_message(lock(&current).join(", "));
                 bar.inc(1);
                 // Every file that did not make it is named with its reason on stderr, whether
                 // or not a bar is drawn there (piped, under cron or CI) and with --json too.
@@ -101,29 +185,78 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
                         bar.println(line);
                     }
                 }
+                if verbose > 0 && !quiet && !bar.is_hidden() {
+                    for o in &result.outputs {
+                        bar.println(format!("{}", o.path.display()));
+                    }
+                }
                 result
             }
         })
-        .buffer_unordered(jobs)
-        .collect()
-        .await;
+        .buffer_unordered(jobs);
+    let interrupted = loop {
+        tokio::select! {
+            next = stream.next() => match next {
+                Some(result) => results.push(result),
+                None => break false,
+            },
+            _ = interrupt.recv() => break true,
+        }
+    };
+    // Dropping the stream drops the jobs still running: nothing more of theirs is written.
+    drop(stream);
     bar.finish_and_clear();
+    crate::progress::clear();
+    let mut stopped = 0;
+    if interrupted {
+        let uploads: Vec<(PathBuf, Upload)> = lock(&in_flight).drain().collect();
+        stopped = uploads.len();
+        for (input, upload) in uploads {
+            let mut result = FileResult::new(input, Status::Failed.as_str());
+            let message =
+                "interrupted (Ctrl-C) before it finished; the original is kept: process it again";
+            if let Err(e) = record_interrupted(&pipeline, &upload, message).await {
+                eprintln!(
+                    "{}: could not record the interruption: {e:#}",
+                    result.input.display()
+                );
+            }
+            result.fail(INTERRUPTED, message.to_string());
+            if let Some(line) = failure_line(&result) {
+                eprintln!("{line}");
+            }
+            results.push(result);
+        }
+    }
     let elapsed = started.elapsed();
     let count = |s: &str| results.iter().filter(|r| r.status == s).count();
     let ok = count(Status::Complete.as_str());
     let rejected = count(Status::Rejected.as_str());
-    let failed = results.len() - ok - rejected;
+    let failed = count(Status::Failed.as_str());
+    let not_started = total - results.len();
     if args.json {
         let doc = serde_json::json!({
             "results": results,
-            "summary": { "images": results.len(), "ok": ok, "rejected": rejected, "failed": failed, "seconds": elapsed.as_secs_f64() },
+            "summary": {
+                "images": total, "ok": ok, "rejected": rejected, "failed": failed,
+                "skipped": skipped, "interrupted": interrupted, "notStarted": not_started,
+                "seconds": elapsed.as_secs_f64(),
+            },
         });
         outln!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        for r in &results {
-            for o in &r.outputs {
+    } else if !args.quiet {
+        let written: Vec<&Output> = results.iter().flat_map(|r| &r.outputs).collect();
+        // The list of files is for small runs, or asked for with -v; a big batch ends with
+        // its summary, not pages of paths.
+        if verbose > 0 || written.len() < 10 {
+            for o in &written {
+                let kept = if o.kept {
+                    "  (there already, kept)"
+                } else {
+                    ""
+                };
                 outln!(
-                    "{}  {}x{}  {} bytes",
+                    "{}  {}x{}  {} bytes{kept}",
                     o.path.display(),
                     o.width,
                     o.height,
@@ -137,20 +270,120 @@ pub async fn run(args: ProcessArgs) -> Result<bool> {
                 changed.join(", ")
             );
         }
-        outln!(
-            "{} image{}: {ok} ok, {rejected} rejected, {failed} failed in {:.2} s",
-            results.len(),
-            if results.len() == 1 { "" } else { "s" },
-            elapsed.as_secs_f64()
+        let mut line = format!(
+            "{total} image{}: {ok} ok, {rejected} rejected, {failed} failed",
+            if total == 1 { "" } else { "s" },
         );
+        if skipped > 0 {
+            line.push_str(&format!(", {skipped} skipped (outputs there already)"));
+        }
+        if interrupted {
+            line = format!("interrupted: {line} ({stopped} stopped, {not_started} not started)");
+        }
+        if found.own_outputs > 0 {
+            line.push_str(&format!(
+                "; {} earlier output{} under {} left out",
+                found.own_outputs,
+                if found.own_outputs == 1 { "" } else { "s" },
+                args.out.display()
+            ));
+        }
+        outln!("{line} in {:.2} s", elapsed.as_secs_f64());
     }
-    Ok(ok == results.len())
+    if interrupted {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        // 128 + SIGINT, as a shell reports a command Ctrl-C stopped.
+        std::process::exit(130);
+    }
+    Ok(ok + skipped == total)
+}
+
+/// Ctrl-C (SIGINT).
+struct Interrupt {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn listen() -> Result<Interrupt> {
+        Ok(Interrupt {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("listening for Ctrl-C")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        self.signal.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn progress_bar(args: &ProcessArgs, total: usize) -> ProgressBar {
+    if args.json || args.quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {pos}/{len} [{elapsed_precise}] {bar:25} {per_sec} ETA {eta} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    // Ticks while a slow encode runs, so a live run never looks frozen.
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Records a job Ctrl-C stopped as FAILED (Interrupted), with a record made for it if it had
+/// none yet, so that `history` says what became of it.
+async fn record_interrupted(
+    pipeline: &LocalPipeline,
+    upload: &Upload,
+    message: &str,
+) -> Result<()> {
+    let ident = pipeline::keys::identify(&upload.key, upload.etag.as_deref())
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let now = chrono::Utc::now();
+    let error = ErrorInfo {
+        kind: INTERRUPTED.to_string(),
+        message: message.to_string(),
+    };
+    let fallback = ImageRecord {
+        id: ident.id.clone(),
+        owner: ident.owner,
+        status: Status::Failed,
+        source: SourceInfo {
+            key: upload.key.clone(),
+            etag: upload.etag.clone(),
+            bytes: upload.size.unwrap_or(0),
+            format: None,
+            width: None,
+            height: None,
+            sha256: None,
+            color_profile: None,
+        },
+        recipe: None,
+        renditions: Vec::new(),
+        error: Some(error.clone()),
+        created_at: now,
+        updated_at: now,
+        execution_id: None,
+        tags: upload.tags.clone(),
+        preset: upload.preset.clone(),
+        reprocessed_at: None,
+    };
+    pipeline.fail_job(&ident.id, &error, Some(fallback)).await?;
+    Ok(())
 }
 
 /// `INPUT: rejected (KIND): MESSAGE` for a file that was not processed; `None` for one that
 /// was.
 fn failure_line(r: &FileResult) -> Option<String> {
-    if r.status == Status::Complete.as_str() {
+    if r.status == Status::Complete.as_str() || r.status == SKIPPED {
         return None;
     }
     let field = |name: &str| {
@@ -170,36 +403,28 @@ fn failure_line(r: &FileResult) -> Option<String> {
 
 async fn process_one(
     pipeline: &LocalPipeline,
-    file: &Path,
+    exporter: &Exporter,
+    input: &Input,
     stem: &str,
-    out: &Path,
     preset: Option<String>,
     recipe: Option<serde_json::Value>,
+    in_flight: &InFlight,
 ) -> FileResult {
     let started = Instant::now();
-    let mut result = FileResult {
-        input: file.to_path_buf(),
-        image_id: None,
-        status: Status::Failed.as_str().to_string(),
-        outputs: Vec::new(),
-        error: None,
-        ms: 0,
-    };
+    let mut result = FileResult::new(input.path.clone(), Status::Failed.as_str());
     let outcome = async {
-        let upload = pipeline.ingest(file, "local")?;
+        let upload = pipeline.ingest(&input.path, "local")?;
         let upload = Upload {
             preset,
             recipe,
             ..upload
         };
+        lock(in_flight).insert(input.path.clone(), upload.clone());
         pipeline.run(&upload).await.map_err(anyhow::Error::from)
     }
     .await;
     match outcome {
-        Err(e) => {
-            result.error =
-                Some(serde_json::json!({"type": "Internal", "message": format!("{e:#}")}))
-        }
+        Err(e) => result.fail("Internal", format!("{e:#}")),
         Ok(outcome) => {
             if let ExecutionStatus::Failed { error, cause } = &outcome.execution.status
                 && outcome.record.as_ref().is_none_or(|r| r.error.is_none())
@@ -213,48 +438,27 @@ async fn process_one(
                     result.error = Some(serde_json::json!({"type": e.kind, "message": e.message}));
                 }
                 if record.status == Status::Complete {
-                    match export(pipeline, &record, stem, out) {
+                    match exporter.export(pipeline, &record, input, stem) {
                         Ok(outputs) => result.outputs = outputs,
                         Err(e) => {
-                            result.status = Status::Failed.as_str().to_string();
-                            result.error = Some(
-                                serde_json::json!({"type": "Export", "message": format!("{e:#}")}),
-                            );
+                            // The job did not deliver: its record says so, not COMPLETE.
+                            let error = ErrorInfo {
+                                kind: "Export".to_string(),
+                                message: format!("{e:#}"),
+                            };
+                            if let Err(e) = pipeline.fail_job(&record.id, &error, None).await {
+                                tracing::warn!(image_id = %record.id, error = %e, "could not record the export failure");
+                            }
+                            result.fail(&error.kind, error.message);
                         }
                     }
                 }
             }
         }
     }
+    lock(in_flight).remove(&input.path);
     result.ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     result
-}
-
-fn export(
-    pipeline: &LocalPipeline,
-    record: &ImageRecord,
-    stem: &str,
-    out: &Path,
-) -> Result<Vec<Output>> {
-    record
-        .renditions
-        .iter()
-        .map(|r| {
-            let ext = r.format.extension();
-            let path = out.join(format!("{stem}-{}.{ext}", r.name));
-            pipeline
-                .store
-                .export(&r.key, &path)
-                .with_context(|| format!("writing {}", path.display()))?;
-            Ok(Output {
-                rendition: r.name.clone(),
-                path,
-                width: r.width,
-                height: r.height,
-                bytes: r.bytes,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

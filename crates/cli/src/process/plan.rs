@@ -217,7 +217,12 @@ fn quality_text(q: pipeline::Quality) -> String {
 fn is_ad_hoc(args: &ProcessArgs) -> bool {
     args.recipe.is_none()
         && args.preset.is_none()
-        && (args.resize.is_some() || !args.ops.is_empty() || args.format.is_some())
+        && (args.resize.is_some()
+            || args.width.is_some()
+            || args.height.is_some()
+            || !args.ops.is_empty()
+            || args.format.is_some()
+            || args.rendition_name.is_some())
 }
 
 fn base_recipe_of(
@@ -238,40 +243,42 @@ fn base_recipe_of(
         config.presets.get(&name)?;
         return Ok((Some(name), None));
     }
-    let resize = match &args.resize {
-        Some(text) => {
-            let (width, height) = parse_resize(text)?;
-            Some(ResizeSpec {
-                width,
-                height,
-                fit: match args.fit {
-                    FitArg::Cover => Fit::Cover,
-                    FitArg::Contain => Fit::Contain,
-                    FitArg::Fill => Fit::Fill,
-                    FitArg::Inside => Fit::Inside,
-                    FitArg::Outside => Fit::Outside,
-                },
-                gravity: match args.gravity {
-                    GravityArg::Center => Gravity::Center,
-                    GravityArg::North => Gravity::North,
-                    GravityArg::Northeast => Gravity::NorthEast,
-                    GravityArg::East => Gravity::East,
-                    GravityArg::Southeast => Gravity::SouthEast,
-                    GravityArg::South => Gravity::South,
-                    GravityArg::Southwest => Gravity::SouthWest,
-                    GravityArg::West => Gravity::West,
-                    GravityArg::Northwest => Gravity::NorthWest,
-                },
-                without_enlargement: args.without_enlargement,
-                background: None,
-            })
-        }
-        None => None,
+    let size = match (&args.resize, args.width, args.height) {
+        (Some(text), _, _) => Some(parse_resize(text)?),
+        (None, None, None) => None,
+        (None, w, h) => Some((w, h)),
     };
+    let resize = size.map(|(width, height)| ResizeSpec {
+        width,
+        height,
+        fit: match args.fit {
+            FitArg::Cover => Fit::Cover,
+            FitArg::Contain => Fit::Contain,
+            FitArg::Fill => Fit::Fill,
+            FitArg::Inside => Fit::Inside,
+            FitArg::Outside => Fit::Outside,
+        },
+        gravity: match args.gravity {
+            GravityArg::Center => Gravity::Center,
+            GravityArg::North => Gravity::North,
+            GravityArg::Northeast => Gravity::NorthEast,
+            GravityArg::East => Gravity::East,
+            GravityArg::Southeast => Gravity::SouthEast,
+            GravityArg::South => Gravity::South,
+            GravityArg::Southwest => Gravity::SouthWest,
+            GravityArg::West => Gravity::West,
+            GravityArg::Northwest => Gravity::NorthWest,
+        },
+        without_enlargement: args.without_enlargement,
+        background: None,
+    });
     let recipe = Recipe {
         description: None,
         renditions: vec![Rendition {
-            name: "out".to_string(),
+            name: args
+                .rendition_name
+                .clone()
+                .unwrap_or_else(|| "out".to_string()),
             resize,
             operations: args
                 .ops
