@@ -88,15 +88,48 @@ enum Command {
     Restore(backup::RestoreArgs),
 }
 
-/// Options shared by the commands that use the pipeline's configuration.
+/// Options shared by the commands that run the pipeline.
 #[derive(Args, Clone)]
 pub struct CommonArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    #[command(flatten)]
+    pub presets: PresetsFileArg,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The data directory, for every command that reads or writes it.
+#[derive(Args, Clone)]
+pub struct DataArg {
     /// Data directory: originals, renditions, the SQLite database and events.jsonl.
-    #[arg(long, env = "IMGPIPE_DATA", default_value = "imgpipe-data")]
-    pub data: PathBuf,
+    #[arg(long = "data", env = "IMGPIPE_DATA", default_value = "imgpipe-data")]
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct PresetsFileArg {
     /// A presets JSON file to use instead of the built-in presets.
-    #[arg(long, env = "IMGPIPE_PRESETS")]
-    pub presets: Option<PathBuf>,
+    #[arg(long = "presets", env = "IMGPIPE_PRESETS")]
+    pub file: Option<PathBuf>,
+}
+
+impl PresetsFileArg {
+    pub fn load(&self) -> Result<Presets> {
+        match &self.file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading presets file {}", path.display()))?;
+                Ok(Presets::from_json(&text).with_context(|| format!("in {}", path.display()))?)
+            }
+            None => Ok(Presets::builtin()),
+        }
+    }
+}
+
+/// What an image may be, for the commands that decide whether one is accepted.
+#[derive(Args, Clone)]
+pub struct LimitArgs {
     /// Largest accepted image, in pixels (width x height).
     #[arg(long, env = "IMGPIPE_MAX_PIXELS", default_value_t = imaging::Limits::default().max_pixels)]
     pub max_pixels: u64,
@@ -107,6 +140,16 @@ pub struct CommonArgs {
     /// (default: 4 x --max-pixels). A recipe over it is refused as RecipeTooLarge.
     #[arg(long, env = "IMGPIPE_MAX_JOB_PIXELS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_job_pixels: Option<u64>,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> imaging::Limits {
+        imaging::Limits {
+            max_pixels: self.max_pixels,
+            max_bytes: self.max_bytes,
+            ..imaging::Limits::default()
+        }
+    }
 }
 
 /// How many images are processed at once: `--jobs`, else the number of cores.
@@ -122,23 +165,10 @@ pub fn workers(requested: Option<usize>) -> usize {
 
 impl CommonArgs {
     pub fn config(&self) -> Result<Config> {
-        let presets = match &self.presets {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading presets file {}", path.display()))?;
-                Presets::from_json(&text).with_context(|| format!("in {}", path.display()))?
-            }
-            None => Presets::builtin(),
-        };
-        let limits = imaging::Limits {
-            max_pixels: self.max_pixels,
-            max_bytes: self.max_bytes,
-            ..imaging::Limits::default()
-        };
         Ok(Config {
-            limits,
-            presets,
-            max_job_pixels: self.max_job_pixels,
+            limits: self.limits.limits(),
+            presets: self.presets.load()?,
+            max_job_pixels: self.limits.max_job_pixels,
             ..Config::default()
         })
     }
@@ -147,7 +177,7 @@ impl CommonArgs {
 #[derive(Args)]
 struct PresetsArgs {
     #[command(flatten)]
-    common: CommonArgs,
+    presets: PresetsFileArg,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -158,7 +188,7 @@ struct InspectArgs {
     /// The image file.
     file: PathBuf,
     #[command(flatten)]
-    common: CommonArgs,
+    limits: LimitArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -167,7 +197,7 @@ struct InspectArgs {
 #[derive(Args)]
 struct HistoryArgs {
     #[command(flatten)]
-    common: CommonArgs,
+    data: DataArg,
     /// Only jobs with this status (COMPLETE, REJECTED, FAILED, PROCESSING, AWAITING_UPLOAD).
     #[arg(long)]
     status: Option<Status>,
@@ -182,11 +212,16 @@ struct HistoryArgs {
     json: bool,
 }
 
-fn init_tracing(verbose: u8, format: LogFormat) {
+fn init_tracing(verbose: u8, format: LogFormat, command: &Command) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
     let default = match verbose {
+        // `process` names each rejected or failed file with its reason itself: the steps'
+        // and the alert log's warnings about the same file would say it twice more.
+        0 if matches!(command, Command::Process(_)) => {
+            "warn,pipeline::steps=error,local::notifier=error"
+        }
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -230,7 +265,7 @@ fn stdout_failed(e: std::io::Error) -> ! {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose, cli.log_format);
+    init_tracing(cli.verbose, cli.log_format, &cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -265,7 +300,10 @@ fn main() -> ExitCode {
 }
 
 fn presets(args: PresetsArgs) -> Result<()> {
-    let config = args.common.config()?;
+    let config = Config {
+        presets: args.presets.load()?,
+        ..Config::default()
+    };
     if args.json {
         let map: serde_json::Map<String, serde_json::Value> = config
             .presets
@@ -293,7 +331,10 @@ fn presets(args: PresetsArgs) -> Result<()> {
 }
 
 fn inspect(args: InspectArgs) -> Result<bool> {
-    let config = args.common.config()?;
+    let config = Config {
+        limits: args.limits.limits(),
+        ..Config::default()
+    };
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let (header, error) = match imaging::probe(&bytes, &config.limits) {
@@ -358,7 +399,7 @@ fn inspect(args: InspectArgs) -> Result<bool> {
 }
 
 async fn history(args: HistoryArgs) -> Result<()> {
-    let db = args.common.data.join("imgpipe.db");
+    let db = args.data.dir.join("imgpipe.db");
     if !db.exists() {
         anyhow::bail!(
             "no jobs yet: {} does not exist (run `imgpipe process` first, or pass --data)",

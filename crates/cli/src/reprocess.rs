@@ -76,8 +76,9 @@ pub async fn run(args: ReprocessArgs) -> Result<bool> {
     let jobs = crate::workers(args.jobs);
     config.compute = pipeline::ComputeSlots::new(jobs);
     let pipeline = Arc::new(
-        LocalPipeline::open(&args.common.data, config)
-            .with_context(|| format!("opening data directory {}", args.common.data.display()))?,
+        LocalPipeline::open(&args.common.data.dir, config).with_context(|| {
+            format!("opening data directory {}", args.common.data.dir.display())
+        })?,
     );
     let filter = Filter {
         preset: args.preset.clone(),

@@ -200,7 +200,7 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
     let jobs = crate::workers(args.jobs);
     // As many computations as workers, even when a timed-out step's is still running.
     config.compute = pipeline::ComputeSlots::new(jobs);
-    let data = args.common.data.clone();
+    let data = args.common.data.dir.clone();
     let secret = secret::load_or_create(&data)?;
     let (auth, auth_text) = auth_source(&args, &secret)?;
     let metrics_auth = auth.clone();

@@ -478,3 +478,162 @@ fn jobs_a_crash_left_processing_are_marked_interrupted_at_the_next_start() {
         "the original is kept"
     );
 }
+
+#[test]
+fn one_image_through_standard_input_and_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let src = tmp.path().join("in.png");
+    png(&src, 64, 48, 4);
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["process", "-", "--out", "-", "--data", s(&data)])
+            .args(extra)
+            .stdin(fs::File::open(&src).unwrap())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--width", "32", "--format", "webp"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(&out.stdout[..4], b"RIFF");
+    assert_eq!(&out.stdout[8..12], b"WEBP", "the image alone on stdout");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // -v reports on stderr, never into the image.
+    let out = run(&["--width", "32", "--format", "png", "-v"]);
+    assert_eq!(&out.stdout[1..4], b"PNG");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 image: 1 ok"));
+    // A preset of three renditions has no one image to write.
+    let out = run(&["--preset", "web"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--out - writes one rendition of one input to standard output; this run has 1 input and 3 renditions"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn quiet_prints_only_failures_and_big_runs_do_not_list_every_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shoot, data) = (tmp.path().join("shoot"), tmp.path().join("data"));
+    for i in 0..12 {
+        png(&shoot.join(format!("p{i:02}.png")), 24, 24, i);
+    }
+    fs::write(shoot.join("notes.jpg"), b"not a picture").unwrap();
+    let out = tmp.path().join("out");
+    let run = imgpipe(
+        &data,
+        &[
+            "process",
+            s(&shoot),
+            "--out",
+            s(&out),
+            "--width",
+            "8",
+            "--quiet",
+        ],
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stdout, "", "nothing but failures");
+    assert_eq!(
+        run.stderr.lines().collect::<Vec<_>>(),
+        [format!(
+            "{}: rejected (UnsupportedFormat): UnknownFormat: not an image format imgpipe recognises (checked the magic bytes)",
+            shoot.join("notes.jpg").display()
+        )],
+        "one line for the one bad file, no log lines saying it again"
+    );
+    // Without --quiet: 12 files written, not listed; the summary says it all.
+    let run = imgpipe(
+        &data,
+        &[
+            "process",
+            s(&shoot),
+            "--out",
+            s(&tmp.path().join("o2")),
+            "--width",
+            "8",
+        ],
+    );
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .starts_with("13 images: 12 ok, 1 rejected, 0 failed")
+    );
+    // -v lists them.
+    let run = imgpipe(
+        &data,
+        &[
+            "process",
+            s(&shoot),
+            "--out",
+            s(&tmp.path().join("o3")),
+            "--width",
+            "8",
+            "-v",
+        ],
+    );
+    assert_eq!(run.stdout.lines().count(), 13, "{}", run.stdout);
+}
+
+#[test]
+fn mistyped_names_get_a_suggestion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    png(&tmp.path().join("a.png"), 8, 8, 1);
+    let a = tmp.path().join("a.png");
+    let run = imgpipe(
+        &data,
+        &["process", s(&a), "--out", "o", "--preset", "thumbnails"],
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("unknown preset `thumbnails` (did you mean `thumbnail`?"),
+        "{}",
+        run.stderr
+    );
+    let run = imgpipe(&data, &["process", s(&a), "--out", "o", "--op", "sharpn=1"]);
+    assert!(
+        run.stderr.contains("did you mean `sharpen`?"),
+        "{}",
+        run.stderr
+    );
+    let recipe = tmp.path().join("r.json");
+    fs::write(
+        &recipe,
+        r#"{"renditions": [{"name": "a", "resize": {"width": "800"}}]}"#,
+    )
+    .unwrap();
+    let run = imgpipe(
+        &data,
+        &["process", s(&a), "--out", "o", "--recipe", s(&recipe)],
+    );
+    assert!(
+        run.stderr.contains(
+            "renditions[0].resize.width: invalid type: string \"800\", expected a whole number"
+        ),
+        "{}",
+        run.stderr
+    );
+    // Commands list only the options they use.
+    let help = Command::new(BIN)
+        .args(["history", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--data") && !help.contains("--max-pixels") && !help.contains("--presets")
+    );
+}

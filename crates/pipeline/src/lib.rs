@@ -11,6 +11,7 @@ mod recipe;
 pub mod render;
 pub mod reprocess;
 mod steps;
+pub mod suggest;
 pub mod telemetry;
 
 pub use error::{ErrorKind, PortError, StepError};

@@ -277,7 +277,7 @@ impl Recipe {
     /// Parses and validates JSON; every error names the field, e.g.
     /// `renditions[1].resize.width: must be 1..=16384`.
     pub fn from_json(text: &str) -> Result<Recipe, StepError> {
-        let recipe: Recipe = serde_json::from_str(text)
+        let recipe: Recipe = crate::suggest::from_json(text)
             .map_err(|e| StepError::invalid_recipe(format!("recipe: {e}")))?;
         recipe.validate()?;
         Ok(recipe)
@@ -457,7 +457,7 @@ impl Presets {
     }
 
     pub fn from_json(text: &str) -> Result<Presets, StepError> {
-        let recipes: BTreeMap<String, Recipe> = serde_json::from_str(text)
+        let recipes: BTreeMap<String, Recipe> = crate::suggest::from_json(text)
             .map_err(|e| StepError::invalid_recipe(format!("presets: {e}")))?;
         for (name, recipe) in &recipes {
             if !valid_name(name) {
@@ -475,8 +475,11 @@ impl Presets {
     pub fn get(&self, name: &str) -> Result<&Recipe, StepError> {
         self.recipes.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.recipes.keys().map(String::as_str).collect();
+            let hint = crate::suggest::did_you_mean(name, known.iter().copied())
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
             StepError::invalid_recipe(format!(
-                "preset: unknown preset `{name}` (known: {})",
+                "preset: unknown preset `{name}` ({hint}known: {})",
                 known.join(", ")
             ))
         })

@@ -21,13 +21,16 @@ use crate::CommonArgs;
     Outputs are written as OUT/{dir}/{stem}-{rendition}.{ext}: a folder's subfolders are \
     kept under OUT. --name changes that; files already there are left alone unless \
     --overwrite or --skip-existing says otherwise, and files under OUT named like this \
-    recipe's outputs are never taken as inputs.")]
+    recipe's outputs are never taken as inputs. `-` as the input reads one image from \
+    standard input; --out - writes the one rendition of one input to standard output.")]
 #[command(group(clap::ArgGroup::new("size").args(["resize", "width", "height"]).multiple(true)))]
 pub struct ProcessArgs {
-    /// Image files and folders (folders are searched recursively for image files).
+    /// Image files and folders (folders are searched recursively for image files), or `-`
+    /// for one image on standard input.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Where the renditions are written.
+    /// Where the renditions are written, or `-` for standard output (one rendition of one
+    /// input).
     #[arg(short, long)]
     pub out: PathBuf,
     /// Use a named preset.

@@ -35,8 +35,16 @@ pub struct Output {
     pub kept: bool,
 }
 
+/// Where renditions go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Folder(PathBuf),
+    /// `--out -`: the one rendition of the one input, to standard output.
+    Stdout,
+}
+
 pub struct Exporter {
-    pub out: PathBuf,
+    pub out: Destination,
     pub template: Template,
     pub policy: Existing,
     /// Every file this run wrote, and the input it came from.
@@ -46,7 +54,7 @@ pub struct Exporter {
 const HOW: &str = "--overwrite replaces files that are there, --skip-existing keeps them";
 
 impl Exporter {
-    pub fn new(out: PathBuf, template: Template, policy: Existing) -> Exporter {
+    pub fn new(out: Destination, template: Template, policy: Existing) -> Exporter {
         Exporter {
             out,
             template,
@@ -59,12 +67,11 @@ impl Exporter {
     /// was given), and with `--skip-existing` says which inputs have all their outputs.
     /// Names that depend on sizes are checked as each is written instead.
     pub fn precheck(&self, inputs: &[Input], planned: &[Planned]) -> Result<Vec<bool>> {
-        let there = |candidates: &Vec<PathBuf>| {
-            candidates
-                .iter()
-                .map(|p| self.out.join(p))
-                .find(|p| p.exists())
+        let Destination::Folder(out) = &self.out else {
+            return Ok(vec![false; inputs.len()]);
         };
+        let there =
+            |candidates: &Vec<PathBuf>| candidates.iter().map(|p| out.join(p)).find(|p| p.exists());
         match self.policy {
             Existing::Overwrite => Ok(vec![false; inputs.len()]),
             Existing::Skip => Ok(planned
@@ -106,6 +113,10 @@ impl Exporter {
         input: &Input,
         stem: &str,
     ) -> Result<Vec<Output>> {
+        let out = match &self.out {
+            Destination::Folder(out) => out,
+            Destination::Stdout => return to_stdout(pipeline, record),
+        };
         let mut outputs = Vec::with_capacity(record.renditions.len());
         for r in &record.renditions {
             let rel = self.template.render(&Vars {
@@ -115,7 +126,7 @@ impl Exporter {
                 ext: r.format.extension(),
                 dims: Some((r.width, r.height)),
             });
-            let path = self.out.join(&rel);
+            let path = out.join(&rel);
             self.claim(&path, &input.path)?;
             let written = pipeline
                 .store
@@ -158,4 +169,30 @@ impl Exporter {
         written.insert(path.to_path_buf(), input.to_path_buf());
         Ok(())
     }
+}
+
+/// The one rendition of `record`, its bytes to standard output.
+fn to_stdout(pipeline: &LocalPipeline, record: &ImageRecord) -> Result<Vec<Output>> {
+    use std::io::Write;
+    let [r] = record.renditions.as_slice() else {
+        bail!(
+            "--out - writes one rendition; this job made {}",
+            record.renditions.len()
+        );
+    };
+    let path = pipeline.store.path_of(&r.key)?;
+    let mut file =
+        std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut stdout)
+        .and_then(|_| stdout.flush())
+        .context("writing to standard output")?;
+    Ok(vec![Output {
+        rendition: r.name.clone(),
+        path: PathBuf::from("-"),
+        width: r.width,
+        height: r.height,
+        bytes: r.bytes,
+        kept: false,
+    }])
 }

@@ -113,6 +113,16 @@ pub fn collect_inputs(inputs: &[PathBuf], exclude: &Exclude<'_>) -> Result<Found
         is_own_output: &is_own_output,
         found: Found::default(),
     };
+    if inputs.iter().any(|i| i.as_os_str() == "-") {
+        if inputs.len() > 1 {
+            bail!("- (standard input) must be the only input");
+        }
+        walk.found.inputs.push(Input {
+            path: PathBuf::from("-"),
+            dir: PathBuf::new(),
+        });
+        return Ok(walk.found);
+    }
     for input in inputs {
         let meta = std::fs::metadata(input).with_context(|| format!("{}", input.display()))?;
         if meta.is_dir() {
@@ -156,6 +166,7 @@ fn extensions_for(input: &Path, format: OutputFormat) -> Vec<&'static str> {
         OutputFormat::Png => Some(Format::Png),
         OutputFormat::Webp => Some(Format::Webp),
         OutputFormat::Avif => Some(Format::Avif),
+        OutputFormat::Same if input.as_os_str() == "-" => None,
         OutputFormat::Same => {
             let mut head = Vec::new();
             if let Ok(file) = std::fs::File::open(input) {
@@ -203,13 +214,17 @@ pub fn plan_outputs(
     let mut taken: HashSet<PathBuf> = HashSet::new();
     let mut planned = Vec::with_capacity(inputs.len());
     for input in inputs {
-        let stem = pipeline::keys::sanitise_name(
-            &input
-                .path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
+        let stem = if input.path.as_os_str() == "-" {
+            "stdin".to_string()
+        } else {
+            pipeline::keys::sanitise_name(
+                &input
+                    .path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            )
+        };
         let exts: Vec<Vec<&str>> = renditions
             .iter()
             .map(|r| extensions_for(&input.path, r.format))

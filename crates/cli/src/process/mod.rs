@@ -23,7 +23,7 @@ use pipeline::model::{ErrorInfo, ImageRecord, SourceInfo, Status};
 use serde::Serialize;
 
 pub use args::ProcessArgs;
-use export::{Existing, Exporter, Output};
+use export::{Destination, Existing, Exporter, Output};
 use inputs::{Exclude, Input, collect_inputs, plan_outputs};
 use naming::Template;
 pub use plan::describe_rendition;
@@ -89,7 +89,7 @@ pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
     let found = collect_inputs(
         &args.inputs,
         &Exclude {
-            data: &args.common.data,
+            data: &args.common.data.dir,
             out: &args.out,
             template: &template,
             renditions: &renditions,
@@ -105,19 +105,40 @@ pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
         }
         bail!("no image files found in the inputs given");
     }
+    let destination = if args.out.as_os_str() == "-" {
+        if found.inputs.len() != 1 || renditions.len() != 1 {
+            bail!(
+                "--out - writes one rendition of one input to standard output; this run has {} input{} and {} rendition{}",
+                found.inputs.len(),
+                if found.inputs.len() == 1 { "" } else { "s" },
+                renditions.len(),
+                if renditions.len() == 1 { "" } else { "s" },
+            );
+        }
+        if args.json {
+            bail!("--out - and --json both want standard output");
+        }
+        Destination::Stdout
+    } else {
+        Destination::Folder(args.out.clone())
+    };
     let planned = plan_outputs(&found.inputs, &template, &renditions)?;
     let policy = match (args.overwrite, args.skip_existing) {
         (true, _) => Existing::Overwrite,
         (_, true) => Existing::Skip,
         _ => Existing::Refuse,
     };
-    let exporter = Arc::new(Exporter::new(args.out.clone(), template, policy));
+    let to_stdout = destination == Destination::Stdout;
+    let exporter = Arc::new(Exporter::new(destination, template, policy));
     let skip = exporter.precheck(&found.inputs, &planned)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating output folder {}", args.out.display()))?;
+    if !to_stdout {
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating output folder {}", args.out.display()))?;
+    }
     let pipeline = Arc::new(
-        LocalPipeline::open(&args.common.data, config)
-            .with_context(|| format!("opening data directory {}", args.common.data.display()))?,
+        LocalPipeline::open(&args.common.data.dir, config).with_context(|| {
+            format!("opening data directory {}", args.common.data.dir.display())
+        })?,
     );
     if !pipeline.interrupted.is_empty() {
         eprintln!(
@@ -244,7 +265,8 @@ pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
             },
         });
         outln!("{}", serde_json::to_string_pretty(&doc)?);
-    } else if !args.quiet {
+    } else if !(args.quiet || to_stdout && verbose == 0) {
+        let mut lines = Vec::new();
         let written: Vec<&Output> = results.iter().flat_map(|r| &r.outputs).collect();
         // The list of files is for small runs, or asked for with -v; a big batch ends with
         // its summary, not pages of paths.
@@ -255,20 +277,20 @@ pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
                 } else {
                     ""
                 };
-                outln!(
+                lines.push(format!(
                     "{}  {}x{}  {} bytes{kept}",
                     o.path.display(),
                     o.width,
                     o.height,
                     o.bytes
-                );
+                ));
             }
         }
         if let Some((source, changed)) = &changed {
-            outln!(
+            lines.push(format!(
                 "{source}, in every rendition it fits: {}",
                 changed.join(", ")
-            );
+            ));
         }
         let mut line = format!(
             "{total} image{}: {ok} ok, {rejected} rejected, {failed} failed",
@@ -288,7 +310,15 @@ pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
                 args.out.display()
             ));
         }
-        outln!("{line} in {:.2} s", elapsed.as_secs_f64());
+        lines.push(format!("{line} in {:.2} s", elapsed.as_secs_f64()));
+        // With the image itself on stdout, the report goes to stderr.
+        for line in lines {
+            if to_stdout {
+                eprintln!("{line}");
+            } else {
+                outln!("{line}");
+            }
+        }
     }
     if interrupted {
         use std::io::Write as _;
@@ -413,7 +443,21 @@ async fn process_one(
     let started = Instant::now();
     let mut result = FileResult::new(input.path.clone(), Status::Failed.as_str());
     let outcome = async {
-        let upload = pipeline.ingest(&input.path, "local")?;
+        let upload = if input.path.as_os_str() == "-" {
+            // Read from the descriptor with the byte limit checked as it goes: a stream has
+            // no size to check first.
+            let stdin = std::io::stdin().lock();
+            pipeline
+                .ingest_open(stdin, "stdin", "local")?
+                .with_context(|| {
+                    format!(
+                        "standard input holds more than the {} byte limit (--max-bytes)",
+                        pipeline.steps.config.limits.max_bytes
+                    )
+                })?
+        } else {
+            pipeline.ingest(&input.path, "local")?
+        };
         let upload = Upload {
             preset,
             recipe,

@@ -24,33 +24,107 @@ pub(super) fn parse_resize(text: &str) -> Result<(Option<u32>, Option<u32>)> {
     Ok((w, h))
 }
 
+/// Every operation `--op` knows: its names, and what it takes as typed (`""` for nothing).
+const OPERATIONS: &[(&[&str], &str)] = &[
+    (&["rotate"], "DEGREES"),
+    (&["flip"], ""),
+    (&["flop"], ""),
+    (&["crop", "extract"], "LEFT,TOP,WIDTH,HEIGHT"),
+    (&["grayscale", "greyscale"], ""),
+    (&["sepia"], ""),
+    (&["blur"], "SIGMA"),
+    (&["sharpen"], "SIGMA[,AMOUNT]"),
+    (&["brightness"], "FACTOR"),
+    (&["contrast"], "FACTOR"),
+    (&["saturation"], "FACTOR"),
+    (&["hue"], "DEGREES"),
+    (&["gamma"], "GAMMA"),
+    (&["invert", "negate"], ""),
+    (&["tint"], "#RRGGBB"),
+];
+
+/// What `name` takes, in words: "one number: SIGMA", "four whole numbers: LEFT,TOP,...".
+fn takes(name: &str, usage: &str) -> String {
+    let example = match name {
+        "crop" | "extract" => "crop=0,0,800,600",
+        "sharpen" => "sharpen=1 or sharpen=1,0.5",
+        "tint" => "tint=#ff8800",
+        "rotate" | "hue" => "=90",
+        "gamma" => "=2.2",
+        "blur" => "=2",
+        _ => "=1.2",
+    };
+    let example = if example.starts_with('=') {
+        format!("{name}{example}")
+    } else {
+        example.to_string()
+    };
+    match usage {
+        "" => format!("{name} takes nothing after it (write `{name}`)"),
+        "LEFT,TOP,WIDTH,HEIGHT" => {
+            format!("{name} takes four whole numbers: {usage} (e.g. {example})")
+        }
+        "SIGMA[,AMOUNT]" => format!("{name} takes one or two numbers: {usage} (e.g. {example})"),
+        "#RRGGBB" => format!("{name} takes a colour: {usage} (e.g. {example})"),
+        _ => format!("{name} takes one number: {usage} (e.g. {example})"),
+    }
+}
+
 /// `blur=2`, `sharpen=1,0.5`, `crop=0,0,100,100`, `tint=#ff8800`, `grayscale`.
 pub fn parse_op(text: &str) -> Result<Operation> {
     let (name, args) = match text.split_once('=') {
         Some((n, a)) => (n.trim().to_ascii_lowercase(), Some(a.trim())),
         None => (text.trim().to_ascii_lowercase(), None),
     };
+    let Some((_, usage)) = OPERATIONS
+        .iter()
+        .find(|(names, _)| names.contains(&name.as_str()))
+    else {
+        let all: Vec<&str> = OPERATIONS.iter().map(|(names, _)| names[0]).collect();
+        let every = OPERATIONS
+            .iter()
+            .flat_map(|(names, _)| names.iter().copied());
+        let hint = pipeline::suggest::did_you_mean(&name, every)
+            .map(|s| format!("did you mean `{s}`? "))
+            .unwrap_or_default();
+        bail!(
+            "--op {text}: unknown operation `{name}` ({hint}known: {})",
+            all.join(", ")
+        );
+    };
+    let usage_error = || anyhow::anyhow!("--op {text}: {}", takes(&name, usage));
+    if usage.is_empty() && args.is_some() {
+        return Err(usage_error());
+    }
     let nums = |want: std::ops::RangeInclusive<usize>| -> Result<Vec<f32>> {
         let list: Vec<f32> = match args {
-            None => Vec::new(),
+            None | Some("") => Vec::new(),
             Some(a) => a
                 .split(',')
                 .map(|p| {
                     p.trim()
                         .parse::<f32>()
-                        .with_context(|| format!("--op {text}: `{p}` is not a number"))
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .with_context(|| {
+                            format!(
+                                "--op {text}: `{}` is not a number; {}",
+                                p.trim(),
+                                takes(&name, usage)
+                            )
+                        })
                 })
                 .collect::<Result<_>>()?,
         };
         if !want.contains(&list.len()) {
-            bail!("--op {text}: {name} takes {want:?} numbers");
+            return Err(usage_error());
         }
         Ok(list)
     };
     let one = || -> Result<f32> { Ok(nums(1..=1)?[0]) };
     let as_u32 = |v: f32| -> Result<u32> {
         if v < 0.0 || v.fract() != 0.0 || v > u32::MAX as f32 {
-            bail!("--op {text}: crop takes whole, non-negative numbers");
+            return Err(usage_error());
         }
         Ok(v as u32)
     };
@@ -88,14 +162,13 @@ pub fn parse_op(text: &str) -> Result<Operation> {
         "invert" | "negate" => Operation::Invert,
         "tint" => {
             let color = args
-                .context("--op tint needs a colour, e.g. tint=#ff8800")?
+                .filter(|a| !a.is_empty())
+                .ok_or_else(usage_error)?
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--op {text}: {e}"))?;
             Operation::Tint { color }
         }
-        other => bail!(
-            "--op {text}: unknown operation `{other}` (rotate, flip, flop, crop, grayscale, sepia, blur, sharpen, brightness, contrast, saturation, hue, gamma, invert, tint)"
-        ),
+        _ => return Err(usage_error()),
     };
     if let Err((field, msg)) = op.validate() {
         bail!("--op {text}: {field}: {msg}");
@@ -127,15 +200,36 @@ mod tests {
                 height: 40
             }
         );
-        assert!(parse_op("blur").unwrap_err().to_string().contains("blur"));
-        assert!(parse_op("crop=1,2,3").is_err());
-        assert!(
-            parse_op("explode")
-                .unwrap_err()
-                .to_string()
-                .contains("unknown operation")
+        let err = |t: &str| parse_op(t).unwrap_err().to_string();
+        assert_eq!(
+            err("blur"),
+            "--op blur: blur takes one number: SIGMA (e.g. blur=2)"
         );
+        assert_eq!(
+            err("crop=1,2,3"),
+            "--op crop=1,2,3: crop takes four whole numbers: LEFT,TOP,WIDTH,HEIGHT (e.g. crop=0,0,800,600)"
+        );
+        assert_eq!(err("crop=1,2,3.5,4"), err("crop=1,2,3.5,4"));
+        assert!(err("crop=1,2,3.5,4").contains("four whole numbers"));
+        assert_eq!(
+            err("flip=3"),
+            "--op flip=3: flip takes nothing after it (write `flip`)"
+        );
+        assert_eq!(
+            err("blur=x"),
+            "--op blur=x: `x` is not a number; blur takes one number: SIGMA (e.g. blur=2)"
+        );
+        assert!(err("blur=inf").contains("not a number"));
+        assert!(
+            err("blurr=2").starts_with(
+                "--op blurr=2: unknown operation `blurr` (did you mean `blur`? known: rotate, flip"
+            ),
+            "{}",
+            err("blurr=2")
+        );
+        assert!(!err("explode").contains("did you mean"));
         assert!(parse_op("tint=#zz0000").is_err());
+        assert!(err("tint").contains("tint takes a colour: #RRGGBB"));
     }
 
     #[test]

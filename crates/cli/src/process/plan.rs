@@ -27,11 +27,16 @@ pub fn describe_rendition(r: &Rendition) -> String {
     for op in &r.operations {
         parts.push(serde_json::to_string(op).unwrap_or_default());
     }
-    match r.auto_target() {
-        Some(target) => {
-            parts.push(format!("{:?} quality auto (score {target})", r.format).to_lowercase())
-        }
-        None => parts.push(format!("{:?} q{}", r.format, r.quality()).to_lowercase()),
+    let format = match r.format {
+        OutputFormat::Same => "source's format".to_string(),
+        f => format!("{f:?}").to_lowercase(),
+    };
+    // Only lossy output has a quality: PNG and lossless WebP are said as what they are.
+    match (r.format, r.lossless, r.auto_target()) {
+        (OutputFormat::Png, _, _) => parts.push(format),
+        (OutputFormat::Webp, true, _) => parts.push(format!("{format} lossless")),
+        (_, _, Some(target)) => parts.push(format!("{format}, quality auto (score {target})")),
+        (_, _, None) => parts.push(format!("{format} q{}", r.quality())),
     }
     if r.color_profile == imaging::ColorHandling::Keep {
         parts.push("source colour profile kept".into());
