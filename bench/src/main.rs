@@ -277,7 +277,7 @@ async fn run_pipeline(file: &Path, out: &Path, data: &Path, preset: String) -> R
     std::fs::create_dir_all(out)?;
     for r in &record.renditions {
         let path = out.join(format!("{}.{}", r.name, r.format.extension()));
-        pipeline.store.export(&r.key, &path)?;
+        pipeline.store.export(&r.key, &path, true)?;
     }
     if let Some(e) = &record.error {
         eprintln!("{}: {}", e.kind, e.message);

@@ -49,6 +49,7 @@ async fn main() {
                     height: Some(1),
                     sha256: None,
                     color_profile: None,
+                    original: None,
                 },
                 recipe: Some(pipeline::Presets::builtin().get("web").unwrap().clone()),
                 renditions: vec![RenditionRecord {

@@ -258,6 +258,7 @@ async fn create_upload(
                 height: None,
                 sha256: None,
                 color_profile: None,
+                original: None,
             },
             recipe: Some(recipe.clone()),
             renditions: Vec::new(),

@@ -211,6 +211,7 @@ impl Harness {
                 height: Some(600),
                 sha256: None,
                 color_profile: None,
+                original: None,
             },
             recipe: None,
             renditions,

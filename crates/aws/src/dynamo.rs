@@ -1128,6 +1128,7 @@ mod tests {
                 height: Some(480),
                 sha256: None,
                 color_profile: None,
+                original: None,
             },
             recipe: Some(pipeline::Presets::builtin().get("web").unwrap().clone()),
             // Largest first, the order reads return.

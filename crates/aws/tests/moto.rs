@@ -241,6 +241,7 @@ fn record(id: &str, owner: &str, execution: &str, created: DateTime<Utc>) -> Ima
             height: Some(480),
             sha256: None,
             color_profile: None,
+            original: None,
         },
         recipe: Some(pipeline::Presets::builtin().get("web").unwrap().clone()),
         renditions: Vec::new(),

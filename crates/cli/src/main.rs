@@ -444,6 +444,9 @@ async fn history(args: HistoryArgs) -> Result<()> {
                 rend.key
             );
         }
+        if let Some(original) = &r.source.original {
+            outln!("    original: {} (kept where it is)", original.path);
+        }
         if let Some(e) = &r.error {
             outln!("    error: {}: {}", e.kind, e.message);
         }

@@ -98,6 +98,8 @@ fn filled_data_dir(root: &Path) -> PathBuf {
         s(&data),
         "--out",
         s(&root.join("out")),
+        // Originals in the store, as `serve` keeps uploads: what a backup carries.
+        "--keep-originals",
     ]);
     // 1: the broken file was rejected, as intended.
     assert_eq!(

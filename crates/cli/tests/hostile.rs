@@ -62,7 +62,8 @@ fn every_hostile_file_is_refused_by_name_in_256_mb_and_kept() {
             .arg(dir.join("out"))
             .arg("--data")
             .arg(&data)
-            .args(["--json", "--jobs", "1"])
+            // Copies in the data directory, checked byte for byte below.
+            .args(["--json", "--jobs", "1", "--keep-originals"])
             .stdout(std::fs::File::create(&stdout_path).unwrap())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()

@@ -365,12 +365,14 @@ fn a_job_whose_outputs_cannot_be_written_is_recorded_failed() {
     assert_eq!(blocked["status"], "FAILED", "{blocked}");
     assert_eq!(blocked["error"]["type"], "Export");
     assert!(blocked["renditions"].as_array().unwrap().is_empty());
-    // The original is kept in the store, the renditions it had made are gone.
+    // The original is still where it was and the record says where; the renditions it had
+    // made are gone.
     let id = blocked["id"].as_str().unwrap();
     assert!(!data.join(format!("objects/renditions/local/{id}")).exists());
-    assert!(
-        data.join(format!("objects/uploads/local/{id}/blocked.png"))
-            .exists()
+    let original = &blocked["source"]["original"];
+    assert_eq!(
+        Path::new(original["path"].as_str().unwrap()),
+        fs::canonicalize(shoot.join("sub/blocked.png")).unwrap()
     );
 }
 
@@ -390,7 +392,7 @@ fn slow_run(tmp: &Path, n: u32) -> (std::process::Child, PathBuf) {
         .unwrap();
     let started = Instant::now();
     let db = data.join("imgpipe.db");
-    while !(db.exists() && data.join("objects/uploads").exists()) {
+    while !(db.exists() && data.join("objects/.refs/uploads").exists()) {
         assert!(started.elapsed() < Duration::from_secs(60), "no job began");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -472,10 +474,10 @@ fn jobs_a_crash_left_processing_are_marked_interrupted_at_the_next_start() {
     let r = records.iter().find(|r| r["id"] == id.as_str()).unwrap();
     assert_eq!(r["status"], "FAILED");
     assert_eq!(r["error"]["type"], "Interrupted");
+    let original = r["source"]["original"]["path"].as_str().unwrap();
     assert!(
-        data.join(format!("objects/{}", r["source"]["key"].as_str().unwrap()))
-            .exists(),
-        "the original is kept"
+        original.ends_with(".png") && Path::new(original).exists(),
+        "the record says where the original is: {r}"
     );
 }
 
@@ -635,5 +637,60 @@ fn mistyped_names_get_a_suggestion() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(
         help.contains("--data") && !help.contains("--max-pixels") && !help.contains("--presets")
+    );
+}
+
+#[test]
+fn originals_are_kept_by_reference_unless_asked_to_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shoot, data) = (tmp.path().join("shoot"), tmp.path().join("data"));
+    png(&shoot.join("a.png"), 300, 200, 1);
+    let size = fs::metadata(shoot.join("a.png")).unwrap().len();
+    let run = imgpipe(
+        &data,
+        &[
+            "process",
+            s(&shoot),
+            "--out",
+            s(&tmp.path().join("o1")),
+            "--width",
+            "16",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let records = history(&data);
+    let source = &records[0]["source"];
+    assert_eq!(source["original"]["size"], size);
+    assert!(source["original"]["modifiedNs"].as_u64().unwrap() > 0);
+    assert_eq!(source["sha256"].as_str().unwrap().len(), 64);
+    let copies: Vec<String> = files(&data.join("objects"))
+        .into_iter()
+        .filter(|f| f.starts_with("uploads/"))
+        .collect();
+    assert!(copies.is_empty(), "no copy of the original: {copies:?}");
+
+    // --keep-originals: a copy in the data directory, and no reference.
+    let run = imgpipe(
+        &data,
+        &[
+            "process",
+            s(&shoot),
+            "--out",
+            s(&tmp.path().join("o2")),
+            "--width",
+            "16",
+            "--keep-originals",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let records = history(&data);
+    let copied = records
+        .iter()
+        .find(|r| r["source"].get("original").is_none())
+        .unwrap();
+    let key = copied["source"]["key"].as_str().unwrap();
+    assert_eq!(
+        fs::read(data.join("objects").join(key)).unwrap(),
+        fs::read(shoot.join("a.png")).unwrap()
     );
 }

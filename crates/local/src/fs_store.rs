@@ -10,11 +10,15 @@ use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use pipeline::PortError;
+use pipeline::model::OriginalFile;
 use pipeline::ports::{ObjectInfo, ObjectStore, PutOptions};
 
 /// User metadata lives beside the objects, under this folder of the root, so listing the
 /// object keys never shows it.
 const META_DIR: &str = ".meta";
+/// Objects kept by reference ([`FsStore::put_reference`]): a JSON file per key naming the
+/// file outside the store that holds the bytes.
+const REFS_DIR: &str = ".refs";
 
 pub struct FsStore {
     root: PathBuf,
@@ -46,9 +50,9 @@ pub fn check_key(key: &str) -> Result<(), PortError> {
         || key.len() > 1024
         || key.starts_with('/')
         || key.contains(['\\', '\0'])
-        || key
-            .split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == ".." || seg == META_DIR);
+        || key.split('/').any(|seg| {
+            seg.is_empty() || seg == "." || seg == ".." || seg == META_DIR || seg == REFS_DIR
+        });
     if bad {
         return Err(PortError::Permanent(format!(
             "`{key}` is not a valid object key"
@@ -76,6 +80,82 @@ impl FsStore {
 
     fn meta_path(&self, key: &str) -> PathBuf {
         self.root.join(META_DIR).join(format!("{key}.json"))
+    }
+
+    fn ref_path(&self, key: &str) -> PathBuf {
+        self.root.join(REFS_DIR).join(format!("{key}.json"))
+    }
+
+    /// Makes `key` an object whose bytes are the file `src` where it lies, not a copy: the
+    /// store records its absolute path, size and modification time, and reads it only while
+    /// those are unchanged. Deleting the object never touches the file.
+    pub fn put_reference(&self, key: &str, src: &Path) -> Result<OriginalFile, PortError> {
+        check_key(key)?;
+        let path = fs::canonicalize(src).map_err(|e| port_err(key, e))?;
+        let meta = fs::metadata(&path).map_err(|e| port_err(key, e))?;
+        if !meta.is_file() {
+            return Err(PortError::Permanent(format!(
+                "{}: not a regular file",
+                path.display()
+            )));
+        }
+        let original = OriginalFile {
+            path: path
+                .to_str()
+                .ok_or_else(|| {
+                    PortError::Permanent(format!("{}: the path is not UTF-8", path.display()))
+                })?
+                .to_string(),
+            size: meta.len(),
+            modified_ns: modified_ns(&meta),
+        };
+        let json =
+            serde_json::to_vec(&original).map_err(|e| PortError::Permanent(e.to_string()))?;
+        write_atomic(&self.ref_path(key), &json).map_err(|e| port_err(key, e))?;
+        Ok(original)
+    }
+
+    /// The file `key` is kept by reference as, if it is.
+    pub fn reference_of(&self, key: &str) -> Option<OriginalFile> {
+        check_key(key).ok()?;
+        let body = fs::read(self.ref_path(key)).ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// The file holding `key`'s bytes: its own file in the store, or the file it refers to,
+    /// checked to be as it was recorded.
+    pub fn file_of(&self, key: &str) -> Result<PathBuf, PortError> {
+        self.resolve(key).map(|(path, _)| path)
+    }
+
+    fn resolve(&self, key: &str) -> Result<(PathBuf, fs::Metadata), PortError> {
+        let own = self.path_of(key)?;
+        match fs::metadata(&own) {
+            Ok(meta) if meta.is_file() => return Ok((own, meta)),
+            Ok(_) => return Err(PortError::NotFound(key.to_string())),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(port_err(key, e)),
+            Err(_) => {}
+        }
+        let body = match fs::read(self.ref_path(key)) {
+            Ok(b) => b,
+            Err(e) => return Err(port_err(key, e)),
+        };
+        let original: OriginalFile = serde_json::from_slice(&body)
+            .map_err(|e| PortError::Permanent(format!("{key}: unreadable reference: {e}")))?;
+        let path = PathBuf::from(&original.path);
+        let meta = fs::metadata(&path).map_err(|e| {
+            PortError::Permanent(format!(
+                "the original {} is gone ({e}); imgpipe kept it by reference, not a copy",
+                original.path
+            ))
+        })?;
+        if meta.len() != original.size || modified_ns(&meta) != original.modified_ns {
+            return Err(PortError::Permanent(format!(
+                "the original {} has changed since it was processed (size or modification time); imgpipe kept it by reference, not a copy",
+                original.path
+            )));
+        }
+        Ok((path, meta))
     }
 
     /// Copies an object to a path outside the store, atomically, creating the folders it
@@ -110,7 +190,11 @@ impl FsStore {
     pub fn remove_folder(&self, folder: &str) -> Result<(), PortError> {
         let folder = folder.trim_end_matches('/');
         let dir = self.path_of(folder)?;
-        for path in [dir, self.root.join(META_DIR).join(folder)] {
+        for path in [
+            dir,
+            self.root.join(META_DIR).join(folder),
+            self.root.join(REFS_DIR).join(folder),
+        ] {
             match fs::remove_dir_all(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -293,15 +377,17 @@ fn write_atomic(dest: &Path, body: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Size and modification time identify a version well enough locally, without hashing.
-fn etag_of(meta: &fs::Metadata) -> String {
-    let nanos = meta
-        .modified()
+fn modified_ns(meta: &fs::Metadata) -> u64 {
+    meta.modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("\"{:x}-{:x}\"", meta.len(), nanos)
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// Size and modification time identify a version well enough locally, without hashing.
+fn etag_of(meta: &fs::Metadata) -> String {
+    format!("\"{:x}-{:x}\"", meta.len(), modified_ns(meta))
 }
 
 fn content_type_of(key: &str) -> Option<String> {
@@ -337,7 +423,7 @@ fn walk(dir: &Path, root: &Path, out: &mut Vec<String>, depth: usize) -> io::Res
         let path = entry.path();
         let ft = entry.file_type()?;
         if ft.is_dir() {
-            if depth == 0 && entry.file_name() == META_DIR {
+            if depth == 0 && (entry.file_name() == META_DIR || entry.file_name() == REFS_DIR) {
                 continue;
             }
             walk(&path, root, out, depth + 1)?;
@@ -355,14 +441,10 @@ fn walk(dir: &Path, root: &Path, out: &mut Vec<String>, depth: usize) -> io::Res
 #[async_trait]
 impl ObjectStore for FsStore {
     async fn head(&self, key: &str) -> Result<ObjectInfo, PortError> {
-        let path = self.path_of(key)?;
+        let (_, meta) = self.resolve(key)?;
         let meta_path = self.meta_path(key);
         let key = key.to_string();
         blocking(move || {
-            let meta = fs::metadata(&path).map_err(|e| port_err(&key, e))?;
-            if !meta.is_file() {
-                return Err(PortError::NotFound(key));
-            }
             let metadata: BTreeMap<String, String> = fs::read(&meta_path)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
@@ -378,13 +460,13 @@ impl ObjectStore for FsStore {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, PortError> {
-        let path = self.path_of(key)?;
+        let (path, _) = self.resolve(key)?;
         let key = key.to_string();
         blocking(move || fs::read(&path).map_err(|e| port_err(&key, e))).await
     }
 
     async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>, PortError> {
-        let path = self.path_of(key)?;
+        let (path, _) = self.resolve(key)?;
         let key = key.to_string();
         blocking(move || {
             let mut f = fs::File::open(&path).map_err(|e| port_err(&key, e))?;
@@ -417,7 +499,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<(), PortError> {
-        let src = self.path_of(from)?;
+        let (src, _) = self.resolve(from)?;
         let dest = self.path_of(to)?;
         let from = from.to_string();
         blocking(move || {
@@ -440,6 +522,8 @@ impl ObjectStore for FsStore {
     async fn delete(&self, key: &str) -> Result<(), PortError> {
         let path = self.path_of(key)?;
         let meta_path = self.meta_path(key);
+        // A reference goes, never the file it names: that is the user's own.
+        let ref_path = self.ref_path(key);
         let root = self.root.clone();
         let key = key.to_string();
         blocking(move || {
@@ -449,6 +533,7 @@ impl ObjectStore for FsStore {
                 Err(e) => return Err(port_err(&key, e)),
             }
             let _ = fs::remove_file(meta_path);
+            let _ = fs::remove_file(ref_path);
             // Tidy now-empty folders so a deleted image leaves nothing behind.
             let mut dir = path.parent().map(Path::to_path_buf);
             while let Some(d) = dir {
@@ -480,8 +565,20 @@ impl ObjectStore for FsStore {
                 .map(|p| p.components().count())
                 .unwrap_or(0);
             walk(&dir, &root, &mut keys, depth).map_err(|e| port_err(&prefix, e))?;
+            // Objects kept by reference are objects too.
+            let refs_root = root.join(REFS_DIR);
+            if let Ok(rel) = dir.strip_prefix(&root) {
+                let mut refs = Vec::new();
+                walk(&refs_root.join(rel), &refs_root, &mut refs, depth)
+                    .map_err(|e| port_err(&prefix, e))?;
+                keys.extend(
+                    refs.into_iter()
+                        .filter_map(|k| k.strip_suffix(".json").map(str::to_string)),
+                );
+            }
             keys.retain(|k| k.starts_with(&prefix));
             keys.sort();
+            keys.dedup();
             Ok(keys)
         })
         .await
@@ -632,6 +729,51 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(fs::read(&nested).unwrap(), b"pixels");
+    }
+
+    #[tokio::test]
+    async fn an_object_kept_by_reference_reads_the_file_while_it_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path().join("store")).unwrap();
+        let photo = dir.path().join("photo.jpg");
+        fs::write(&photo, b"0123456789").unwrap();
+        let key = "uploads/u/1/photo.jpg";
+        let original = store.put_reference(key, &photo).unwrap();
+        assert_eq!(original.size, 10);
+        assert_eq!(Path::new(&original.path), fs::canonicalize(&photo).unwrap());
+        assert!(
+            !store.path_of(key).unwrap().exists(),
+            "no copy in the store"
+        );
+        assert_eq!(store.get(key).await.unwrap(), b"0123456789");
+        assert_eq!(store.get_range(key, 2, 3).await.unwrap(), b"234");
+        assert_eq!(store.head(key).await.unwrap().size, 10);
+        assert_eq!(store.list("uploads/u/").await.unwrap(), [key]);
+        store.copy(key, "quarantine/u/1/photo.jpg").await.unwrap();
+        assert_eq!(
+            fs::read(store.path_of("quarantine/u/1/photo.jpg").unwrap()).unwrap(),
+            b"0123456789",
+            "a copy out of a reference holds the bytes"
+        );
+
+        // Changed under it: refused by name, not read as the same original.
+        fs::write(&photo, b"edited!").unwrap();
+        let e = store.get(key).await.unwrap_err().to_string();
+        assert!(e.contains("has changed since it was processed"), "{e}");
+        fs::remove_file(&photo).unwrap();
+        let e = store.get(key).await.unwrap_err().to_string();
+        assert!(e.contains("is gone"), "{e}");
+
+        // Deleting the object removes the reference, never the file it names.
+        fs::write(&photo, b"0123456789").unwrap();
+        let key2 = "uploads/u/2/photo.jpg";
+        store.put_reference(key2, &photo).unwrap();
+        store.delete(key2).await.unwrap();
+        assert!(photo.exists());
+        assert!(matches!(
+            store.get(key2).await.unwrap_err(),
+            PortError::NotFound(_)
+        ));
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pipeline::io::Upload;
 use pipeline::memory::MemoryWorkStore;
-use pipeline::model::{ErrorInfo, ImageRecord};
+use pipeline::model::{ErrorInfo, ImageRecord, OriginalFile};
 use pipeline::ports::{MetadataStore, Notifier, ObjectStore};
 use pipeline::{Config, StepName, Steps, keys};
 use serde_json::Value;
@@ -137,6 +137,11 @@ impl LocalPipeline {
             interrupted = metadata.fail_unfinished(&error)?;
             for r in &interrupted {
                 store.remove_folder(&keys::renditions_prefix(&r.owner, &r.id))?;
+                // The record says where an original kept by reference is, as a finished
+                // job's does.
+                if let Some(original) = store.reference_of(&r.source.key) {
+                    metadata.set_original_now(&r.id, &original)?;
+                }
             }
             Ok(())
         })?;
@@ -167,9 +172,15 @@ impl LocalPipeline {
             .records
             .as_ref()
             .ok_or_else(|| LocalError::Other("no record store to write to".to_string()))?;
-        if let Some(before) = records.force_fail(id, error, fallback).await? {
+        let before = records.force_fail(id, error, fallback).await?;
+        if let Some(before) = &before {
             self.store
                 .remove_folder(&keys::renditions_prefix(&before.owner, &before.id))?;
+        }
+        if let Some(record) = records.get(id).await?
+            && let Some(original) = self.store.reference_of(&record.source.key)
+        {
+            records.set_original(id, &original).await?;
         }
         Ok(())
     }
@@ -252,6 +263,40 @@ impl LocalPipeline {
             size: Some(size),
             ..Upload::default()
         })
+    }
+
+    /// [`LocalPipeline::ingest`] without the copy: the upload is the file where it lies,
+    /// read while its size and modification time are what they are now.
+    pub fn ingest_reference(
+        &self,
+        path: &Path,
+        owner: &str,
+    ) -> Result<(Upload, OriginalFile), LocalError> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("upload");
+        let key = keys::upload_key(owner, &keys::new_image_id(), name);
+        let original = self.store.put_reference(&key, path)?;
+        Ok((
+            Upload {
+                key,
+                size: Some(original.size),
+                ..Upload::default()
+            },
+            original,
+        ))
+    }
+
+    /// Notes on the record of `id` that its original is kept by reference, as `original`
+    /// ([`FsStore::reference_of`] its upload key).
+    pub async fn note_original(&self, id: &str, original: &OriginalFile) -> Result<(), LocalError> {
+        let records = self
+            .records
+            .as_ref()
+            .ok_or_else(|| LocalError::Other("no record store to write to".to_string()))?;
+        records.set_original(id, original).await?;
+        Ok(())
     }
 
     /// Runs the state machine on one upload and returns how it ended with the record.

@@ -47,6 +47,7 @@ fn processing(id: &str, execution: &str) -> ImageRecord {
             height: Some(400),
             sha256: None,
             color_profile: None,
+            original: None,
         },
         recipe: Some(Presets::builtin().get("web").unwrap().clone()),
         renditions: Vec::new(),

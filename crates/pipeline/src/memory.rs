@@ -869,6 +869,7 @@ mod tests {
                 height: Some(400),
                 sha256: None,
                 color_profile: None,
+                original: None,
             },
             recipe: Some(Presets::builtin().get("web").unwrap().clone()),
             renditions: Vec::new(),

@@ -74,6 +74,22 @@ pub struct SourceInfo {
     /// The embedded colour description (ICC profile, nclx, ...), as Validate read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color_profile: Option<imaging::ProfileInfo>,
+    /// On one machine, an original kept by reference: the user's own file, not a copy in the
+    /// data directory (`imgpipe process` without `--keep-originals`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<OriginalFile>,
+}
+
+/// A file an original is read from where it lies, and what it was when processed: if its
+/// size or modification time differ later, it is not read as the same original.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OriginalFile {
+    /// Absolute.
+    pub path: String,
+    pub size: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub modified_ns: u64,
 }
 
 /// One stored output.

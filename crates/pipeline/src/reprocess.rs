@@ -184,6 +184,7 @@ mod tests {
                 height: Some(10),
                 sha256: None,
                 color_profile: None,
+                original: None,
             },
             recipe,
             renditions: vec![crate::model::RenditionRecord {

@@ -209,6 +209,7 @@ impl Steps {
                 height: Some(height),
                 sha256: None,
                 color_profile: header.color_profile.clone(),
+                original: None,
             },
             recipe: Some(recipe.clone()),
             renditions: Vec::new(),
@@ -337,6 +338,7 @@ impl Steps {
                 height: None,
                 sha256: None,
                 color_profile: None,
+                original: None,
             };
             return Ok(skip("no record", source, Recipe::default()));
         };
@@ -959,6 +961,7 @@ impl Steps {
                     height: None,
                     sha256: None,
                     color_profile: None,
+                    original: None,
                 }),
             recipe: state.job.as_ref().map(|j| j.recipe.clone()),
             renditions: Vec::new(),

@@ -533,6 +533,7 @@ async fn awaited(w: &World, owner: &str, id: &str, key: &str) -> BTreeMap<String
             height: None,
             sha256: None,
             color_profile: None,
+            original: None,
         },
         recipe: None,
         renditions: Vec::new(),

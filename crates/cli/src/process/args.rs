@@ -63,6 +63,11 @@ pub struct ProcessArgs {
     /// folder given, so trees are kept).
     #[arg(long, value_name = "TEMPLATE", default_value = super::naming::DEFAULT_TEMPLATE)]
     pub name: String,
+    /// Copy each original into the data directory. Without it the record keeps the path,
+    /// size, modification time and SHA-256 of your file and reads it where it lies (a batch
+    /// costs no extra disk), as long as it is not changed or moved.
+    #[arg(long)]
+    pub keep_originals: bool,
     /// Replace output files that are already there.
     #[arg(long, conflicts_with = "skip_existing")]
     pub overwrite: bool,

@@ -176,24 +176,25 @@ pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
         }
     }
     let skipped = results.len();
+    let batch = Arc::new(Batch {
+        pipeline: pipeline.clone(),
+        exporter,
+        preset,
+        recipe: recipe_json,
+        in_flight: in_flight.clone(),
+        keep_originals: args.keep_originals,
+    });
     let mut stream = futures::stream::iter(work)
         .map(|(input, stem)| {
-            let pipeline = pipeline.clone();
-            let exporter = exporter.clone();
-            let preset = preset.clone();
-            let recipe = recipe_json.clone();
+            let batch = batch.clone();
             let bar = bar.clone();
-            let in_flight = in_flight.clone();
             let current = current.clone();
             let quiet = args.quiet;
             async move {
                 let name = input.path.display().to_string();
                 lock(&current).push(name.clone());
                 bar.set_message(lock(&current).join(", "));
-                let result = process_one(
-                    &pipeline, &exporter, &input, &stem, preset, recipe, &in_flight,
-                )
-                .await;
+                let result = process_one(&batch, &input, &stem).await;
                 lock(&current).retain(|n| *n != name);
                 bar.set_message(lock(&current).join(", "));
                 bar.inc(1);
@@ -395,6 +396,7 @@ async fn record_interrupted(
             height: None,
             sha256: None,
             color_profile: None,
+            original: None,
         },
         recipe: None,
         renditions: Vec::new(),
@@ -431,17 +433,28 @@ fn failure_line(r: &FileResult) -> Option<String> {
     ))
 }
 
-async fn process_one(
-    pipeline: &LocalPipeline,
-    exporter: &Exporter,
-    input: &Input,
-    stem: &str,
+/// What every job of a run shares.
+struct Batch {
+    pipeline: Arc<LocalPipeline>,
+    exporter: Arc<Exporter>,
     preset: Option<String>,
     recipe: Option<serde_json::Value>,
-    in_flight: &InFlight,
-) -> FileResult {
+    in_flight: InFlight,
+    keep_originals: bool,
+}
+
+async fn process_one(batch: &Batch, input: &Input, stem: &str) -> FileResult {
+    let Batch {
+        pipeline,
+        exporter,
+        in_flight,
+        keep_originals,
+        ..
+    } = batch;
+    let (preset, recipe) = (batch.preset.clone(), batch.recipe.clone());
     let started = Instant::now();
     let mut result = FileResult::new(input.path.clone(), Status::Failed.as_str());
+    let mut by_reference = None;
     let outcome = async {
         let upload = if input.path.as_os_str() == "-" {
             // Read from the descriptor with the byte limit checked as it goes: a stream has
@@ -455,8 +468,12 @@ async fn process_one(
                         pipeline.steps.config.limits.max_bytes
                     )
                 })?
-        } else {
+        } else if *keep_originals {
             pipeline.ingest(&input.path, "local")?
+        } else {
+            let (upload, original) = pipeline.ingest_reference(&input.path, "local")?;
+            by_reference = Some((upload.key.clone(), original));
+            upload
         };
         let upload = Upload {
             preset,
@@ -476,6 +493,11 @@ async fn process_one(
                 result.error = Some(serde_json::json!({"type": error, "message": cause}));
             }
             if let Some(record) = outcome.record {
+                if let Some((_, original)) = &by_reference
+                    && let Err(e) = pipeline.note_original(&record.id, original).await
+                {
+                    tracing::warn!(image_id = %record.id, error = %e, "could not note where the original is");
+                }
                 result.image_id = Some(record.id.clone());
                 result.status = record.status.as_str().to_string();
                 if let Some(e) = &record.error {

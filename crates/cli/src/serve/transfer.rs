@@ -417,7 +417,8 @@ async fn download(
         pipeline::PortError::NotFound(_) => ApiError::not_found("no such object"),
         e => ApiError::from(e),
     })?;
-    let path = state.store.path_of(&key).map_err(ApiError::from)?;
+    // An original `imgpipe process` kept by reference is read from where it lies.
+    let path = state.store.file_of(&key).map_err(ApiError::from)?;
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

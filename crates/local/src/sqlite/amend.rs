@@ -5,10 +5,10 @@
 
 use chrono::Utc;
 use pipeline::PortError;
-use pipeline::model::{ErrorInfo, ImageRecord, Status};
+use pipeline::model::{ErrorInfo, ImageRecord, OriginalFile, SourceInfo, Status};
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::{SqliteMetadata, db_err, get, insert, lock, ts};
+use super::{SqliteMetadata, db_err, get, insert, json_err, lock, ts};
 
 /// Sets `id` FAILED with `error` and drops its rendition rows, in one transaction with the
 /// read of what it was.
@@ -29,6 +29,38 @@ fn fail_row(conn: &Connection, id: &str, error: &ErrorInfo) -> Result<(), PortEr
     )
     .map_err(db_err)?;
     Ok(())
+}
+
+fn set_original_in(
+    conn: &mut Connection,
+    id: &str,
+    original: OriginalFile,
+) -> Result<bool, PortError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let source: Option<String> = tx
+        .query_row("SELECT source FROM images WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })
+        .map_err(db_err)?;
+    let Some(source) = source else {
+        return Ok(false);
+    };
+    let mut source: SourceInfo = serde_json::from_str(&source).map_err(json_err)?;
+    source.original = Some(original);
+    tx.execute(
+        "UPDATE images SET source = ?2 WHERE id = ?1",
+        params![id, serde_json::to_string(&source).map_err(json_err)?],
+    )
+    .map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
+    Ok(true)
 }
 
 impl SqliteMetadata {
@@ -64,6 +96,20 @@ impl SqliteMetadata {
             Ok(before)
         })
         .await
+    }
+
+    /// Notes on the record of `id` that its original is the user's file `original`, kept by
+    /// reference. `Ok(false)` without a record.
+    pub async fn set_original(&self, id: &str, original: &OriginalFile) -> Result<bool, PortError> {
+        let id = id.to_string();
+        let original = original.clone();
+        self.with(move |conn| set_original_in(conn, &id, original))
+            .await
+    }
+
+    /// [`SqliteMetadata::set_original`], blocking: while the data directory is opened.
+    pub fn set_original_now(&self, id: &str, original: &OriginalFile) -> Result<bool, PortError> {
+        set_original_in(&mut lock(&self.conn), id, original.clone())
     }
 
     /// Marks every PROCESSING record FAILED with `error` and returns them as they were. Only
