@@ -27,15 +27,41 @@ use clap::{Args, Parser, Subcommand};
 use pipeline::model::{ListQuery, Status};
 use pipeline::{Config, Presets};
 
+/// `imgpipe --help`: the commands grouped by what they work on (clap lists them in one
+/// block). A test checks every command is here.
+const HELP: &str = "\
+{about-with-newline}
+{usage-heading} {usage}
+
+Your images:
+  process    Process image files or folders into renditions
+  presets    List the presets (named recipes)
+  inspect    Show what an image file is and whether it would be accepted
+
+The data directory:
+  history    List past jobs
+  reprocess  Re-render the images whose preset changed since they were made
+  backup     Back up the data directory to one archive file
+  restore    Restore a data directory from a backup archive, or only check one
+
+The server:
+  serve      Serve the HTTP API, the web page and the inbox folder
+  token      Print a bearer token for `imgpipe serve`
+  help       Print this message or the help of a command
+
+Options:
+{options}{after-help}";
+
 #[derive(Parser)]
 #[command(
     name = "imgpipe",
     version,
     about = "Image pipeline: validate, resize, filter and store renditions of your images",
     long_about = "Image pipeline: validate, resize, filter and store renditions of your images.\n\n\
-        On one machine imgpipe keeps originals, renditions, a SQLite record of every job and an \
-        events log in a data directory (default ./imgpipe-data). The same steps and state \
-        machine run on AWS Lambda + Step Functions when deployed.",
+        On one machine imgpipe keeps renditions, a SQLite record of every job (with where its \
+        original is) and an events log in a data directory (default ./imgpipe-data). The same \
+        steps and state machine run on AWS Lambda + Step Functions when deployed.",
+    help_template = HELP,
     after_help = "Examples:\n  imgpipe process photos/ --preset web --out out/\n  \
         imgpipe process a.jpg --resize 800x600 --fit cover --op grayscale --op blur=2 --format webp --out out/\n  \
         imgpipe inspect photo.jpg\n  imgpipe history\n  \
@@ -103,14 +129,19 @@ pub struct CommonArgs {
 #[derive(Args, Clone)]
 pub struct DataArg {
     /// Data directory: originals, renditions, the SQLite database and events.jsonl.
-    #[arg(long = "data", env = "IMGPIPE_DATA", default_value = "imgpipe-data")]
+    #[arg(
+        long = "data",
+        env = "IMGPIPE_DATA",
+        default_value = "imgpipe-data",
+        help_heading = "Data directory"
+    )]
     pub dir: PathBuf,
 }
 
 #[derive(Args, Clone)]
 pub struct PresetsFileArg {
     /// A presets JSON file to use instead of the built-in presets.
-    #[arg(long = "presets", env = "IMGPIPE_PRESETS")]
+    #[arg(long = "presets", env = "IMGPIPE_PRESETS", help_heading = "Recipe")]
     pub file: Option<PathBuf>,
 }
 
@@ -131,14 +162,14 @@ impl PresetsFileArg {
 #[derive(Args, Clone)]
 pub struct LimitArgs {
     /// Largest accepted image, in pixels (width x height).
-    #[arg(long, env = "IMGPIPE_MAX_PIXELS", default_value_t = imaging::Limits::default().max_pixels)]
+    #[arg(long, env = "IMGPIPE_MAX_PIXELS", default_value_t = imaging::Limits::default().max_pixels, help_heading = "Limits")]
     pub max_pixels: u64,
     /// Largest accepted file, in bytes.
-    #[arg(long, env = "IMGPIPE_MAX_BYTES", default_value_t = imaging::Limits::default().max_bytes)]
+    #[arg(long, env = "IMGPIPE_MAX_BYTES", default_value_t = imaging::Limits::default().max_bytes, help_heading = "Limits")]
     pub max_bytes: u64,
     /// Most pixels one job may hold at once: the source plus every resized rendition
     /// (default: 4 x --max-pixels). A recipe over it is refused as RecipeTooLarge.
-    #[arg(long, env = "IMGPIPE_MAX_JOB_PIXELS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "IMGPIPE_MAX_JOB_PIXELS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits")]
     pub max_job_pixels: Option<u64>,
 }
 
@@ -452,4 +483,28 @@ async fn history(args: HistoryArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_grouped_help_lists_every_command() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            assert!(
+                HELP.contains(&format!("\n  {:<10} ", sub.get_name())),
+                "`{}` is missing from imgpipe --help",
+                sub.get_name()
+            );
+        }
+        let listed = HELP.lines().filter(|l| l.starts_with("  ")).count();
+        assert_eq!(
+            listed,
+            cli.get_subcommands().count() + 1,
+            "and nothing else (+ help)"
+        );
+    }
 }

@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// Do not watch DIR/inbox/.
     #[arg(long)]
     pub no_inbox: bool,
+    /// Who owns the images dropped into DIR/inbox/: a user name (as in their tokens), so that
+    /// user sees them on the page and through the API. The default, `inbox`, is no user's:
+    /// only admins see those.
+    #[arg(long, value_name = "USER", default_value = inbox::OWNER, value_parser = parse_inbox_owner)]
+    pub inbox_owner: String,
     /// Open connections at most (default 1024, fewer when the open-files limit is lower); more
     /// wait to be accepted.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -211,6 +216,9 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
         LocalPipeline::open(&data, config)
             .with_context(|| format!("opening data directory {}", data.display()))?,
     );
+    for r in &pipeline.interrupted {
+        tracing::warn!(image_id = %r.id, owner = %r.owner, "a stopped process left this job unfinished: recorded FAILED (Interrupted)");
+    }
     let inbox_dir = data.join(inbox::DIR_NAME);
     if !args.no_inbox {
         std::fs::create_dir_all(&inbox_dir)
@@ -245,6 +253,7 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
             queue.clone(),
             inbox_dir,
             Duration::from_secs(1),
+            args.inbox_owner.clone(),
             stop_rx.clone(),
         ));
     }
@@ -366,6 +375,20 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+fn parse_inbox_owner(text: &str) -> std::result::Result<String, String> {
+    if !pipeline::keys::valid_segment(text) {
+        return Err(format!(
+            "`{text}` is not a user name: 1-128 of A-Z a-z 0-9 - _ ., not starting with a dot"
+        ));
+    }
+    if text.eq_ignore_ascii_case(pipeline::keys::DROP_OWNER) {
+        return Err(format!(
+            "`{text}` is the owner of bucket drops; name a user, or leave the default `inbox`"
+        ));
+    }
+    Ok(text.to_string())
 }
 
 #[cfg(test)]

@@ -328,6 +328,46 @@ async fn unsafe_or_incomplete_auth_settings_are_refused() {
 }
 
 #[tokio::test]
+async fn inbox_files_belong_to_the_configured_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&tmp.path().join("data"), &["--inbox-owner", "alice"]);
+    std::fs::write(serve.data.join("inbox").join("scan.jpg"), jpeg(320, 240)).unwrap();
+    let alice = Api::new(&token(&serve.data, "alice", false));
+    let bob = Api::new(&token(&serve.data, "bob", false));
+    let started = Instant::now();
+    let item = loop {
+        let (_, list) = alice.get(&serve.url("/v1/images")).await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        if let Some(done) = items.iter().find(|i| i["status"] == "COMPLETE") {
+            break done.clone();
+        }
+        assert!(
+            started.elapsed() < PROCESSING,
+            "alice does not see the inbox image: {items:?}; log:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(item["owner"], "alice");
+    assert!(
+        item["source"]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("uploads/alice/")
+    );
+    let (_, list) = bob.get(&serve.url("/v1/images")).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "not bob's");
+    drop(serve);
+    // The owner of bucket drops is nobody's to take.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgpipe"))
+        .args(["serve", "--inbox-owner", "drop"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("owner of bucket drops"));
+}
+
+#[tokio::test]
 async fn inbox_files_are_processed_or_quarantined() {
     let tmp = tempfile::tempdir().unwrap();
     let serve = Serve::start(&tmp.path().join("data"), &[]);
@@ -645,32 +685,39 @@ async fn web_page_uploads_in_headless_chromium() {
     let tmp = tempfile::tempdir().unwrap();
     let serve = Serve::start(&tmp.path().join("data"), &["--no-inbox"]);
     let alice = token(&serve.data, "alice", false);
-    // A real photograph (mate-backgrounds, installed by scripts/setup).
-    let photo = Path::new("/usr/share/backgrounds/mate/nature/Aqua.jpg");
-    assert!(
-        photo.is_file(),
-        "{} is missing: run `bash scripts/setup`",
-        photo.display()
-    );
-    // Kept after the run (target/tmp), to look at.
-    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("imgpipe-web-page.png");
-    let _ = std::fs::remove_file(&screenshot);
+    // Real photographs (mate-backgrounds, installed by scripts/setup).
+    let photos = ["Aqua.jpg", "Dune.jpg", "Garden.jpg"]
+        .map(|name| Path::new("/usr/share/backgrounds/mate/nature").join(name));
+    for photo in &photos {
+        assert!(
+            photo.is_file(),
+            "{} is missing: run `bash scripts/setup`",
+            photo.display()
+        );
+    }
+    // Kept after the run (target/tmp), to look at; docs/ has a copy of each.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("imgpipe-web-page");
+    let _ = std::fs::remove_dir_all(&shots);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/upload.js");
     let mut cmd = Command::new("node");
     cmd.arg(&script)
         .arg(&serve.url)
         .arg(&alice)
-        .arg(photo)
-        .arg(&screenshot)
+        .args(&photos)
+        .arg(&shots)
         .env("NODE_PATH", &modules)
         .env("CHROMIUM", &chromium);
-    let (status, stdout, stderr) = run_bounded(cmd, tmp.path(), Duration::from_secs(180));
+    let (status, stdout, stderr) = run_bounded(cmd, tmp.path(), Duration::from_secs(240));
     assert!(
         status.success() && stdout.lines().any(|l| l.starts_with("PASS")),
         "{status}\n{stdout}\n{stderr}\nserver log:\n{}",
         serve.log()
     );
-    let shot = std::fs::metadata(&screenshot).expect("a screenshot");
-    assert!(shot.len() > 1000);
-    eprintln!("{stdout}screenshot: {}", screenshot.display());
+    for shot in ["desktop.jpg", "phone.jpg"] {
+        let len = std::fs::metadata(shots.join(shot))
+            .expect("a screenshot")
+            .len();
+        assert!(len > 1000, "{shot}: {len} bytes");
+    }
+    eprintln!("{stdout}screenshots: {}", shots.display());
 }

@@ -34,96 +34,134 @@ pub struct ProcessArgs {
     #[arg(short, long)]
     pub out: PathBuf,
     /// Use a named preset.
-    #[arg(long, conflicts_with_all = ["recipe", "size", "ops", "format", "rendition_name"])]
+    #[arg(help_heading = "Recipe", long, conflicts_with_all = ["recipe", "size", "ops", "format", "rendition_name"])]
     pub preset: Option<String>,
     /// Use a recipe JSON file ({"renditions": [...]}).
-    #[arg(long, conflicts_with_all = ["size", "ops", "format", "rendition_name"])]
+    #[arg(help_heading = "Recipe", long, conflicts_with_all = ["size", "ops", "format", "rendition_name"])]
     pub recipe: Option<PathBuf>,
     /// Resize to WIDTHxHEIGHT, WIDTHx or xHEIGHT.
-    #[arg(long, value_name = "WxH", conflicts_with_all = ["width", "height"])]
+    #[arg(help_heading = "One rendition from the command line", long, value_name = "WxH", conflicts_with_all = ["width", "height"])]
     pub resize: Option<String>,
     /// Resize to this width (the height follows the aspect ratio unless --height is given).
-    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(help_heading = "One rendition from the command line", long, value_name = "PX", value_parser = clap::value_parser!(u32).range(1..))]
     pub width: Option<u32>,
     /// Resize to this height (the width follows the aspect ratio unless --width is given).
-    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(help_heading = "One rendition from the command line", long, value_name = "PX", value_parser = clap::value_parser!(u32).range(1..))]
     pub height: Option<u32>,
     /// How to fit the resize box.
-    #[arg(long, value_enum, default_value = "cover", requires = "size")]
+    #[arg(
+        help_heading = "One rendition from the command line",
+        long,
+        value_enum,
+        default_value = "cover",
+        requires = "size"
+    )]
     pub fit: FitArg,
     /// Which part cover keeps.
-    #[arg(long, value_enum, default_value = "center", requires = "size")]
+    #[arg(
+        help_heading = "One rendition from the command line",
+        long,
+        value_enum,
+        default_value = "center",
+        requires = "size"
+    )]
     pub gravity: GravityArg,
     /// The name of the one rendition described on the command line, as {rendition} in
     /// --name [default: out].
-    #[arg(long, value_name = "NAME")]
+    #[arg(
+        help_heading = "One rendition from the command line",
+        long,
+        value_name = "NAME"
+    )]
     pub rendition_name: Option<String>,
     /// Output file names under --out: {stem} (the input's name without extension),
     /// {rendition}, {ext}, {width}, {height} and {dir} (the input's folder relative to the
     /// folder given, so trees are kept).
-    #[arg(long, value_name = "TEMPLATE", default_value = super::naming::DEFAULT_TEMPLATE)]
+    #[arg(help_heading = "Output files", long, value_name = "TEMPLATE", default_value = super::naming::DEFAULT_TEMPLATE)]
     pub name: String,
     /// Copy each original into the data directory. Without it the record keeps the path,
     /// size, modification time and SHA-256 of your file and reads it where it lies (a batch
     /// costs no extra disk), as long as it is not changed or moved.
-    #[arg(long)]
+    #[arg(help_heading = "Data directory", long)]
     pub keep_originals: bool,
     /// Replace output files that are already there.
-    #[arg(long, conflicts_with = "skip_existing")]
+    #[arg(help_heading = "Output files", long, conflicts_with = "skip_existing")]
     pub overwrite: bool,
     /// Leave output files that are already there, and skip inputs whose outputs all are.
-    #[arg(long)]
+    #[arg(help_heading = "Output files", long)]
     pub skip_existing: bool,
     /// Never enlarge a smaller source. With a preset or recipe, applies to every rendition
     /// that resizes.
-    #[arg(long)]
+    #[arg(help_heading = "Rendition settings (every rendition they fit)", long)]
     pub without_enlargement: bool,
     /// An operation, e.g. grayscale or blur=2 (repeatable, in order).
-    #[arg(long = "op", value_name = "OP[=ARGS]")]
+    #[arg(
+        help_heading = "One rendition from the command line",
+        long = "op",
+        value_name = "OP[=ARGS]"
+    )]
     pub ops: Vec<String>,
     /// Output format (any case; `jpg` is `jpeg`).
-    #[arg(long, value_enum, ignore_case = true)]
+    #[arg(
+        help_heading = "One rendition from the command line",
+        long,
+        value_enum,
+        ignore_case = true
+    )]
     pub format: Option<FormatArg>,
     /// Quality for JPEG, lossy WebP and AVIF: 1-100, or `auto` for the lowest quality whose
     /// output still scores --quality-target (SSIMULACRA2) against the resized image. With a
     /// preset or recipe, applies to every rendition that has a quality.
-    #[arg(long, value_name = "1-100|auto", value_parser = parse_quality)]
+    #[arg(help_heading = "Rendition settings (every rendition they fit)", long, value_name = "1-100|auto", value_parser = parse_quality)]
     pub quality: Option<pipeline::Quality>,
     /// The SSIMULACRA2 score `--quality auto` aims at, 30-95: 70 is high quality, 80 very
     /// high, 90 visually lossless [default: 70]. Applies to every rendition whose quality is
     /// auto, of a preset or recipe too.
-    #[arg(long, value_name = "SCORE")]
+    #[arg(
+        help_heading = "Rendition settings (every rendition they fit)",
+        long,
+        value_name = "SCORE"
+    )]
     pub quality_target: Option<f64>,
     /// JPEG encoder: `small` (mozjpeg's trellis quantisation, the fewest bytes) or `fast`
     /// (libjpeg-turbo, about a tenth of the encode time, some 15-20 % more bytes) [default:
     /// small]. Applies to every JPEG rendition, of a preset or recipe too.
-    #[arg(long, value_enum)]
+    #[arg(
+        help_heading = "Rendition settings (every rendition they fit)",
+        long,
+        value_enum
+    )]
     pub jpeg_encoder: Option<JpegEncoderArg>,
     /// Encoder effort, 0-9: slower for fewer bytes [default: 4]. AVIF: libaom speed 9 - effort;
     /// WebP: method min(effort, 6); JPEG (small encoder, progressive): 5 and up search the
     /// scan layout per image. Applies to every rendition it fits, of a preset or recipe too.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    #[arg(help_heading = "Rendition settings (every rendition they fit)", long, value_parser = clap::value_parser!(u8).range(0..=9))]
     pub effort: Option<u8>,
     /// Keep EXIF metadata (including GPS) in the outputs, of a preset or recipe too.
-    #[arg(long)]
+    #[arg(help_heading = "Rendition settings (every rendition they fit)", long)]
     pub keep_metadata: bool,
     /// Colours of the outputs: `srgb` converts a photo's embedded profile (Display P3, Adobe
     /// RGB, ...) to sRGB and writes no profile; `keep` leaves its colours as they are and
     /// embeds its profile. Applies to every rendition, of a preset or recipe too.
-    #[arg(long, value_enum, value_name = "srgb|keep")]
+    #[arg(
+        help_heading = "Rendition settings (every rendition they fit)",
+        long,
+        value_enum,
+        value_name = "srgb|keep"
+    )]
     pub color_profile: Option<ColorProfileArg>,
     /// Colour that transparent areas become in formats without alpha (JPEG), as #rrggbb
     /// [default: #ffffff]. Applies to every rendition, of a preset or recipe too.
-    #[arg(long, value_name = "#RRGGBB", value_parser = parse_background)]
+    #[arg(help_heading = "Rendition settings (every rendition they fit)", long, value_name = "#RRGGBB", value_parser = parse_background)]
     pub background: Option<imaging::Color>,
     /// How many images at once (default: the number of CPU cores).
-    #[arg(short, long)]
+    #[arg(help_heading = "Run", short, long)]
     pub jobs: Option<usize>,
     /// Print one JSON document with every result instead of text.
-    #[arg(long)]
+    #[arg(help_heading = "Run", long)]
     pub json: bool,
     /// Print only failures (one line each on stderr) and no progress bar or summary.
-    #[arg(short, long, conflicts_with = "json")]
+    #[arg(help_heading = "Run", short, long, conflicts_with = "json")]
     pub quiet: bool,
     #[command(flatten)]
     pub common: CommonArgs,

@@ -1,5 +1,5 @@
 //! The inbox, DIR/inbox/: every file that appears there is taken into the store as an upload
-//! of owner `inbox` and processed like an S3 drop (default preset, or none of the API's
+//! of the inbox owner (`--inbox-owner`, `inbox` by default) and processed like an S3 drop (default preset, or none of the API's
 //! metadata). Also the startup sweep that requeues uploads a crash left unprocessed.
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use super::queue::Queue;
 
 pub const DIR_NAME: &str = "inbox";
-/// The owner of inbox uploads: `uploads/inbox/{id}/{name}`.
+/// The owner of inbox uploads unless `--inbox-owner` names a user: `uploads/inbox/{id}/{name}`,
+/// seen by admins only.
 pub const OWNER: &str = pipeline::keys::INBOX_OWNER;
 
 /// What a file looked like at the last poll; unchanged across two polls means complete.
@@ -35,6 +36,7 @@ pub async fn watch(
     queue: Queue,
     dir: PathBuf,
     every: Duration,
+    owner: String,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
@@ -72,7 +74,7 @@ pub async fn watch(
                 tracing::debug!("processing queue full; inbox files wait");
                 break;
             };
-            match take_in(&pipeline, path).await {
+            match take_in(&pipeline, path, &owner).await {
                 Ok((upload, removed)) => {
                     tracing::info!(file = %path.display(), key = %upload.key, "inbox file taken in");
                     if !removed {
@@ -165,9 +167,14 @@ fn open_checked(path: &Path, max_bytes: u64) -> Result<std::fs::File, NotTaken> 
 
 /// Copies the file into the store, makes sure the copy is on disk, and only then removes the
 /// inbox file. Returns the upload and whether the removal worked.
-async fn take_in(pipeline: &Arc<LocalPipeline>, path: &Path) -> Result<(Upload, bool), NotTaken> {
+async fn take_in(
+    pipeline: &Arc<LocalPipeline>,
+    path: &Path,
+    owner: &str,
+) -> Result<(Upload, bool), NotTaken> {
     let pipeline = pipeline.clone();
     let path = path.to_path_buf();
+    let owner = owner.to_string();
     let joined = tokio::task::spawn_blocking(move || -> Result<(Upload, bool), NotTaken> {
         let max_bytes = pipeline.steps.config.limits.max_bytes;
         let file = open_checked(&path, max_bytes)?;
@@ -176,7 +183,7 @@ async fn take_in(pipeline: &Arc<LocalPipeline>, path: &Path) -> Result<(Upload, 
             .and_then(|n| n.to_str())
             .unwrap_or("upload");
         let upload = pipeline
-            .ingest_open(file, name, OWNER)
+            .ingest_open(file, name, &owner)
             .map_err(anyhow::Error::from)?
             // It grew past the limit after the check.
             .ok_or(NotTaken::TooLarge {
