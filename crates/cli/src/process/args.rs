@@ -74,22 +74,6 @@ pub struct ProcessArgs {
         value_name = "NAME"
     )]
     pub rendition_name: Option<String>,
-    /// Output file names under --out: {stem} (the input's name without extension),
-    /// {rendition}, {ext}, {width}, {height} and {dir} (the input's folder relative to the
-    /// folder given, so trees are kept).
-    #[arg(help_heading = "Output files", long, value_name = "TEMPLATE", default_value = super::naming::DEFAULT_TEMPLATE)]
-    pub name: String,
-    /// Copy each original into the data directory. Without it the record keeps the path,
-    /// size, modification time and SHA-256 of your file and reads it where it lies (a batch
-    /// costs no extra disk), as long as it is not changed or moved.
-    #[arg(help_heading = "Data directory", long)]
-    pub keep_originals: bool,
-    /// Replace output files that are already there.
-    #[arg(help_heading = "Output files", long, conflicts_with = "skip_existing")]
-    pub overwrite: bool,
-    /// Leave output files that are already there, and skip inputs whose outputs all are.
-    #[arg(help_heading = "Output files", long)]
-    pub skip_existing: bool,
     /// Never enlarge a smaller source. With a preset or recipe, applies to every rendition
     /// that resizes.
     #[arg(help_heading = "Rendition settings (every rendition they fit)", long)]
@@ -154,6 +138,22 @@ pub struct ProcessArgs {
     /// [default: #ffffff]. Applies to every rendition, of a preset or recipe too.
     #[arg(help_heading = "Rendition settings (every rendition they fit)", long, value_name = "#RRGGBB", value_parser = parse_background)]
     pub background: Option<imaging::Color>,
+    /// Output file names under --out: {stem} (the input's name without extension),
+    /// {rendition}, {ext}, {width}, {height} and {dir} (the input's folder relative to the
+    /// folder given, so trees are kept).
+    #[arg(help_heading = "Output files", long, value_name = "TEMPLATE", default_value = super::naming::DEFAULT_TEMPLATE)]
+    pub name: String,
+    /// Copy each original into the data directory. Without it the record keeps the path,
+    /// size, modification time and SHA-256 of your file and reads it where it lies (a batch
+    /// costs no extra disk), as long as it is not changed or moved.
+    #[arg(help_heading = "Data directory", long)]
+    pub keep_originals: bool,
+    /// Replace output files that are already there.
+    #[arg(help_heading = "Output files", long, conflicts_with = "skip_existing")]
+    pub overwrite: bool,
+    /// Leave output files that are already there, and skip inputs whose outputs all are.
+    #[arg(help_heading = "Output files", long)]
+    pub skip_existing: bool,
     /// How many images at once (default: the number of CPU cores).
     #[arg(help_heading = "Run", short, long)]
     pub jobs: Option<usize>,
