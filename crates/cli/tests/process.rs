@@ -694,3 +694,80 @@ fn originals_are_kept_by_reference_unless_asked_to_copy() {
         fs::read(shoot.join("a.png")).unwrap()
     );
 }
+
+#[test]
+fn inputs_are_never_written_over_nor_taken_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shoot, data) = (tmp.path().join("shoot"), tmp.path().join("data"));
+    png(&shoot.join("a.png"), 64, 48, 1);
+    png(&shoot.join("b.png"), 64, 48, 2);
+    let before = fs::read(shoot.join("a.png")).unwrap();
+    // A name that maps each rendition onto its own input: refused, even with --overwrite.
+    let run = imgpipe(
+        &data,
+        &[
+            "process",
+            s(&shoot),
+            "--out",
+            s(&shoot),
+            "--width",
+            "16",
+            "--format",
+            "png",
+            "--name",
+            "{stem}.{ext}",
+            "--overwrite",
+        ],
+    );
+    // Named like this recipe's outputs, the inputs are taken for earlier outputs: nothing to
+    // do, and nothing written. (Should a name still reach an input, the export refuses it.)
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("named like this recipe's outputs"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fs::read(shoot.join("a.png")).unwrap(), before);
+
+    // The same file given twice, and a folder with a file inside it, are one input each.
+    let a = shoot.join("a.png");
+    let run = imgpipe(
+        &data,
+        &[
+            "process",
+            s(&a),
+            s(&a),
+            s(&shoot),
+            "--out",
+            s(&tmp.path().join("o")),
+            "--width",
+            "16",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("2 images: 2 ok"), "{}", run.stdout);
+
+    // Earlier outputs named by a shell glob are left out too.
+    let out = tmp.path().join("shoot");
+    let glob_run = |data: &Path| {
+        let mut files: Vec<String> = fs::read_dir(&shoot)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| p.to_str().unwrap().to_string())
+            .collect();
+        files.sort();
+        let mut args = vec!["process".to_string()];
+        args.extend(files);
+        args.extend(["--out", s(&out), "--preset", "thumbnail", "--overwrite"].map(str::to_string));
+        imgpipe(data, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let first = glob_run(&tmp.path().join("d2"));
+    assert!(first.stdout.contains("2 images: 2 ok"), "{}", first.stdout);
+    let second = glob_run(&tmp.path().join("d2"));
+    assert!(
+        second.stdout.contains("2 images: 2 ok") && second.stdout.contains("2 earlier outputs"),
+        "{}",
+        second.stdout
+    );
+}

@@ -1,6 +1,6 @@
 use image::{DynamicImage, Rgba, RgbaImage};
 
-use crate::{Color, Error, Image, Plan, ResizeSpec};
+use crate::{Color, Error, Fit, Gravity, Image, Plan, ResizeSpec};
 
 /// Turns an image already scaled to `plan.scaled` into the final `plan.output`: crops the
 /// window for `cover`, pads with the background for `contain`. Split from [`crate::resize`]
@@ -14,7 +14,15 @@ pub fn finish(scaled: &Image, plan: &Plan, spec: &ResizeSpec) -> Result<Image, E
         )));
     }
     let (ow, oh) = plan.output;
-    let (ox, oy) = plan.offset;
+    let (mut ox, mut oy) = plan.offset;
+    if spec.gravity == Gravity::Smart
+        && spec.fit == Fit::Cover
+        && ox >= 0
+        && oy >= 0
+        && let Some((x, y)) = crate::smart::crop_offset(scaled, (ow, oh))?
+    {
+        (ox, oy) = (i64::from(x), i64::from(y));
+    }
     if ox >= 0 && oy >= 0 {
         let (x, y) = (ox as u32, oy as u32);
         if x.saturating_add(ow) > sw || y.saturating_add(oh) > sh {

@@ -19,6 +19,7 @@ mod profile;
 mod quality;
 mod raw;
 mod resize;
+mod smart;
 mod tiff_bytes;
 
 pub use color::Color;

@@ -34,6 +34,9 @@ pub enum Gravity {
     SouthWest,
     West,
     NorthWest,
+    /// With `cover`, the window that keeps the most detail, colour and skin (smart.rs); the
+    /// centre for a flat image and for `contain`'s padding.
+    Smart,
 }
 
 /// A resize request. With only one of width/height, the other follows the aspect ratio.
@@ -163,7 +166,8 @@ fn crop_position(input: (u32, u32), output: (u32, u32), gravity: Gravity) -> (i6
     let dy = i64::from(input.1) - i64::from(output.1);
     let (cx, cy) = ((dx + 1) / 2, (dy + 1) / 2);
     match gravity {
-        Gravity::Center => (cx, cy),
+        // Smart's window is chosen from the pixels once they are scaled (finish.rs).
+        Gravity::Center | Gravity::Smart => (cx, cy),
         Gravity::North => (cx, 0),
         Gravity::NorthEast => (dx, 0),
         Gravity::East => (dx, cy),
@@ -181,7 +185,8 @@ fn embed_position(input: (u32, u32), output: (u32, u32), gravity: Gravity) -> (i
     let dy = i64::from(output.1) - i64::from(input.1);
     let (cx, cy) = (dx / 2, dy / 2);
     match gravity {
-        Gravity::Center => (cx, cy),
+        // Smart's window is chosen from the pixels once they are scaled (finish.rs).
+        Gravity::Center | Gravity::Smart => (cx, cy),
         Gravity::North => (cx, 0),
         Gravity::NorthEast => (dx, 0),
         Gravity::East => (dx, cy),

@@ -533,7 +533,17 @@ impl ObjectStore for FsStore {
                 Err(e) => return Err(port_err(&key, e)),
             }
             let _ = fs::remove_file(meta_path);
-            let _ = fs::remove_file(ref_path);
+            if fs::remove_file(&ref_path).is_ok() {
+                // Its folders too, as for objects below.
+                let refs_root = root.join(REFS_DIR);
+                let mut dir = ref_path.parent().map(Path::to_path_buf);
+                while let Some(d) = dir {
+                    if d == refs_root || fs::remove_dir(&d).is_err() {
+                        break;
+                    }
+                    dir = d.parent().map(Path::to_path_buf);
+                }
+            }
             // Tidy now-empty folders so a deleted image leaves nothing behind.
             let mut dir = path.parent().map(Path::to_path_buf);
             while let Some(d) = dir {
@@ -770,6 +780,10 @@ mod tests {
         store.put_reference(key2, &photo).unwrap();
         store.delete(key2).await.unwrap();
         assert!(photo.exists());
+        assert!(
+            !dir.path().join("store/.refs/uploads/u/2").exists(),
+            "no empty folder left"
+        );
         assert!(matches!(
             store.get(key2).await.unwrap_err(),
             PortError::NotFound(_)

@@ -35,10 +35,17 @@ impl RunLock {
                 outcome?;
             }
             Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            // A filesystem without locks (some network mounts): nothing can tell whether
+            // another process runs jobs here, so nothing is swept; the directory still works.
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "no file locks here: jobs a stopped process left unfinished stay PROCESSING");
+                return Ok(RunLock { _file: file });
+            }
         }
         // Blocks only while another process is doing the above, which is quick.
-        file.lock_shared().map_err(io)?;
+        if let Err(e) = file.lock_shared() {
+            tracing::warn!(path = %path.display(), error = %e, "cannot hold the data directory's run lock");
+        }
         Ok(RunLock { _file: file })
     }
 }

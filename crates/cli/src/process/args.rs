@@ -145,7 +145,7 @@ pub struct ProcessArgs {
     pub name: String,
     /// Copy each original into the data directory. Without it the record keeps the path,
     /// size, modification time and SHA-256 of your file and reads it where it lies (a batch
-    /// costs no extra disk), as long as it is not changed or moved.
+    /// costs no extra disk), as long as its size and modification time are unchanged.
     #[arg(help_heading = "Data directory", long)]
     pub keep_originals: bool,
     /// Replace output files that are already there.
@@ -187,6 +187,8 @@ pub enum GravityArg {
     Southwest,
     West,
     Northwest,
+    /// The part with the most detail, colour and skin.
+    Smart,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

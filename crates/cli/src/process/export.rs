@@ -2,7 +2,7 @@
 //! file this run did not write is never replaced; `--overwrite` replaces it, `--skip-existing`
 //! keeps it (and skips inputs whose outputs are all there).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -47,20 +47,45 @@ pub struct Exporter {
     pub out: Destination,
     pub template: Template,
     pub policy: Existing,
-    /// Every file this run wrote, and the input it came from.
-    written: Mutex<HashMap<PathBuf, PathBuf>>,
+    /// Every file this run wrote, and the input and rendition it came from.
+    written: Mutex<HashMap<PathBuf, (PathBuf, String)>>,
+    /// The inputs, as canonical paths: no output may be written over one, whatever the policy.
+    inputs: HashSet<PathBuf>,
 }
 
 const HOW: &str = "--overwrite replaces files that are there, --skip-existing keeps them";
 
 impl Exporter {
-    pub fn new(out: Destination, template: Template, policy: Existing) -> Exporter {
+    pub fn new(
+        out: Destination,
+        template: Template,
+        policy: Existing,
+        inputs: &[Input],
+    ) -> Exporter {
         Exporter {
             out,
             template,
             policy,
             written: Mutex::new(HashMap::new()),
+            inputs: inputs
+                .iter()
+                .filter_map(|i| std::fs::canonicalize(&i.path).ok())
+                .collect(),
         }
+    }
+
+    /// Refuses `path` when it is one of the run's inputs.
+    fn not_an_input(&self, path: &Path) -> Result<()> {
+        if let Ok(full) = std::fs::canonicalize(path)
+            && self.inputs.contains(&full)
+        {
+            bail!(
+                "{} is one of this run's inputs: --name {} would write a rendition over it, which no option allows",
+                path.display(),
+                self.template.text()
+            );
+        }
+        Ok(())
     }
 
     /// Before any job runs: refuses the run when outputs are there already (unless a policy
@@ -72,6 +97,11 @@ impl Exporter {
         };
         let there =
             |candidates: &Vec<PathBuf>| candidates.iter().map(|p| out.join(p)).find(|p| p.exists());
+        for candidates in planned.iter().flat_map(|p| &p.paths) {
+            for p in candidates {
+                self.not_an_input(&out.join(p))?;
+            }
+        }
         match self.policy {
             Existing::Overwrite => Ok(vec![false; inputs.len()]),
             Existing::Skip => Ok(planned
@@ -117,7 +147,27 @@ impl Exporter {
             Destination::Folder(out) => out,
             Destination::Stdout => return to_stdout(pipeline, record),
         };
-        let mut outputs = Vec::with_capacity(record.renditions.len());
+        let mut outputs: Vec<Output> = Vec::with_capacity(record.renditions.len());
+        let result = self.export_each(pipeline, record, input, stem, out, &mut outputs);
+        if result.is_err() {
+            // All or nothing: a failed job leaves no part of its outputs behind (files that
+            // were there already and kept stay, of course).
+            for o in outputs.iter().filter(|o| !o.kept) {
+                let _ = std::fs::remove_file(&o.path);
+            }
+        }
+        result.map(|()| outputs)
+    }
+
+    fn export_each(
+        &self,
+        pipeline: &LocalPipeline,
+        record: &ImageRecord,
+        input: &Input,
+        stem: &str,
+        out: &Path,
+        outputs: &mut Vec<Output>,
+    ) -> Result<()> {
         for r in &record.renditions {
             let rel = self.template.render(&Vars {
                 dir: &input.dir,
@@ -127,7 +177,8 @@ impl Exporter {
                 dims: Some((r.width, r.height)),
             });
             let path = out.join(&rel);
-            self.claim(&path, &input.path)?;
+            self.not_an_input(&path)?;
+            self.claim(&path, &input.path, &r.name)?;
             let written = pipeline
                 .store
                 .export(&r.key, &path, self.policy == Existing::Overwrite)
@@ -147,26 +198,39 @@ impl Exporter {
                 kept: !written,
             });
         }
-        Ok(outputs)
+        Ok(())
     }
 
-    /// Takes `path` for `input`: two inputs of one run never write the same file.
-    fn claim(&self, path: &Path, input: &Path) -> Result<()> {
+    /// Takes `path` for `rendition` of `input`: no two outputs of one run write the same
+    /// file.
+    fn claim(&self, path: &Path, input: &Path, rendition: &str) -> Result<()> {
         let mut written = self
             .written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(other) = written.get(path)
-            && other != input
-        {
+        if let Some((other, other_rendition)) = written.get(path) {
+            let add = if other == input {
+                "{rendition}"
+            } else {
+                "{stem}"
+            };
             bail!(
-                "{} was written for {} in this run; --name {} gives both the same name (add {{stem}})",
+                "{} was written for {} ({}) in this run; --name {} gives {} the same name (add {add})",
                 path.display(),
                 other.display(),
-                self.template.text()
+                other_rendition,
+                self.template.text(),
+                if other == input {
+                    format!("rendition {rendition} too")
+                } else {
+                    format!("{} too", input.display())
+                }
             );
         }
-        written.insert(path.to_path_buf(), input.to_path_buf());
+        written.insert(
+            path.to_path_buf(),
+            (input.to_path_buf(), rendition.to_string()),
+        );
         Ok(())
     }
 }
@@ -195,4 +259,39 @@ fn to_stdout(pipeline: &LocalPipeline, record: &ImageRecord) -> Result<Vec<Outpu
         bytes: r.bytes,
         kept: false,
     }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::naming::Template;
+
+    #[test]
+    fn no_policy_lets_an_output_replace_an_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.png");
+        std::fs::write(&a, b"original").unwrap();
+        let inputs = [Input {
+            path: a.clone(),
+            dir: PathBuf::new(),
+        }];
+        let planned = [Planned {
+            stem: "a".into(),
+            paths: vec![vec![PathBuf::from("a.png")]],
+        }];
+        for policy in [Existing::Refuse, Existing::Overwrite, Existing::Skip] {
+            let exporter = Exporter::new(
+                Destination::Folder(dir.path().to_path_buf()),
+                Template::parse("{stem}.{ext}").unwrap(),
+                policy,
+                &inputs,
+            );
+            let e = exporter
+                .precheck(&inputs, &planned)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is one of this run's inputs"), "{policy:?}: {e}");
+        }
+        assert_eq!(std::fs::read(&a).unwrap(), b"original");
+    }
 }

@@ -66,15 +66,15 @@ pub fn collect_inputs(inputs: &[PathBuf], exclude: &Exclude<'_>) -> Result<Found
         found: Found,
     }
     impl Walk<'_> {
-        fn walk(&mut self, root: &Path, dir: &Path, depth: usize) -> Result<()> {
-            if depth > 64 {
-                return Ok(());
-            }
-            if self
-                .data
+        /// Whether `path` is in the data directory: its objects are the pipeline's own.
+        fn in_data(&self, path: &Path) -> bool {
+            self.data
                 .as_ref()
-                .is_some_and(|d| std::fs::canonicalize(dir).is_ok_and(|c| &c == d))
-            {
+                .is_some_and(|d| std::fs::canonicalize(path).is_ok_and(|c| c.starts_with(d)))
+        }
+
+        fn walk(&mut self, root: &Path, dir: &Path, depth: usize) -> Result<()> {
+            if depth > 64 || self.in_data(dir) {
                 return Ok(());
             }
             let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -127,6 +127,11 @@ pub fn collect_inputs(inputs: &[PathBuf], exclude: &Exclude<'_>) -> Result<Found
         let meta = std::fs::metadata(input).with_context(|| format!("{}", input.display()))?;
         if meta.is_dir() {
             walk.walk(input, input, 0)?;
+        } else if walk.in_data(input) {
+            continue;
+        } else if (walk.is_own_output)(input) {
+            // Named on the command line too (a shell glob over a folder that is also --out).
+            walk.found.own_outputs += 1;
         } else {
             walk.found.inputs.push(Input {
                 path: input.clone(),
@@ -134,6 +139,11 @@ pub fn collect_inputs(inputs: &[PathBuf], exclude: &Exclude<'_>) -> Result<Found
             });
         }
     }
+    // A file given twice (`a.jpg a.jpg`, a folder and its subfolder, a link) is one input.
+    let mut seen = HashSet::new();
+    walk.found
+        .inputs
+        .retain(|i| seen.insert(std::fs::canonicalize(&i.path).unwrap_or_else(|_| i.path.clone())));
     Ok(walk.found)
 }
 

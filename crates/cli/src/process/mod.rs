@@ -129,7 +129,7 @@ pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
         _ => Existing::Refuse,
     };
     let to_stdout = destination == Destination::Stdout;
-    let exporter = Arc::new(Exporter::new(destination, template, policy));
+    let exporter = Arc::new(Exporter::new(destination, template, policy, &found.inputs));
     let skip = exporter.precheck(&found.inputs, &planned)?;
     if !to_stdout {
         std::fs::create_dir_all(&args.out)
@@ -190,7 +190,10 @@ pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
             let bar = bar.clone();
             let current = current.clone();
             let quiet = args.quiet;
-            async move {
+            let path = input.path.clone();
+            // Each job on a task of its own: file copies and exports block, and must not keep
+            // this loop from hearing Ctrl-C.
+            Job::spawn(path, async move {
                 let name = input.path.display().to_string();
                 lock(&current).push(name.clone());
                 bar.set_message(lock(&current).join(", "));
@@ -213,7 +216,7 @@ pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
                     }
                 }
                 result
-            }
+            })
         })
         .buffer_unordered(jobs);
     let interrupted = loop {
@@ -225,8 +228,15 @@ pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
             _ = interrupt.recv() => break true,
         }
     };
-    // Dropping the stream drops the jobs still running: nothing more of theirs is written.
+    // Dropping the stream cancels the jobs still running: nothing more of theirs is written.
     drop(stream);
+    if interrupted {
+        // A second Ctrl-C while the stopped jobs are recorded quits at once.
+        tokio::spawn(async move {
+            interrupt.recv().await;
+            std::process::exit(130);
+        });
+    }
     bar.finish_and_clear();
     crate::progress::clear();
     let mut stopped = 0;
@@ -328,6 +338,44 @@ pub async fn run(args: ProcessArgs, verbose: u8) -> Result<bool> {
         std::process::exit(130);
     }
     Ok(ok + skipped == total)
+}
+
+/// One input's job, on a task of its own, cancelled when dropped.
+struct Job {
+    input: PathBuf,
+    task: tokio::task::JoinHandle<FileResult>,
+}
+
+impl Job {
+    fn spawn(input: PathBuf, work: impl Future<Output = FileResult> + Send + 'static) -> Job {
+        Job {
+            input,
+            task: tokio::spawn(work),
+        }
+    }
+}
+
+impl Future for Job {
+    type Output = FileResult;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<FileResult> {
+        std::pin::Pin::new(&mut self.task).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| {
+                let mut result = FileResult::new(self.input.clone(), Status::Failed.as_str());
+                result.fail("Internal", format!("the job stopped: {e}"));
+                result
+            })
+        })
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Ctrl-C (SIGINT).
@@ -471,9 +519,18 @@ async fn process_one(batch: &Batch, input: &Input, stem: &str) -> FileResult {
         } else if *keep_originals {
             pipeline.ingest(&input.path, "local")?
         } else {
-            let (upload, original) = pipeline.ingest_reference(&input.path, "local")?;
-            by_reference = Some((upload.key.clone(), original));
-            upload
+            match pipeline.ingest_reference(&input.path, "local") {
+                Ok((upload, original)) => {
+                    by_reference = Some((upload.key.clone(), original));
+                    upload
+                }
+                // Not a regular file (a pipe, `<(curl ...)`) or a path the record cannot
+                // hold: its bytes are copied instead, as they can be read only once anyway.
+                Err(e) => {
+                    tracing::info!(file = %input.path.display(), error = %e, "copied, not kept by reference");
+                    pipeline.ingest(&input.path, "local")?
+                }
+            }
         };
         let upload = Upload {
             preset,

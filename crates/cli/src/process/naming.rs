@@ -2,7 +2,7 @@
 //! within a run, and which files under `--out` are this recipe's outputs (so a later run over
 //! the same folder does not take them for inputs).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
@@ -81,18 +81,11 @@ impl Template {
                 }
             }
         }
-        let literal: String = parts
-            .iter()
-            .filter_map(|p| match p {
-                Part::Lit(s) => Some(s.as_str()),
-                _ => None,
-            })
-            .collect();
+        // Inside --out: not absolute, and no `..` segment (a placeholder never renders as one:
+        // stems are sanitised, folders are real ones below the folder given).
         if text.starts_with('/')
-            || Path::new(&literal)
-                .components()
-                .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
-            || literal.contains('\\')
+            || text.contains('\\')
+            || text.split('/').any(|segment| segment == "..")
         {
             bail!("--name {text}: names a file outside --out; it is a path inside it");
         }
@@ -155,7 +148,7 @@ impl Template {
             }
         }
         text.split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
+            .filter(|c| !c.is_empty() && *c != "." && *c != "..")
             .collect()
     }
 
@@ -236,6 +229,12 @@ mod tests {
             t.render(&vars("2024/june", "a", "thumb", "webp")),
             Path::new("2024/june/a-thumb.webp")
         );
+        // Dots between placeholders are no `..`.
+        let t = Template::parse("{stem}.{rendition}.{ext}").unwrap();
+        assert_eq!(
+            t.render(&vars("", "a", "thumb", "webp")),
+            Path::new("a.thumb.webp")
+        );
         let t = Template::parse("{rendition}/{stem}_{width}x{height}.{ext}").unwrap();
         assert!(t.uses_dims());
         assert_eq!(
@@ -253,6 +252,7 @@ mod tests {
             ("../{stem}.{ext}", "outside --out"),
             ("/tmp/{stem}.{ext}", "outside --out"),
             ("photo.{ext}", "the same name"),
+            ("x/../../{stem}.{ext}", "outside --out"),
         ] {
             let e = Template::parse(text).unwrap_err().to_string();
             assert!(e.contains(words), "{text}: {e}");

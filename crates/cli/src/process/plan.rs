@@ -273,6 +273,7 @@ fn base_recipe_of(
             GravityArg::Southwest => Gravity::SouthWest,
             GravityArg::West => Gravity::West,
             GravityArg::Northwest => Gravity::NorthWest,
+            GravityArg::Smart => Gravity::Smart,
         },
         without_enlargement: args.without_enlargement,
         background: None,

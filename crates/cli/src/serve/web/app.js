@@ -115,7 +115,10 @@ async function signIn(candidate) {
     await api("/v1/images?limit=1");
   } catch (e) {
     token = null;
-    localStorage.removeItem(TOKEN_KEY);
+    // Only a refused token is forgotten; a server that is down keeps it for next time.
+    if (e instanceof ApiFailure && (e.status === 401 || e.status === 403)) {
+      localStorage.removeItem(TOKEN_KEY);
+    }
     setSignedIn(false);
     $("signin-error").textContent = `Sign-in failed: ${e.message}`;
     return false;
@@ -232,10 +235,23 @@ async function sendFile(form, file, row) {
 }
 
 // Polls the record until it is final.
+// Whether a failed call is worth repeating: the server busy or briefly unreachable.
+function transient(e) {
+  return !(e instanceof ApiFailure) || [429, 502, 503, 504].includes(e.status);
+}
+
 async function follow(id, row) {
   const started = Date.now();
   for (;;) {
-    const record = await api(`/v1/images/${encodeURIComponent(id)}`);
+    let record;
+    try {
+      record = await api(`/v1/images/${encodeURIComponent(id)}`);
+    } catch (e) {
+      if (!transient(e) || Date.now() - started > POLL_LIMIT_MS) throw e;
+      row.set(row.item.dataset.status, "waiting", `The server did not answer (${e.message}); asking again…`);
+      await sleep(2000);
+      continue;
+    }
     if (FINAL.has(record.status)) return record;
     row.set(record.status, record.status.replace("_", " ").toLowerCase());
     if (Date.now() - started > POLL_LIMIT_MS) {
@@ -343,8 +359,14 @@ function loadImages(fresh) {
 
 async function listImages(fresh) {
   if (!token) return;
+  // "Show more" pressed again after the last page came.
+  if (!fresh && !listCursor) return;
   $("images-error").textContent = "";
-  if (fresh) listCursor = null;
+  if (fresh) {
+    listCursor = null;
+    // Download URLs last 15 minutes: a fresh listing asks for new ones.
+    records.clear();
+  }
   const params = filterParams();
   if (listCursor) params.set("cursor", listCursor);
   try {
