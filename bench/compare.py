@@ -510,16 +510,17 @@ def cold_start(work, path, node, py, pillow, n, w):
     case = Case(
         "c", f"cold start, whole process: {path.name} ({size[0]}x{size[1]}) -> "
              f"{geo[0]}x{geo[1]} JPEG q80",
+        # --overwrite: every timed run writes the same output file again.
         [WholeProcess("imgpipe process", [[IMGPIPE, "process", path, "--out", out, "--resize",
                                            "1024x", "--format", "jpeg", "--quality", "80",
-                                           "--jobs", "1", "--data", data]],
+                                           "--jobs", "1", "--data", data, "--overwrite"]],
                       {"out": f"{out}/{path.stem}-out.jpg"}, prepare=fresh),
          # libjpeg-turbo, as sharp's default encoder: the like-for-like SSIM at q80 (the
          # default trellis encoder writes fewer bytes and scores lower at the same number).
          WholeProcess("imgpipe process fast", [[IMGPIPE, "process", path, "--out", out / "fast",
                                                 "--resize", "1024x", "--format", "jpeg",
                                                 "--quality", "80", "--jpeg-encoder", "fast",
-                                                "--jobs", "1", "--data", data]],
+                                                "--jobs", "1", "--data", data, "--overwrite"]],
                       {"out": f"{out}/fast/{path.stem}-out.jpg"}, prepare=fresh),
          WholeProcess("sharp", [[node, HERE / "sharp_bench.mjs", "once", "--case", "one",
                                  "--input", path, "--out-dir", out, "--stem", "sharp"]],

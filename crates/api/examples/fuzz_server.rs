@@ -62,6 +62,8 @@ async fn main() {
                     ms: 1,
                     quality: None,
                     score: None,
+                    placeholder: None,
+                    dominant_color: None,
                 }],
                 error: None,
                 created_at: now,

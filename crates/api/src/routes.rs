@@ -507,7 +507,8 @@ async fn get_image(
 ) -> Result<Response, ApiError> {
     let id = image_id(path)?;
     let record = visible_record(&state, &caller, &id).await?;
-    let mut json = serde_json::to_value(&record).map_err(ApiError::internal)?;
+    let mut json =
+        serde_json::to_value(RecordView::from(record.clone())).map_err(ApiError::internal)?;
     if let Some(items) = json.get_mut("renditions").and_then(Value::as_array_mut) {
         for (rendition, item) in record.renditions.iter().zip(items.iter_mut()) {
             let url = state
@@ -537,8 +538,36 @@ struct ListParams {
 
 #[derive(Serialize)]
 struct PageView {
-    items: Vec<ImageRecord>,
+    items: Vec<RecordView>,
     cursor: Option<String>,
+}
+
+/// A record as the API answers it: with the placeholder and dominant colour of its smallest
+/// rendition at the top, for a page to paint before any rendition loads.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordView {
+    #[serde(flatten)]
+    record: ImageRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    placeholder: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dominant_color: Option<String>,
+}
+
+impl From<ImageRecord> for RecordView {
+    fn from(record: ImageRecord) -> RecordView {
+        let (placeholder, dominant_color) =
+            match pipeline::model::placeholder_of(&record.renditions) {
+                Some((p, c)) => (Some(p.to_string()), Some(c.to_string())),
+                None => (None, None),
+            };
+        RecordView {
+            record,
+            placeholder,
+            dominant_color,
+        }
+    }
 }
 
 async fn list_images(
@@ -564,7 +593,7 @@ async fn list_images(
         Err(e) => return Err(e.into()),
     };
     Ok(Json(PageView {
-        items: page.items,
+        items: page.items.into_iter().map(RecordView::from).collect(),
         cursor: page.cursor,
     })
     .into_response())

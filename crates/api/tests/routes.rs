@@ -194,6 +194,8 @@ impl Harness {
                     ms: 3,
                     quality: None,
                     score: None,
+                    placeholder: None,
+                    dominant_color: None,
                 }
             })
             .collect();

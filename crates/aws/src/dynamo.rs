@@ -1143,6 +1143,8 @@ mod tests {
                     ms: 7,
                     quality: None,
                     score: None,
+                    placeholder: None,
+                    dominant_color: None,
                 },
                 RenditionRecord {
                     name: "thumb".into(),
@@ -1154,6 +1156,8 @@ mod tests {
                     ms: 3,
                     quality: None,
                     score: None,
+                    placeholder: None,
+                    dominant_color: None,
                 },
             ],
             error: Some(ErrorInfo {

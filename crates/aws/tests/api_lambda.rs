@@ -378,6 +378,8 @@ async fn routes_against_moto() {
                 ms: 12,
                 quality: None,
                 score: None,
+                placeholder: None,
+                dominant_color: None,
             },
         )
         .await

@@ -266,6 +266,8 @@ fn rendition(name: &str, width: u32) -> RenditionRecord {
         ms: 5,
         quality: None,
         score: None,
+        placeholder: None,
+        dominant_color: None,
     }
 }
 

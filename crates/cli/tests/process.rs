@@ -771,3 +771,37 @@ fn inputs_are_never_written_over_nor_taken_twice() {
         second.stdout
     );
 }
+
+#[test]
+fn every_rendition_records_its_placeholder_and_colour() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let src = tmp.path().join("red.png");
+    fs::create_dir_all(tmp.path()).unwrap();
+    let file = fs::File::create(&src).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), 120, 60);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()
+        .unwrap()
+        .write_image_data(&[200u8, 30, 40].repeat(120 * 60))
+        .unwrap();
+    let run = imgpipe(
+        &data,
+        &[
+            "process",
+            s(&src),
+            "--out",
+            s(&tmp.path().join("o")),
+            "--width",
+            "60",
+            "--format",
+            "png",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let records = history(&data);
+    let r = &records[0]["renditions"][0];
+    assert_eq!(r["dominantColor"], "#c81e28", "{r}");
+    assert!(r["placeholder"].as_str().unwrap().len() > 20, "{r}");
+}

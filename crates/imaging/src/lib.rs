@@ -15,6 +15,7 @@ mod exif;
 mod finish;
 mod format;
 mod ops;
+mod placeholder;
 mod profile;
 mod quality;
 mod raw;
@@ -34,6 +35,7 @@ pub use error::Error;
 pub use finish::finish;
 pub use format::{Format, sniff};
 pub use ops::{Operation, apply};
+pub use placeholder::{Placeholder, placeholder};
 pub use profile::{ProfileInfo, SourceProfile, from_icc as profile_of_icc, to_srgb};
 pub use quality::{
     AutoEncoded, DEFAULT_TARGET as DEFAULT_QUALITY_TARGET, MAX_TRIALS, encode_auto, score,

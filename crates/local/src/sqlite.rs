@@ -63,11 +63,13 @@ CREATE TABLE IF NOT EXISTS reprocess_holds (
 
 /// Columns added to `images` since its first version, added on open to databases made
 /// before them (a backup restored from then, say).
-const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     ("images", "preset", "TEXT"),
     ("images", "reprocessed_at", "TEXT"),
     ("renditions", "quality", "INTEGER"),
     ("renditions", "score", "REAL"),
+    ("renditions", "placeholder", "TEXT"),
+    ("renditions", "dominant_color", "TEXT"),
 ];
 
 pub struct SqliteMetadata {
@@ -301,8 +303,9 @@ fn put_rendition_row(conn: &Connection, id: &str, r: &RenditionRecord) -> Result
         .unwrap_or_default();
     conn.execute(
         "INSERT OR REPLACE INTO renditions
-             (image_id, name, key, format, width, height, bytes, ms, quality, score)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             (image_id, name, key, format, width, height, bytes, ms, quality, score,
+              placeholder, dominant_color)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             id,
             r.name,
@@ -313,7 +316,9 @@ fn put_rendition_row(conn: &Connection, id: &str, r: &RenditionRecord) -> Result
             i64::try_from(r.bytes).unwrap_or(i64::MAX),
             i64::try_from(r.ms).unwrap_or(i64::MAX),
             r.quality,
-            r.score
+            r.score,
+            r.placeholder,
+            r.dominant_color
         ],
     )
     .map_err(db_err)?;
@@ -381,7 +386,8 @@ impl RawRecord {
             .map_err(json_err)?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT name, key, format, width, height, bytes, ms, quality, score FROM renditions
+                "SELECT name, key, format, width, height, bytes, ms, quality, score, placeholder,
+                        dominant_color FROM renditions
                  WHERE image_id = ?1 ORDER BY width * height DESC, name",
             )
             .map_err(db_err)?;
@@ -397,12 +403,25 @@ impl RawRecord {
                     row.get::<_, i64>(6)?,
                     row.get::<_, Option<u8>>(7)?,
                     row.get::<_, Option<f64>>(8)?,
+                    row.get::<_, Option<String>>(9)?,
+                    row.get::<_, Option<String>>(10)?,
                 ))
             })
             .map_err(db_err)?
             .map(|row| {
-                let (name, key, format, width, height, bytes, ms, quality, score) =
-                    row.map_err(db_err)?;
+                let (
+                    name,
+                    key,
+                    format,
+                    width,
+                    height,
+                    bytes,
+                    ms,
+                    quality,
+                    score,
+                    placeholder,
+                    dominant_color,
+                ) = row.map_err(db_err)?;
                 Ok(RenditionRecord {
                     name,
                     key,
@@ -414,6 +433,8 @@ impl RawRecord {
                     ms: u64::try_from(ms).unwrap_or(0),
                     quality,
                     score,
+                    placeholder,
+                    dominant_color,
                 })
             })
             .collect::<Result<Vec<_>, PortError>>()?;

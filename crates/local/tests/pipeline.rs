@@ -376,6 +376,8 @@ async fn sqlite_marks_each_executions_announcement_once_and_failures_drop_rendit
         ms: 1,
         quality: None,
         score: None,
+        placeholder: None,
+        dominant_color: None,
     };
     db.put_rendition("01ANN", &rendition).await.unwrap();
     let error = pipeline::model::ErrorInfo {

@@ -23,6 +23,8 @@ fn rendition(name: &str, key: &str, width: u32) -> RenditionRecord {
         ms: 1,
         quality: None,
         score: None,
+        placeholder: None,
+        dominant_color: None,
     }
 }
 
@@ -342,6 +344,8 @@ async fn sqlite_adds_the_preset_columns_to_a_database_made_before_them() {
             ms: 1,
             quality: None,
             score: None,
+            placeholder: None,
+            dominant_color: None,
         }]
     );
 

@@ -38,6 +38,23 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// What is known of the upload's source before Validate reads it: key, etag and size.
+    pub fn unread_source(&self) -> crate::model::SourceInfo {
+        crate::model::SourceInfo {
+            key: self.key.clone(),
+            etag: self.etag.clone(),
+            bytes: self.size.unwrap_or(0),
+            format: None,
+            width: None,
+            height: None,
+            sha256: None,
+            color_profile: None,
+            original: None,
+        }
+    }
+}
+
+impl Upload {
     /// The upload with its key as the object is named in the bucket: decoded once, if it
     /// came encoded. Every step that touches the object goes through this first.
     pub fn decoded(mut self) -> Upload {

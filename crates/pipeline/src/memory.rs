@@ -851,6 +851,8 @@ mod tests {
             ms: 1,
             quality: None,
             score: None,
+            placeholder: None,
+            dominant_color: None,
         }
     }
 

@@ -110,6 +110,12 @@ pub struct RenditionRecord {
     /// The SSIMULACRA2 score the automatic search measured for that quality.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
+    /// A ThumbHash of the rendition (base64), for a page to paint while it loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<String>,
+    /// Its most common colour, `#rrggbb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dominant_color: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +124,19 @@ pub struct ErrorInfo {
     #[serde(rename = "type")]
     pub kind: String,
     pub message: String,
+}
+
+/// What a page shows while an image's renditions load: the placeholder and dominant colour of
+/// its smallest rendition.
+pub fn placeholder_of(renditions: &[RenditionRecord]) -> Option<(&str, &str)> {
+    let smallest = renditions
+        .iter()
+        .filter(|r| r.placeholder.is_some() && r.dominant_color.is_some())
+        .min_by_key(|r| u64::from(r.width) * u64::from(r.height))?;
+    Some((
+        smallest.placeholder.as_deref()?,
+        smallest.dominant_color.as_deref()?,
+    ))
 }
 
 /// The metadata record of one image, the same fields in DynamoDB and SQLite.

@@ -197,6 +197,8 @@ mod tests {
                 ms: 0,
                 quality: None,
                 score: None,
+                placeholder: None,
+                dominant_color: None,
             }],
             error: None,
             created_at: now,

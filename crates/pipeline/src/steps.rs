@@ -329,17 +329,7 @@ impl Steps {
             }
         };
         let Some(record) = record.clone() else {
-            let source = SourceInfo {
-                key: upload.key.clone(),
-                etag: upload.etag.clone(),
-                bytes: upload.size.unwrap_or(0),
-                format: None,
-                width: None,
-                height: None,
-                sha256: None,
-                color_profile: None,
-                original: None,
-            };
+            let source = upload.unread_source();
             return Ok(skip("no record", source, Recipe::default()));
         };
         let (preset, recipe) = match reprocess::plan(&record, filter, &self.config.presets) {
@@ -607,10 +597,18 @@ impl Steps {
             .resolve(item.source_format, image.color().has_alpha());
         let opts = r.encode_options(format, exif, icc);
         let rendition = r.clone();
-        let encoded = self
+        let (encoded, placeholder) = self
             .config
             .compute
-            .run(move || Ok(crate::output::encode(&image, &rendition, &opts)?))
+            .run(move || {
+                let encoded = crate::output::encode(&image, &rendition, &opts)?;
+                // From the final pixels: what a page paints until the rendition loads. Never
+                // a reason to fail the rendition.
+                let placeholder = imaging::placeholder(&image)
+                    .map_err(|e| warn!(error = %e, "no placeholder"))
+                    .ok();
+                Ok((encoded, placeholder))
+            })
             .await?;
         let bytes = encoded.bytes;
         let key = match &item.version {
@@ -645,6 +643,8 @@ impl Steps {
             ms: item.ms + elapsed_ms(started),
             quality: encoded.quality,
             score: encoded.score,
+            dominant_color: placeholder.as_ref().map(|p| p.dominant_color.to_string()),
+            placeholder: placeholder.map(|p| p.thumbhash),
         };
         if item.version.is_some() {
             // A re-render: NotifySuccess gives the record every new rendition at once, so the
@@ -952,17 +952,7 @@ impl Steps {
                 .job
                 .as_ref()
                 .map(|j| j.source.clone())
-                .unwrap_or(SourceInfo {
-                    key: state.upload.key.clone(),
-                    etag: state.upload.etag.clone(),
-                    bytes: state.upload.size.unwrap_or(0),
-                    format: None,
-                    width: None,
-                    height: None,
-                    sha256: None,
-                    color_profile: None,
-                    original: None,
-                }),
+                .unwrap_or_else(|| state.upload.unread_source()),
             recipe: state.job.as_ref().map(|j| j.recipe.clone()),
             renditions: Vec::new(),
             error: Some(error.clone()),

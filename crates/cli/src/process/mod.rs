@@ -19,7 +19,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use local::{ExecutionStatus, INTERRUPTED, LocalPipeline};
 use pipeline::io::Upload;
-use pipeline::model::{ErrorInfo, ImageRecord, SourceInfo, Status};
+use pipeline::model::{ErrorInfo, ImageRecord, Status};
 use serde::Serialize;
 
 pub use args::ProcessArgs;
@@ -435,17 +435,7 @@ async fn record_interrupted(
         id: ident.id.clone(),
         owner: ident.owner,
         status: Status::Failed,
-        source: SourceInfo {
-            key: upload.key.clone(),
-            etag: upload.etag.clone(),
-            bytes: upload.size.unwrap_or(0),
-            format: None,
-            width: None,
-            height: None,
-            sha256: None,
-            color_profile: None,
-            original: None,
-        },
+        source: upload.unread_source(),
         recipe: None,
         renditions: Vec::new(),
         error: Some(error.clone()),

@@ -124,6 +124,17 @@ async function main() {
     const chosen = (await uploadsDone(page, [c]))[c];
     if (chosen.status !== "COMPLETE") throw new Error(`${c}: ${JSON.stringify(chosen)}`);
 
+    // Every listed image carries its placeholder and colour, which paint a card before its
+    // thumbnail loads.
+    const listed = await page.evaluate(async () => {
+      const res = await fetch("/v1/images", {
+        headers: { Authorization: `Bearer ${localStorage.getItem("imgpipe.token")}` },
+      });
+      return (await res.json()).items.map((r) => [r.placeholder, r.dominantColor]);
+    });
+    if (listed.length !== 3 || !listed.every(([p, c]) => p && p.length > 20 && /^#[0-9a-f]{6}$/.test(c))) {
+      throw new Error(`placeholders: ${JSON.stringify(listed)}`);
+    }
     // The gallery shows all three with thumbnails.
     for (const id of [dropped[a].id, dropped[b].id, chosen.id]) await thumbnailLoaded(page, id);
 

@@ -387,7 +387,12 @@ async function listImages(fresh) {
 
 function card(record) {
   const name = fileName(record);
-  const picture = el("div", { className: "thumb none", textContent: record.status === "COMPLETE" ? "…" : "no preview" });
+  const picture = el("div", { className: "thumb none", textContent: record.status === "COMPLETE" ? "" : "no preview" });
+  // The picture's own colour until its thumbnail loads.
+  if (record.dominantColor) {
+    picture.style.backgroundColor = record.dominantColor;
+    picture.dataset.placeholder = record.dominantColor;
+  }
   const created = new Date(record.createdAt);
   const open = el("button", { type: "button", id: `open-${record.id}` },
     picture,
