@@ -1,7 +1,7 @@
 //! What a page shows while a rendition loads: a ThumbHash (a ~25-byte sketch of the picture,
 //! its colours and aspect ratio, that a browser paints blurred) and the picture's dominant
-//! colour. Both come from a copy of at most 100 px a side, so they cost next to nothing beside
-//! the encode.
+//! colour. Both come from an area-averaged copy of at most 100 px a side, so they cost next to
+//! nothing beside the encode.
 
 use base64::Engine as _;
 
@@ -34,7 +34,15 @@ pub fn placeholder(img: &Image) -> Result<Placeholder, Error> {
     } else {
         (w, h)
     };
-    let small = crate::resize_exact(img, sw, sh)?.to_rgba8();
+    // Area averaging (image's `thumbnail`) rather than the Lanczos of renditions: a 100 px
+    // sketch needs no sharpness, and this runs for every rendition on the Store step's path.
+    let small = match img {
+        Image::ImageRgb8(buf) => {
+            image::DynamicImage::ImageRgb8(image::imageops::thumbnail(buf, sw, sh)).to_rgba8()
+        }
+        Image::ImageRgba8(buf) => image::imageops::thumbnail(buf, sw, sh),
+        other => image::imageops::thumbnail(&other.to_rgba8(), sw, sh),
+    };
     let hash = thumbhash::rgba_to_thumb_hash(sw as usize, sh as usize, small.as_raw());
     Ok(Placeholder {
         thumbhash: base64::engine::general_purpose::STANDARD.encode(hash),

@@ -172,14 +172,15 @@ impl LocalPipeline {
             .records
             .as_ref()
             .ok_or_else(|| LocalError::Other("no record store to write to".to_string()))?;
+        let fallback_key = fallback.as_ref().map(|f| f.source.key.clone());
         let before = records.force_fail(id, error, fallback).await?;
         if let Some(before) = &before {
             self.store
                 .remove_folder(&keys::renditions_prefix(&before.owner, &before.id))?;
         }
-        if let Some(record) = records.get(id).await?
-            && let Some(original) = self.store.reference_of(&record.source.key)
-        {
+        // The record as written is the one before, or the fallback: no need to read it back.
+        let key = before.map(|b| b.source.key).or(fallback_key);
+        if let Some(original) = key.and_then(|k| self.store.reference_of(&k)) {
             records.set_original(id, &original).await?;
         }
         Ok(())

@@ -67,10 +67,7 @@ impl Exporter {
             template,
             policy,
             written: Mutex::new(HashMap::new()),
-            inputs: inputs
-                .iter()
-                .filter_map(|i| std::fs::canonicalize(&i.path).ok())
-                .collect(),
+            inputs: inputs.iter().map(|i| i.canonical.clone()).collect(),
         }
     }
 
@@ -274,6 +271,7 @@ mod tests {
         let inputs = [Input {
             path: a.clone(),
             dir: PathBuf::new(),
+            canonical: std::fs::canonicalize(&a).unwrap(),
         }];
         let planned = [Planned {
             stem: "a".into(),

@@ -28,6 +28,9 @@ pub struct Input {
     /// Its folder relative to the folder argument it was found in; empty for a file named on
     /// the command line.
     pub dir: PathBuf,
+    /// `path` with links and `..` resolved (`path` itself when that fails, as for `-`): what
+    /// tells two names of one file apart from two files.
+    pub canonical: PathBuf,
 }
 
 /// What the folders held besides inputs.
@@ -53,12 +56,12 @@ pub fn collect_inputs(inputs: &[PathBuf], exclude: &Exclude<'_>) -> Result<Found
     let out = std::fs::canonicalize(exclude.out).ok();
     let names: Vec<String> = exclude.renditions.iter().map(|r| r.name.clone()).collect();
     let exts = output_extensions(exclude.renditions);
-    let is_own_output = |path: &Path| -> bool {
-        let (Some(out), Ok(full)) = (&out, std::fs::canonicalize(path)) else {
-            return false;
-        };
-        full.strip_prefix(out)
-            .is_ok_and(|rel| exclude.template.is_output(rel, &names, &exts))
+    // Of a canonical path.
+    let is_own_output = |full: &Path| -> bool {
+        out.as_ref().is_some_and(|out| {
+            full.strip_prefix(out)
+                .is_ok_and(|rel| exclude.template.is_output(rel, &names, &exts))
+        })
     };
     struct Walk<'a> {
         data: Option<PathBuf>,
@@ -66,6 +69,23 @@ pub fn collect_inputs(inputs: &[PathBuf], exclude: &Exclude<'_>) -> Result<Found
         found: Found,
     }
     impl Walk<'_> {
+        /// Takes a file as an input unless it is in the data directory or an earlier output.
+        fn take(&mut self, path: PathBuf, dir: PathBuf) {
+            let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if self.data.as_ref().is_some_and(|d| canonical.starts_with(d)) {
+                return;
+            }
+            if (self.is_own_output)(&canonical) {
+                self.found.own_outputs += 1;
+                return;
+            }
+            self.found.inputs.push(Input {
+                path,
+                dir,
+                canonical,
+            });
+        }
+
         /// Whether `path` is in the data directory: its objects are the pipeline's own.
         fn in_data(&self, path: &Path) -> bool {
             self.data
@@ -93,16 +113,12 @@ pub fn collect_inputs(inputs: &[PathBuf], exclude: &Exclude<'_>) -> Result<Found
                     .and_then(|e| e.to_str())
                     .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
                 {
-                    if (self.is_own_output)(&path) {
-                        self.found.own_outputs += 1;
-                        continue;
-                    }
                     let dir = path
                         .parent()
                         .and_then(|p| p.strip_prefix(root).ok())
                         .map(Path::to_path_buf)
                         .unwrap_or_default();
-                    self.found.inputs.push(Input { path, dir });
+                    self.take(path, dir);
                 }
             }
             Ok(())
@@ -120,6 +136,7 @@ pub fn collect_inputs(inputs: &[PathBuf], exclude: &Exclude<'_>) -> Result<Found
         walk.found.inputs.push(Input {
             path: PathBuf::from("-"),
             dir: PathBuf::new(),
+            canonical: PathBuf::from("-"),
         });
         return Ok(walk.found);
     }
@@ -127,23 +144,17 @@ pub fn collect_inputs(inputs: &[PathBuf], exclude: &Exclude<'_>) -> Result<Found
         let meta = std::fs::metadata(input).with_context(|| format!("{}", input.display()))?;
         if meta.is_dir() {
             walk.walk(input, input, 0)?;
-        } else if walk.in_data(input) {
-            continue;
-        } else if (walk.is_own_output)(input) {
-            // Named on the command line too (a shell glob over a folder that is also --out).
-            walk.found.own_outputs += 1;
         } else {
-            walk.found.inputs.push(Input {
-                path: input.clone(),
-                dir: PathBuf::new(),
-            });
+            // Named on the command line, the same exclusions hold (a shell glob over a folder
+            // that is also --out).
+            walk.take(input.clone(), PathBuf::new());
         }
     }
     // A file given twice (`a.jpg a.jpg`, a folder and its subfolder, a link) is one input.
     let mut seen = HashSet::new();
     walk.found
         .inputs
-        .retain(|i| seen.insert(std::fs::canonicalize(&i.path).unwrap_or_else(|_| i.path.clone())));
+        .retain(|i| seen.insert(i.canonical.clone()));
     Ok(walk.found)
 }
 
@@ -306,6 +317,7 @@ mod tests {
         Input {
             path: PathBuf::from(path),
             dir: PathBuf::from(dir),
+            canonical: PathBuf::from(path),
         }
     }
 
