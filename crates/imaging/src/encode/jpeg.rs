@@ -3,8 +3,40 @@ use image::RgbImage;
 use super::{EncodeOptions, JpegEncoder};
 use crate::{Color, Error, Format, Image};
 
-/// From this `effort` on, the small encoder searches the progressive scan layout per image.
+/// From this `effort` on, the small encoder searches the progressive scan layout of every
+/// image.
 pub const SCAN_SEARCH_EFFORT: u8 = 5;
+/// At this `effort` (the default) it searches only where the search pays: images that the
+/// fixed layout encodes in fewer than [`SEARCH_BELOW_BITS_PER_PIXEL`].
+pub const ADAPTIVE_SCAN_SEARCH_EFFORT: u8 = 4;
+
+/// Below this many bits a pixel (dark, smooth, monochrome photos, or low qualities), the scan
+/// search saved 2-11 % of the fixed layout's bytes on the bench photos; above it, under 1 %
+/// and sometimes nothing. These images are also the cheap ones to encode (trellis time grows
+/// with the coefficients left), so encoding them twice costs little, while detailed photos at
+/// web qualities (1.5-2 bits a pixel) are encoded once as before (docs/performance.md).
+pub const SEARCH_BELOW_BITS_PER_PIXEL: f64 = 0.75;
+
+/// When the small encoder searches the progressive scan layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanSearch {
+    Never,
+    /// Encode with the fixed layout; below [`SEARCH_BELOW_BITS_PER_PIXEL`] encode again with
+    /// the search and keep the smaller file.
+    WhenSmall,
+    Always,
+}
+
+impl ScanSearch {
+    fn for_effort(progressive: bool, effort: u8) -> Self {
+        match effort {
+            _ if !progressive => ScanSearch::Never,
+            e if e >= SCAN_SEARCH_EFFORT => ScanSearch::Always,
+            e if e >= ADAPTIVE_SCAN_SEARCH_EFFORT => ScanSearch::WhenSmall,
+            _ => ScanSearch::Never,
+        }
+    }
+}
 
 pub(super) fn encode(
     img: &Image,
@@ -29,13 +61,39 @@ pub(super) fn encode(
         }
     };
     match opts.jpeg_encoder {
-        JpegEncoder::Small => small(
-            rgb,
-            quality,
-            opts.progressive,
-            opts.progressive && effort >= SCAN_SEARCH_EFFORT,
-        ),
+        JpegEncoder::Small => {
+            let search = ScanSearch::for_effort(opts.progressive, effort);
+            small_searched(rgb, quality, opts.progressive, search)
+        }
         JpegEncoder::Fast => fast(rgb, quality, opts.progressive),
+    }
+}
+
+fn small_searched(
+    rgb: &RgbImage,
+    quality: u8,
+    progressive: bool,
+    search: ScanSearch,
+) -> Result<Vec<u8>, Error> {
+    match search {
+        ScanSearch::Never => small(rgb, quality, progressive, false),
+        ScanSearch::Always => small(rgb, quality, true, true),
+        ScanSearch::WhenSmall => {
+            let fixed = small(rgb, quality, true, false)?;
+            let (w, h) = rgb.dimensions();
+            let bits_per_pixel = fixed.len() as f64 * 8.0 / (f64::from(w) * f64::from(h)).max(1.0);
+            if bits_per_pixel >= SEARCH_BELOW_BITS_PER_PIXEL {
+                return Ok(fixed);
+            }
+            // The search is usually smaller but not always (its choice is made on trial sizes
+            // before the Huffman tables are final), so the smaller of the two is kept.
+            let searched = small(rgb, quality, true, true)?;
+            Ok(if searched.len() < fixed.len() {
+                searched
+            } else {
+                fixed
+            })
+        }
     }
 }
 
@@ -44,9 +102,9 @@ pub(super) fn encode(
 /// mozjpeg's fixed nine-scan layout. 4:2:0 like the fast path.
 ///
 /// DC trellis is left out: a tenth of the encode time for under 0.1 % of bytes on 1024 px
-/// photos. The per-image scan search (`search_scans`, effort 5 and up) saves up to a tenth
-/// of the bytes on smooth or dark photos (nothing on detailed ones) for 1.5 to 2.5 times the
-/// encode time, so it is not the default (docs/performance.md).
+/// photos. The per-image scan search (`search_scans`) saves up to a tenth of the bytes on
+/// smooth or dark photos (nothing on detailed ones) for 2 to 3 times the encode time, so by
+/// default it runs only on the images where it pays ([`ScanSearch::WhenSmall`]).
 fn small(
     rgb: &RgbImage,
     quality: u8,
@@ -110,4 +168,66 @@ pub(crate) fn flatten(rgba: &image::RgbaImage, background: Color) -> RgbImage {
         }
     }
     RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(img: &RgbImage, effort: u8) -> Vec<u8> {
+        let opts = EncodeOptions {
+            effort,
+            progressive: true,
+            ..EncodeOptions::default()
+        };
+        encode(&Image::ImageRgb8(img.clone()), 80, &opts, effort).expect("encodes")
+    }
+
+    fn bits_per_pixel(bytes: &[u8], img: &RgbImage) -> f64 {
+        bytes.len() as f64 * 8.0 / f64::from(img.width() * img.height())
+    }
+
+    #[test]
+    fn default_effort_searches_scans_of_smooth_images_only() {
+        // A smooth gradient: well under the threshold, so the default effort keeps the
+        // smaller of the fixed and searched layouts.
+        let smooth = RgbImage::from_fn(320, 240, |x, y| {
+            image::Rgb([(x * 255 / 319) as u8, (y * 255 / 239) as u8, 90])
+        });
+        let (fixed, default, searched) = (jpeg(&smooth, 3), jpeg(&smooth, 4), jpeg(&smooth, 5));
+        assert!(bits_per_pixel(&fixed, &smooth) < SEARCH_BELOW_BITS_PER_PIXEL);
+        assert!(fixed != searched, "the search chose another layout");
+        assert_eq!(default.len(), fixed.len().min(searched.len()));
+
+        // Noise: far over the threshold, so the default is the fixed layout, byte for byte.
+        let mut state = 12345u32;
+        let noisy = RgbImage::from_fn(320, 240, |_, _| {
+            let mut next = || {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            };
+            image::Rgb([next(), next(), next()])
+        });
+        let fixed = jpeg(&noisy, 3);
+        assert!(bits_per_pixel(&fixed, &noisy) > SEARCH_BELOW_BITS_PER_PIXEL);
+        assert!(jpeg(&noisy, 4) == fixed, "the fixed layout, byte for byte");
+        assert!(jpeg(&noisy, 5) != fixed, "effort 5 searches every image");
+    }
+
+    #[test]
+    fn baseline_output_is_never_searched() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 0]));
+        let opts = |effort| EncodeOptions {
+            effort,
+            progressive: false,
+            ..EncodeOptions::default()
+        };
+        let enc = |effort| {
+            encode(&Image::ImageRgb8(img.clone()), 80, &opts(effort), effort).expect("encodes")
+        };
+        let baseline = enc(0);
+        // SOF0: a baseline frame, at every effort.
+        assert!(baseline.windows(2).any(|w| w == [0xFF, 0xC0]));
+        assert!(enc(9) == baseline, "no scans to search in a baseline file");
+    }
 }
