@@ -46,6 +46,7 @@ impl Stack {
             steps: pipeline::Config::default(),
             forms: api::FormLimits::default(),
             reprocess: None,
+            transforms: Default::default(),
         };
         let steps = aws::lambda::steps_for(&config, &r.sdk);
         let runner = Arc::new(Runner::new(

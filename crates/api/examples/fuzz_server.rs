@@ -37,10 +37,12 @@ async fn main() {
         let now = Utc::now();
         metadata
             .begin(&ImageRecord {
+                derived: Vec::new(),
                 id: id.clone(),
                 owner: "alice".into(),
                 status: Status::Complete,
                 source: SourceInfo {
+                    alpha: None,
                     key: format!("uploads/alice/{id}/a.jpg"),
                     etag: None,
                     bytes: 1,
@@ -87,6 +89,7 @@ async fn main() {
         // their own.
         forms: Arc::new(api::FormThrottle::new(api::FormLimits::off())),
         reprocessor: Arc::new(api::reprocess::NotConfigured),
+        transforms: Default::default(),
     };
     let port: u16 = std::env::args().nth(1).unwrap().parse().unwrap();
     eprintln!(

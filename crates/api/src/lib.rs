@@ -5,16 +5,20 @@
 
 pub mod auth;
 pub mod error;
+pub mod links;
 pub mod ops;
 pub mod presign;
 pub mod reprocess;
 pub mod routes;
 pub mod throttle;
+pub mod transform;
 
 pub use auth::{AuthError, Caller, CallerSource};
 pub use error::ApiError;
+pub use links::LinkKeys;
 pub use ops::{HealthCheck, MetricsRenderer, Ops};
 pub use presign::{Presigner, UploadForm, UploadRequest};
 pub use reprocess::{ReprocessRequest, ReprocessRun, Reprocessor, RunStatus};
 pub use routes::{ApiState, router, router_with};
 pub use throttle::{FormLimits, FormThrottle};
+pub use transform::Transforms;

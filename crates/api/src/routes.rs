@@ -77,10 +77,13 @@ pub struct ApiState {
     pub forms: Arc<FormThrottle>,
     /// Where `POST /v1/reprocess` runs re-renders.
     pub reprocessor: Arc<dyn crate::reprocess::Reprocessor>,
+    /// On-demand renditions: the size policy, link keys, renders in flight.
+    pub transforms: Arc<crate::transform::Transforms>,
 }
 
 /// GET /health, GET /v1/presets (no auth); POST /v1/uploads, GET /v1/images,
-/// GET /v1/images/{id}, GET /v1/images/{id}/renditions/{name}, DELETE /v1/images/{id}.
+/// GET /v1/images/{id}, GET /v1/images/{id}/renditions/{name}, DELETE /v1/images/{id};
+/// transforms and signed links (transform.rs); reprocess runs (reprocess.rs).
 /// `/health` says only that the process answers; see [`router_with`].
 pub fn router(state: ApiState) -> Router {
     router_with(state, Ops::default())
@@ -100,6 +103,7 @@ pub fn router_with(state: ApiState, ops: Ops) -> Router {
         .route("/v1/images/{id}", get(get_image).delete(delete_image))
         .route("/v1/images/{id}/renditions/{name}", get(rendition))
         .merge(crate::reprocess::routes().layer(RequestBodyLimitLayer::new(BODY_LIMIT)))
+        .merge(crate::transform::routes().layer(RequestBodyLimitLayer::new(BODY_LIMIT)))
         .fallback(no_route)
         // After the routes: it applies to those registered before it.
         .method_not_allowed_fallback(wrong_method)
@@ -246,10 +250,12 @@ async fn create_upload(
     for _ in 0..3 {
         let id = keys::new_image_id();
         let record = ImageRecord {
+            derived: Vec::new(),
             id: id.clone(),
             owner: caller.sub.clone(),
             status: Status::AwaitingUpload,
             source: SourceInfo {
+                alpha: None,
                 key: keys::upload_key(&caller.sub, &id, &req.filename),
                 etag: None,
                 bytes: req.bytes,
@@ -758,7 +764,7 @@ fn image_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErro
 
 /// The record if the caller may see it. Another owner's image is "not found", never
 /// "forbidden", so ids cannot be probed.
-async fn visible_record(
+pub(crate) async fn visible_record(
     state: &ApiState,
     caller: &Caller,
     id: &str,

@@ -177,6 +177,7 @@ async fn list_with(
         config: Arc::new(pipeline::Config::default()),
         forms: Arc::default(),
         reprocessor: Arc::new(api::reprocess::NotConfigured),
+        transforms: Default::default(),
     });
     let mut request = Request::get("/v1/images");
     if let Some(token) = token {

@@ -110,6 +110,7 @@ impl Harness {
             config: Arc::new(config),
             forms: Arc::new(api::FormThrottle::new(options.forms)),
             reprocessor: Arc::new(api::reprocess::NotConfigured),
+            transforms: Default::default(),
         };
         Harness {
             app: router(state),
@@ -201,10 +202,12 @@ impl Harness {
             .collect();
         let at = Utc.with_ymd_and_hms(2024, 5, 1, 12, minute, 0).unwrap();
         let record = ImageRecord {
+            derived: Vec::new(),
             id: id.to_string(),
             owner: owner.to_string(),
             status,
             source: SourceInfo {
+                alpha: None,
                 key: source_key,
                 etag: None,
                 bytes: 10,
@@ -871,6 +874,16 @@ impl MetadataStore for StrictCursors {
         done: Option<&pipeline::ports::Rerendered>,
     ) -> Result<bool, PortError> {
         self.0.end_reprocess(id, execution_id, done).await
+    }
+    async fn put_derived(
+        &self,
+        id: &str,
+        derived: &pipeline::model::DerivedRendition,
+    ) -> Result<bool, PortError> {
+        self.0.put_derived(id, derived).await
+    }
+    async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError> {
+        self.0.hit_derived(id, params).await
     }
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
         if query

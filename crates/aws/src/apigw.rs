@@ -130,6 +130,11 @@ pub fn api_state(config: &Config, sdk: &SdkConfig) -> ApiState {
             )),
             None => Arc::new(api::reprocess::NotConfigured),
         },
+        transforms: Arc::new(api::Transforms::new(
+            config.transforms.policy.clone(),
+            config.transforms.link_keys.clone(),
+            config.transforms.public_url.clone(),
+        )),
     }
 }
 

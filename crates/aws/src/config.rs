@@ -34,6 +34,16 @@ pub const REPROCESS_MAX_CONCURRENCY: &str = "IMGPIPE_REPROCESS_MAX_CONCURRENCY";
 /// The share of a run's images that may fail before the run fails (0-100).
 pub const REPROCESS_TOLERATED_FAILURE_PERCENTAGE: &str =
     "IMGPIPE_REPROCESS_TOLERATED_FAILURE_PERCENTAGE";
+/// The widths on-demand transforms snap up to (`320,640,960`); unset, any width.
+pub const TRANSFORM_WIDTHS: &str = "IMGPIPE_TRANSFORM_WIDTHS";
+/// `true`: a transform size not on [`TRANSFORM_WIDTHS`] is refused instead of snapped.
+pub const TRANSFORM_STRICT: &str = "IMGPIPE_TRANSFORM_STRICT";
+/// Keys signed transform links are made with, `ID=SECRET[,ID=SECRET]`, the signing key first
+/// (the template fills it from Secrets Manager); unset, `POST /v1/images/{id}/links` answers
+/// 501 and `/t/` links are refused.
+pub const LINK_KEYS: &str = "IMGPIPE_LINK_KEYS";
+/// Where signed links point (the API's or a CDN's URL); unset, the request's own host.
+pub const PUBLIC_URL: &str = "IMGPIPE_PUBLIC_URL";
 /// Forces S3 path-style addressing on (`true`) or off (`false`); unset, it follows whether an
 /// endpoint override is configured.
 pub const S3_PATH_STYLE: &str = "IMGPIPE_S3_PATH_STYLE";
@@ -52,6 +62,16 @@ pub struct Config {
     pub forms: api::FormLimits,
     /// Where the api function starts reprocess runs, if anywhere.
     pub reprocess: Option<ReprocessConfig>,
+    /// The api function's on-demand transforms: sizes allowed, link keys, public URL.
+    pub transforms: TransformConfig,
+}
+
+/// What [`api::Transforms`] is made from.
+#[derive(Debug, Clone, Default)]
+pub struct TransformConfig {
+    pub policy: pipeline::transform::Policy,
+    pub link_keys: Option<api::LinkKeys>,
+    pub public_url: Option<String>,
 }
 
 /// The Reprocess state machine and how each run is bounded.
@@ -198,6 +218,37 @@ impl Config {
             r
         });
 
+        let mut transforms = TransformConfig::default();
+        if let Some(text) = value(TRANSFORM_WIDTHS) {
+            match pipeline::transform::Policy::parse_widths(&text) {
+                Ok(widths) => transforms.policy.widths = widths,
+                Err(e) => invalid.push(format!("{TRANSFORM_WIDTHS}: {e}")),
+            }
+        }
+        match value(TRANSFORM_STRICT)
+            .map(|t| t.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("false" | "0" | "no" | "off") => {}
+            Some("true" | "1" | "yes" | "on") if !transforms.policy.widths.is_empty() => {
+                transforms.policy.strict = true
+            }
+            Some("true" | "1" | "yes" | "on") => invalid.push(format!(
+                "{TRANSFORM_STRICT}: strict sizes need the list in {TRANSFORM_WIDTHS}"
+            )),
+            Some(other) => invalid.push(format!(
+                "{TRANSFORM_STRICT}: `{other}` is not true or false"
+            )),
+        }
+        if let Some(text) = value(LINK_KEYS) {
+            match api::LinkKeys::parse(&text) {
+                Ok(keys) => transforms.link_keys = Some(keys),
+                // The value is secret: only the problem is reported.
+                Err(e) => invalid.push(format!("{LINK_KEYS}: {e}")),
+            }
+        }
+        transforms.public_url = value(PUBLIC_URL);
+
         let presets = Presets::builtin();
         let default_preset = value(DEFAULT_PRESET).unwrap_or_else(|| "web".to_string());
         if presets.get(&default_preset).is_err() {
@@ -228,6 +279,7 @@ impl Config {
             },
             forms,
             reprocess,
+            transforms,
         })
     }
 }

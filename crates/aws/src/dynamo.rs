@@ -26,7 +26,7 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use pipeline::PortError;
 use pipeline::memory::rules::{self, BeginDecision};
 use pipeline::model::{
-    ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
+    DerivedRendition, ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
 };
 use pipeline::ports::{Begin, IfAbsent, MetadataStore, Rerendered};
 use serde_json::Value;
@@ -42,6 +42,8 @@ pub const EXECUTION_ID: &str = "executionId";
 pub const SOURCE: &str = "source";
 pub const RECIPE: &str = "recipe";
 pub const RENDITIONS: &str = "renditions";
+/// Renditions made on demand: a map from their normalised parameters to the rest.
+pub const DERIVED: &str = "derived";
 pub const ERROR: &str = "error";
 pub const TAGS: &str = "tags";
 pub const EXPIRES_AT: &str = "expiresAt";
@@ -172,6 +174,15 @@ fn rendition_av(r: &RenditionRecord) -> Result<AttributeValue, PortError> {
     Ok(json_to_av(&v))
 }
 
+fn derived_av(d: &DerivedRendition) -> Result<AttributeValue, PortError> {
+    let mut v = serde_json::to_value(d).map_err(json_err)?;
+    // The parameters are the map key, as a rendition's name is.
+    if let Some(o) = v.as_object_mut() {
+        o.remove("params");
+    }
+    Ok(json_to_av(&v))
+}
+
 fn error_av(e: &ErrorInfo) -> AttributeValue {
     AttributeValue::M(HashMap::from([
         ("type".to_string(), s(&e.kind)),
@@ -204,6 +215,14 @@ pub fn to_item(r: &ImageRecord, expires_at: Option<i64>) -> Result<Item, PortErr
         .map(|x| Ok((x.name.clone(), rendition_av(x)?)))
         .collect::<Result<HashMap<_, _>, PortError>>()?;
     item.insert(RENDITIONS.into(), AttributeValue::M(renditions));
+    if !r.derived.is_empty() {
+        let derived = r
+            .derived
+            .iter()
+            .map(|d| Ok((d.params.clone(), derived_av(d)?)))
+            .collect::<Result<HashMap<_, _>, PortError>>()?;
+        item.insert(DERIVED.into(), AttributeValue::M(derived));
+    }
     if let Some(e) = &r.error {
         item.insert(ERROR.into(), error_av(e));
     }
@@ -269,6 +288,24 @@ pub fn from_item(item: &Item) -> Result<ImageRecord, PortError> {
             let area = |r: &RenditionRecord| u64::from(r.width) * u64::from(r.height);
             area(b).cmp(&area(a)).then_with(|| a.name.cmp(&b.name))
         });
+        let mut derived = match item.get(DERIVED) {
+            Some(AttributeValue::M(m)) => m
+                .iter()
+                .map(|(params, av)| {
+                    let mut v = av_to_json(av)?;
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("params".into(), Value::String(params.clone()));
+                    }
+                    serde_json::from_value::<DerivedRendition>(v).map_err(json_err)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => Vec::new(),
+        };
+        derived.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.params.cmp(&b.params))
+        });
         let error = match item.get(ERROR) {
             Some(AttributeValue::M(m)) => Some(ErrorInfo {
                 kind: text(m, "type")?.unwrap_or_default().to_string(),
@@ -282,6 +319,7 @@ pub fn from_item(item: &Item) -> Result<ImageRecord, PortError> {
             _ => Vec::new(),
         };
         Ok(ImageRecord {
+            derived,
             id: id.to_string(),
             owner: required(item, OWNER)?.to_string(),
             status: required(item, STATUS)?
@@ -812,6 +850,81 @@ impl MetadataStore for DynamoMetadata {
     /// Newest first. With an owner: the `byOwner` index by `createdAt`, status and tag
     /// filtered. Without (admins): the `byStatus` index by `updatedAt` when a status is
     /// given, else a scan, sorted newest first within each page only, fit for small tables.
+    /// Two conditional writes, as DynamoDB cannot create a map and set an entry of it in one
+    /// expression: an entry into the `derived` map when the record has one, else the map
+    /// with this entry. Each also requires the record COMPLETE; a record that has neither
+    /// shape afterwards is gone or not COMPLETE.
+    async fn put_derived(&self, id: &str, d: &DerivedRendition) -> Result<bool, PortError> {
+        for _ in 0..MAX_RACES {
+            let mut x = Expr::default();
+            let entry = x.data_name(&d.params);
+            let map = x.name(DERIVED);
+            let set = vec![format!(
+                "{map}.{entry} = if_not_exists({map}.{entry}, {})",
+                x.value(derived_av(d)?)
+            )];
+            let condition = format!(
+                "attribute_exists({}) AND {} = {} AND attribute_exists({map})",
+                x.name(ID),
+                x.name(STATUS),
+                x.value(s(Status::Complete.as_str()))
+            );
+            if self
+                .update(id, &x, update_expression(&set, &[]), condition)
+                .await?
+                .is_some()
+            {
+                return Ok(true);
+            }
+            let mut x = Expr::default();
+            let map = x.name(DERIVED);
+            let set = vec![format!(
+                "{map} = {}",
+                x.value(AttributeValue::M(HashMap::from([(
+                    d.params.clone(),
+                    derived_av(d)?
+                )])))
+            )];
+            let condition = format!(
+                "attribute_exists({}) AND {} = {} AND attribute_not_exists({map})",
+                x.name(ID),
+                x.name(STATUS),
+                x.value(s(Status::Complete.as_str()))
+            );
+            if self
+                .update(id, &x, update_expression(&set, &[]), condition)
+                .await?
+                .is_some()
+            {
+                return Ok(true);
+            }
+            match self.read(id).await? {
+                Some(r) if r.status == Status::Complete => continue,
+                _ => return Ok(false),
+            }
+        }
+        Err(PortError::Transient(format!(
+            "image {id}: the derived renditions changed {MAX_RACES} times while one was added"
+        )))
+    }
+
+    async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError> {
+        let mut x = Expr::default();
+        let map = x.name(DERIVED);
+        let entry = x.data_name(params);
+        let hits = x.name("hits");
+        let set = vec![format!(
+            "{map}.{entry}.{hits} = if_not_exists({map}.{entry}.{hits}, {zero}) + {one}",
+            zero = x.value(n(0)),
+            one = x.value(n(1))
+        )];
+        let condition = format!("attribute_exists({map}.{entry})");
+        // A failed condition: the entry or the record is gone, and there is nothing to count.
+        self.update(id, &x, update_expression(&set, &[]), condition)
+            .await
+            .map(|_| ())
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
         let limit = match query.limit {
             0 => DEFAULT_LIMIT,
@@ -1116,10 +1229,12 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         ImageRecord {
+            derived: Vec::new(),
             id: "img1".into(),
             owner: "u1".into(),
             status: Status::Processing,
             source: SourceInfo {
+                alpha: None,
                 key: "uploads/u1/img1/a.jpg".into(),
                 etag: Some("\"e\"".into()),
                 bytes: 123,

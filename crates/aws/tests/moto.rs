@@ -229,10 +229,12 @@ fn at(minute: i64) -> DateTime<Utc> {
 
 fn record(id: &str, owner: &str, execution: &str, created: DateTime<Utc>) -> ImageRecord {
     ImageRecord {
+        derived: Vec::new(),
         id: id.into(),
         owner: owner.into(),
         status: Status::Processing,
         source: SourceInfo {
+            alpha: None,
             key: format!("uploads/{owner}/{id}/a.jpg"),
             etag: Some("\"etag\"".into()),
             bytes: 1234,

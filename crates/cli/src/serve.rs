@@ -84,6 +84,19 @@ pub struct ServeArgs {
     /// sent); 0 for no limit. Over it: 429 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = api::throttle::DEFAULT_OPEN_FORMS)]
     pub max_open_forms: usize,
+    /// Widths on-demand transforms (GET /v1/images/{id}/transform) snap up to, e.g.
+    /// 320,640,960,1280,1920; default: any width.
+    #[arg(long, value_name = "W,W,...", value_parser = parse_widths)]
+    pub widths: Option<Vec<u32>>,
+    /// Refuse transform sizes that are not on --widths (400 naming the allowed ones) instead
+    /// of snapping them up.
+    #[arg(long, requires = "widths")]
+    pub strict_widths: bool,
+    /// A key signed transform links are made with, ID=SECRET (a secret of 32 bytes or more;
+    /// repeatable: the first signs new links, every one is accepted, so keys rotate without
+    /// breaking links). Default: one derived from the server key DIR/auth.key.
+    #[arg(long = "link-key", value_name = "ID=SECRET")]
+    pub link_keys: Vec<String>,
     /// Caps how long upload forms stay valid, in seconds (tests of expiry).
     #[arg(long, hide = true)]
     pub upload_ttl: Option<u64>,
@@ -270,6 +283,14 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
             open: args.max_open_forms,
         })),
         reprocessor: Arc::new(reprocess::LocalReprocessor::new(pipeline.clone(), jobs)),
+        transforms: Arc::new(api::Transforms::new(
+            pipeline::transform::Policy {
+                widths: args.widths.clone().unwrap_or_default(),
+                strict: args.strict_widths,
+            },
+            Some(link_keys(&args, &secret)?),
+            Some(base_url.clone()),
+        )),
     };
     let ops = observe::ops(
         pipeline.store.clone(),
@@ -375,6 +396,31 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+fn parse_widths(text: &str) -> std::result::Result<Vec<u32>, String> {
+    let widths = pipeline::transform::Policy::parse_widths(text)?;
+    if widths.is_empty() {
+        return Err("give at least one width, e.g. 320,640,1280".into());
+    }
+    Ok(widths)
+}
+
+/// The link keys of `--link-key`, or one derived from the server secret: as the transfer key
+/// is, so a link signature never doubles as any other signature made with the secret.
+fn link_keys(args: &ServeArgs, secret: &[u8]) -> Result<api::LinkKeys> {
+    if args.link_keys.is_empty() {
+        use hmac::{KeyInit, Mac};
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
+            .map_err(|e| anyhow::anyhow!("server key: {e}"))?;
+        m.update(b"imgpipe link signing key v1");
+        use base64::Engine as _;
+        let derived =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
+        return api::LinkKeys::new([("local".to_string(), derived.into_bytes())])
+            .map_err(|e| anyhow::anyhow!(e));
+    }
+    api::LinkKeys::parse(&args.link_keys.join(",")).map_err(|e| anyhow::anyhow!("--link-key: {e}"))
 }
 
 fn parse_inbox_owner(text: &str) -> std::result::Result<String, String> {

@@ -29,7 +29,7 @@ pub use decode::{
 };
 pub use encode::{
     DEFAULT_EFFORT, EncodeOptions, JpegEncoder, MAX_EFFORT, OutputFormat, decode_intermediate,
-    encode, encode_intermediate, exif_of,
+    encode, encode_intermediate, exif_of, writes,
 };
 pub use error::Error;
 pub use finish::finish;

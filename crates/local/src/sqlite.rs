@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use pipeline::PortError;
 use pipeline::memory::rules::{self, BeginDecision};
 use pipeline::model::{
-    ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
+    DerivedRendition, ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
 };
 use pipeline::ports::{Begin, IfAbsent, MetadataStore, Rerendered};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -52,6 +52,16 @@ CREATE TABLE IF NOT EXISTS renditions (
 CREATE TABLE IF NOT EXISTS announcements (
     image_id     TEXT PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
     execution_id TEXT NOT NULL
+);
+-- Renditions made on demand (MetadataStore::put_derived): the entry as JSON, its hits apart
+-- so counting one is a single UPDATE.
+CREATE TABLE IF NOT EXISTS derived (
+    image_id TEXT NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    params   TEXT NOT NULL,
+    entry    TEXT NOT NULL,
+    hits     INTEGER NOT NULL DEFAULT 0,
+    created  INTEGER NOT NULL,
+    PRIMARY KEY (image_id, params)
 );
 -- The re-render holding an image (MetadataStore::begin_reprocess), and since when.
 CREATE TABLE IF NOT EXISTS reprocess_holds (
@@ -438,7 +448,9 @@ impl RawRecord {
                 })
             })
             .collect::<Result<Vec<_>, PortError>>()?;
+        let derived = derived_of(conn, &self.id)?;
         Ok(ImageRecord {
+            derived,
             status: self.status.parse().map_err(PortError::Permanent)?,
             error: match (self.error_type, self.error_message) {
                 (Some(kind), message) => Some(ErrorInfo {
@@ -460,6 +472,26 @@ impl RawRecord {
             reprocessed_at: self.reprocessed_at.as_deref().map(parse_ts).transpose()?,
         })
     }
+}
+
+/// The record's derived renditions, oldest first.
+fn derived_of(conn: &Connection, id: &str) -> Result<Vec<DerivedRendition>, PortError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT entry, hits FROM derived WHERE image_id = ?1 ORDER BY created, params",
+        )
+        .map_err(db_err)?;
+    stmt.query_map([id], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })
+    .map_err(db_err)?
+    .map(|row| {
+        let (entry, hits) = row.map_err(db_err)?;
+        let mut d: DerivedRendition = serde_json::from_str(&entry).map_err(json_err)?;
+        d.hits = u64::try_from(hits).unwrap_or(0);
+        Ok(d)
+    })
+    .collect()
 }
 
 fn get(conn: &Connection, id: &str) -> Result<Option<ImageRecord>, PortError> {
@@ -825,6 +857,54 @@ impl MetadataStore for SqliteMetadata {
             conn.execute(
                 "DELETE FROM announcements WHERE image_id = ?1 AND execution_id = ?2",
                 params![id, execution_id],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_derived(&self, id: &str, d: &DerivedRendition) -> Result<bool, PortError> {
+        let id = id.to_string();
+        let d = d.clone();
+        self.with(move |conn| {
+            let entry = serde_json::to_string(&d).map_err(json_err)?;
+            // One statement: the record is COMPLETE at the moment of the insert, or nothing
+            // is written.
+            let n = conn
+                .execute(
+                    "INSERT OR IGNORE INTO derived (image_id, params, entry, hits, created)
+                     SELECT id, ?2, ?3, ?4, ?5 FROM images WHERE id = ?1 AND status = ?6",
+                    params![
+                        id,
+                        d.params,
+                        entry,
+                        i64::try_from(d.hits).unwrap_or(i64::MAX),
+                        d.created_at.timestamp_micros(),
+                        Status::Complete.as_str()
+                    ],
+                )
+                .map_err(db_err)?;
+            if n > 0 {
+                return Ok(true);
+            }
+            // Nothing inserted: listed already (true) or no COMPLETE record (false).
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM images WHERE id = ?1 AND status = ?2)",
+                params![id, Status::Complete.as_str()],
+                |row| row.get(0),
+            )
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError> {
+        let (id, params) = (id.to_string(), params.to_string());
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE derived SET hits = hits + 1 WHERE image_id = ?1 AND params = ?2",
+                [&id, &params],
             )
             .map_err(db_err)?;
             Ok(())

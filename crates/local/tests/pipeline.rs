@@ -229,10 +229,12 @@ async fn a_permanent_fault_ends_failed_with_an_alert_and_the_original_kept() {
 fn processing(id: &str, exec: &str) -> pipeline::model::ImageRecord {
     let now = chrono::Utc::now();
     pipeline::model::ImageRecord {
+        derived: Vec::new(),
         id: id.into(),
         owner: "o".into(),
         status: Status::Processing,
         source: pipeline::model::SourceInfo {
+            alpha: None,
             key: format!("uploads/o/{id}/a.jpg"),
             etag: None,
             bytes: 1,
@@ -282,6 +284,7 @@ async fn sqlite_lists_newest_first_with_filters_and_cursor() {
     for i in 0..5 {
         let t = base + chrono::Duration::seconds(i);
         let r = pipeline::model::ImageRecord {
+            derived: Vec::new(),
             id: format!("id{i}"),
             owner: if i % 2 == 0 {
                 "even".into()
@@ -290,6 +293,7 @@ async fn sqlite_lists_newest_first_with_filters_and_cursor() {
             },
             status: Status::Processing,
             source: pipeline::model::SourceInfo {
+                alpha: None,
                 key: format!("uploads/x/id{i}/a.jpg"),
                 etag: None,
                 bytes: 1,

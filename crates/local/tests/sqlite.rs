@@ -37,10 +37,12 @@ fn at(minute: i64) -> DateTime<Utc> {
 
 fn processing(id: &str, execution: &str) -> ImageRecord {
     ImageRecord {
+        derived: Vec::new(),
         id: id.into(),
         owner: "u1".into(),
         status: Status::Processing,
         source: SourceInfo {
+            alpha: None,
             key: format!("uploads/u1/{id}/a.jpg"),
             etag: Some("\"e\"".into()),
             bytes: 10,

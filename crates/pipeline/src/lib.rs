@@ -13,6 +13,7 @@ pub mod reprocess;
 mod steps;
 pub mod suggest;
 pub mod telemetry;
+pub mod transform;
 
 pub use error::{ErrorKind, PortError, StepError};
 pub use recipe::{

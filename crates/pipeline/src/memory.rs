@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use imaging::Image;
 
-use crate::model::{ErrorInfo, Event, ImageRecord, ListQuery, Page, RenditionRecord, Status};
+use crate::model::{
+    DerivedRendition, ErrorInfo, Event, ImageRecord, ListQuery, Page, RenditionRecord, Status,
+};
 use crate::ports::{
     Begin, IfAbsent, MetadataStore, Notifier, ObjectInfo, ObjectStore, PutOptions, Rerendered,
     WorkStore,
@@ -341,6 +343,30 @@ impl MetadataStore for MemoryMetadata {
                 }
             }
             Some(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn put_derived(&self, id: &str, derived: &DerivedRendition) -> Result<bool, PortError> {
+        let mut records = lock(&self.records);
+        match records.get_mut(id) {
+            Some(r) if r.status == Status::Complete => {
+                if !r.derived.iter().any(|d| d.params == derived.params) {
+                    r.derived.push(derived.clone());
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError> {
+        let mut records = lock(&self.records);
+        if let Some(d) = records
+            .get_mut(id)
+            .and_then(|r| r.derived.iter_mut().find(|d| d.params == params))
+        {
+            d.hits += 1;
         }
         Ok(())
     }
@@ -795,6 +821,14 @@ impl MetadataStore for FlakyMetadata {
         self.faults.check("end_reprocess", id)?;
         self.inner.end_reprocess(id, execution_id, done).await
     }
+    async fn put_derived(&self, id: &str, derived: &DerivedRendition) -> Result<bool, PortError> {
+        self.faults.check("put_derived", id)?;
+        self.inner.put_derived(id, derived).await
+    }
+    async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError> {
+        self.faults.check("hit_derived", id)?;
+        self.inner.hit_derived(id, params).await
+    }
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
         self.faults.check("list", "images")?;
         self.inner.list(query).await
@@ -859,10 +893,12 @@ mod tests {
     fn processing(id: &str, execution: &str) -> ImageRecord {
         let now = Utc::now();
         ImageRecord {
+            derived: Vec::new(),
             id: id.into(),
             owner: "u1".into(),
             status: Status::Processing,
             source: SourceInfo {
+                alpha: None,
                 key: format!("uploads/u1/{id}/a.jpg"),
                 etag: None,
                 bytes: 10,

@@ -78,6 +78,10 @@ pub struct SourceInfo {
     /// data directory (`imgpipe process` without `--keep-originals`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<OriginalFile>,
+    /// Whether the original has an alpha channel, as Validate read it (absent on records made
+    /// before it was kept): what `fmt=auto` transforms choose PNG over JPEG for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<bool>,
 }
 
 /// A file an original is read from where it lies, and what it was when processed: if its
@@ -139,6 +143,24 @@ pub fn placeholder_of(renditions: &[RenditionRecord]) -> Option<(&str, &str)> {
     ))
 }
 
+/// A rendition made on demand by a transform URL (`GET /v1/images/{id}/transform`), kept
+/// and found again by its normalised parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DerivedRendition {
+    /// The normalised parameters, e.g. `w=800&fit=cover&fmt=webp`: what identifies it.
+    pub params: String,
+    pub key: String,
+    pub format: Format,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub created_at: DateTime<Utc>,
+    /// Requests answered with it, the first included.
+    #[serde(default)]
+    pub hits: u64,
+}
+
 /// The metadata record of one image, the same fields in DynamoDB and SQLite.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -151,6 +173,9 @@ pub struct ImageRecord {
     pub recipe: Option<Recipe>,
     #[serde(default)]
     pub renditions: Vec<RenditionRecord>,
+    /// Renditions made on demand since the image completed, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derived: Vec<DerivedRendition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
     pub created_at: DateTime<Utc>,

@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use imaging::Image;
 
-use crate::model::{ErrorInfo, Event, ImageRecord, ListQuery, Page, RenditionRecord, Status};
+use crate::model::{
+    DerivedRendition, ErrorInfo, Event, ImageRecord, ListQuery, Page, RenditionRecord, Status,
+};
 use crate::{PortError, Recipe, StepError};
 
 /// An object's metadata, without its body.
@@ -144,6 +146,14 @@ pub trait MetadataStore: Send + Sync {
         execution_id: &str,
         done: Option<&Rerendered>,
     ) -> Result<bool, PortError>;
+    /// Lists a rendition made on demand on a COMPLETE record, unless one with the same
+    /// `params` is listed already (a concurrent render got there first: both made the same
+    /// file under the same key). `Ok(false)` when there is no COMPLETE record: the image was
+    /// deleted or is being failed, and the caller removes the object it wrote.
+    async fn put_derived(&self, id: &str, derived: &DerivedRendition) -> Result<bool, PortError>;
+    /// Counts one more request answered by the derived rendition `params`; nothing happens
+    /// when the record or the entry is gone.
+    async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError>;
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError>;
     /// Removes the record and its renditions; `Ok(false)` if there was none.
     async fn delete(&self, id: &str) -> Result<bool, PortError>;

@@ -172,10 +172,12 @@ mod tests {
     fn record(preset: Option<&str>, recipe: Option<Recipe>) -> ImageRecord {
         let now = Utc::now();
         ImageRecord {
+            derived: Vec::new(),
             id: "i".into(),
             owner: "o".into(),
             status: Status::Complete,
             source: SourceInfo {
+                alpha: None,
                 key: "uploads/o/i/a.jpg".into(),
                 etag: None,
                 bytes: 1,

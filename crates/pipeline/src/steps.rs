@@ -197,10 +197,12 @@ impl Steps {
         let large = self.check_budgets(&recipe, (header.width, header.height), (width, height))?;
         let now = Utc::now();
         let record = ImageRecord {
+            derived: Vec::new(),
             id: ident.id.clone(),
             owner: ident.owner.clone(),
             status: Status::Processing,
             source: SourceInfo {
+                alpha: Some(header.has_alpha),
                 key: upload.key.clone(),
                 etag: upload.etag.clone().or(info.etag.clone()),
                 bytes: info.size,
@@ -945,6 +947,7 @@ impl Steps {
         };
         let now = Utc::now();
         let fallback = ImageRecord {
+            derived: Vec::new(),
             id: ident.id.clone(),
             owner: ident.owner.clone(),
             status,

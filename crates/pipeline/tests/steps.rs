@@ -521,10 +521,12 @@ async fn notify_failure(
 async fn awaited(w: &World, owner: &str, id: &str, key: &str) -> BTreeMap<String, String> {
     let now = chrono::Utc::now();
     let record = pipeline::model::ImageRecord {
+        derived: Vec::new(),
         id: id.into(),
         owner: owner.into(),
         status: Status::AwaitingUpload,
         source: pipeline::model::SourceInfo {
+            alpha: None,
             key: key.into(),
             etag: None,
             bytes: 1,

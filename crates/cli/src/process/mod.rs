@@ -432,6 +432,7 @@ async fn record_interrupted(
         message: message.to_string(),
     };
     let fallback = ImageRecord {
+        derived: Vec::new(),
         id: ident.id.clone(),
         owner: ident.owner,
         status: Status::Failed,

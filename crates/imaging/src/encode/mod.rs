@@ -107,6 +107,12 @@ impl Default for EncodeOptions {
 }
 
 /// Encodes an image. No metadata is written unless `opts.exif` or `opts.icc` is given.
+/// Whether this build writes `format` (AVIF output is a feature a lean build may leave out).
+pub fn writes(format: Format) -> bool {
+    matches!(format, Format::Jpeg | Format::Png | Format::Webp)
+        || (format == Format::Avif && cfg!(feature = "avif"))
+}
+
 pub fn encode(img: &Image, opts: &EncodeOptions) -> Result<Vec<u8>, Error> {
     let pixels = encode_pixels(img, opts, opts.quality)?;
     with_metadata(pixels, img, opts)
