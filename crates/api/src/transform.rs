@@ -344,8 +344,8 @@ fn step_error(e: StepError) -> ApiError {
 struct LinkBody {
     /// `w=800&fmt=auto`, or the same as an object (`{"w": 800, "fmt": "auto"}`).
     params: Value,
-    /// Seconds; [`DEFAULT_LINK_TTL`] when absent.
-    #[serde(default)]
+    /// Seconds; [`DEFAULT_LINK_TTL`] when absent (not null).
+    #[serde(default, deserialize_with = "crate::routes::present")]
     expires_in: Option<u64>,
 }
 

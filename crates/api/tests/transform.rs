@@ -638,6 +638,11 @@ async fn links_are_checked_when_made() {
         (json!({"params": "w=100"}), "InvalidTransform"),
         (json!({"params": "size=3"}), "InvalidTransform"),
         (json!({"params": 3}), "InvalidRequest"),
+        (json!({"params": ""}), "InvalidTransform"),
+        (
+            json!({"params": "w=320", "expiresIn": null}),
+            "InvalidRequest",
+        ),
         (json!({"params": "w=320", "expiresIn": 0}), "InvalidRequest"),
         (
             json!({"params": "w=320", "expiresIn": 40_000_000}),

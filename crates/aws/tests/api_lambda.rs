@@ -30,6 +30,26 @@ const SAMPLE_SUB: &str = "4f1b2c3d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
 const SAMPLE_ID: &str = "01JD8X3Q7V4M2N6P9R5T0WZ8KB";
 const OTHER_SUB: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
 
+/// A 640x480 photo-like JPEG, the original transforms are made from.
+fn photo_jpeg() -> Vec<u8> {
+    let img = imaging::image::RgbImage::from_fn(640, 480, |x, y| {
+        imaging::image::Rgb([
+            (x * 255 / 639) as u8,
+            (y * 255 / 479) as u8,
+            ((x ^ y) & 0xff) as u8,
+        ])
+    });
+    imaging::encode(
+        &imaging::Image::ImageRgb8(img),
+        &imaging::EncodeOptions {
+            format: Format::Jpeg,
+            quality: 90,
+            ..imaging::EncodeOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 fn events_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events")
 }
@@ -404,6 +424,152 @@ async fn routes_against_moto() {
     assert_eq!(downloaded.bytes().await.unwrap().to_vec(), thumb);
     let stranger = invoke(&app, &event("api-get-rendition.json", OTHER_SUB, &id)).await;
     assert_eq!(stranger.status, 404, "{:?}", stranger.body);
+
+    // On-demand transforms and signed links, with the link keys and public URL the template
+    // passes the transform function.
+    let link_secret = "k1=a-link-secret-of-thirty-two-bytes-or-more";
+    let mut transform_env = env.clone();
+    transform_env.insert(aws::config::LINK_KEYS, link_secret.to_string());
+    transform_env.insert(
+        aws::config::PUBLIC_URL,
+        "https://img.example.test/".to_string(),
+    );
+    let transform_config = Config::from_lookup(|name| transform_env.get(name).cloned()).unwrap();
+    let transformer = aws::apigw::app(aws::api_state(&transform_config, &sdk), Some("*")).unwrap();
+    let photo_id = format!("{id}p");
+    let original = photo_jpeg();
+    let original_key = format!("uploads/{sub}/{photo_id}/photo.jpg");
+    uploads
+        .put(&original_key, original.clone(), PutOptions::default())
+        .await
+        .unwrap();
+    let mut photo = processing.clone();
+    photo.id = photo_id.clone();
+    photo.renditions.clear();
+    photo.source = pipeline::model::SourceInfo {
+        key: original_key,
+        bytes: original.len() as u64,
+        format: Some(Format::Jpeg),
+        width: Some(640),
+        height: Some(480),
+        alpha: Some(false),
+        ..photo.source.clone()
+    };
+    assert!(matches!(
+        metadata.begin(&photo).await.unwrap(),
+        Begin::Started(_)
+    ));
+    metadata.complete(&photo_id, None).await.unwrap();
+
+    // GET /v1/images/{id}/transform: rendered, stored in the renditions bucket, listed in the
+    // record's `derived` map, redirected to; asked again, found.
+    let ask = event("api-transform.json", &sub, &photo_id);
+    let first = invoke(&transformer, &ask).await;
+    assert_eq!(first.status, 302, "{:?}", first.body);
+    assert_eq!(first.header("vary"), Some("Accept"));
+    let location = first.header("location").unwrap().to_string();
+    let t_prefix = format!(
+        "{}/{renditions_bucket}/renditions/{sub}/{photo_id}/t/",
+        support::endpoint()
+    );
+    assert!(location.starts_with(&t_prefix), "{location}");
+    let fetched = http.get(&location).send().await.unwrap();
+    assert!(fetched.status().is_success(), "{}", fetched.status());
+    let bytes = fetched.bytes().await.unwrap().to_vec();
+    let expected = if imaging::writes(Format::Avif) {
+        Format::Avif
+    } else {
+        Format::Webp
+    };
+    assert_eq!(imaging::sniff(&bytes).unwrap(), expected);
+    let decoded = imaging::decode(&bytes, &imaging::Limits::default(), None).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (200, 150));
+    let derived = metadata.get(&photo_id).await.unwrap().unwrap().derived;
+    assert_eq!(derived.len(), 1, "{derived:?}");
+    assert_eq!(
+        derived[0].params,
+        format!(
+            "w=200&fit=cover&gravity=center&fmt={}",
+            expected.extension()
+        )
+    );
+    assert_eq!(
+        (derived[0].width, derived[0].bytes),
+        (200, bytes.len() as u64)
+    );
+    let again = invoke(&transformer, &ask).await;
+    assert_eq!(again.status, 302, "{:?}", again.body);
+    let key_of = |l: &str| l.split('?').next().unwrap().to_string();
+    assert_eq!(key_of(again.header("location").unwrap()), key_of(&location));
+    // A second transform of the same image adds to the map instead of replacing it.
+    let mut webp = ask.clone();
+    webp["queryStringParameters"] = json!({"w": "120", "fmt": "webp"});
+    webp["multiValueQueryStringParameters"] = json!({"w": ["120"], "fmt": ["webp"]});
+    assert_eq!(invoke(&transformer, &webp).await.status, 302);
+    let mut hits = 0;
+    for _ in 0..50 {
+        let record = metadata.get(&photo_id).await.unwrap().unwrap();
+        assert_eq!(record.derived.len(), 2, "{:?}", record.derived);
+        hits = record.derived.iter().map(|d| d.hits).sum();
+        if hits == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(hits, 3, "two renders and one repeat");
+    let stranger = invoke(
+        &transformer,
+        &event("api-transform.json", OTHER_SUB, &photo_id),
+    )
+    .await;
+    assert_eq!(stranger.status, 404, "{:?}", stranger.body);
+
+    // POST /v1/images/{id}/links, then the link without a token.
+    let made = invoke(
+        &transformer,
+        &event("api-create-link.json", &sub, &photo_id),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let link = made.json();
+    let link_path = link["path"].as_str().unwrap().to_string();
+    assert_eq!(link["url"], format!("https://img.example.test{link_path}"));
+    let query: BTreeMap<String, String> = link_path
+        .split_once('?')
+        .unwrap()
+        .1
+        .split('&')
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    let follow = |exp: &str, sig: &str| {
+        let mut e = event("api-follow-link.json", &sub, &photo_id);
+        e["queryStringParameters"] = json!({"exp": exp, "sig": sig});
+        e["multiValueQueryStringParameters"] = json!({"exp": [exp], "sig": [sig]});
+        e
+    };
+    let followed = invoke(&transformer, &follow(&query["exp"], &query["sig"])).await;
+    assert_eq!(followed.status, 302, "{:?}", followed.body);
+    assert!(followed.header("location").unwrap().starts_with(&t_prefix));
+    let tampered = invoke(&transformer, &follow("2000000000", &query["sig"])).await;
+    assert_eq!(tampered.status, 403, "{:?}", tampered.body);
+    assert_eq!(tampered.json()["error"], "Forbidden");
+    // Without link keys the function refuses to make links.
+    let no_keys = invoke(&app, &event("api-create-link.json", &sub, &photo_id)).await;
+    assert_eq!(no_keys.status, 501, "{:?}", no_keys.body);
+
+    // Deleting the image takes its transforms with it.
+    let gone_photo = invoke(&app, &event("api-delete-image.json", &sub, &photo_id)).await;
+    assert_eq!(gone_photo.status, 204, "{:?}", gone_photo.body);
+    assert!(
+        renditions
+            .list(&format!("renditions/{sub}/{photo_id}/"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // DELETE /v1/images/{id}: not another user's; the owner's takes the objects with it.
     let refused = invoke(&app, &event("api-delete-image.json", OTHER_SUB, &id)).await;

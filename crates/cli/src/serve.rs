@@ -87,7 +87,7 @@ pub struct ServeArgs {
     /// Widths on-demand transforms (GET /v1/images/{id}/transform) snap up to, e.g.
     /// 320,640,960,1280,1920; default: any width.
     #[arg(long, value_name = "W,W,...", value_parser = parse_widths)]
-    pub widths: Option<Vec<u32>>,
+    pub widths: Option<Widths>,
     /// Refuse transform sizes that are not on --widths (400 naming the allowed ones) instead
     /// of snapping them up.
     #[arg(long, requires = "widths")]
@@ -285,7 +285,7 @@ pub async fn run(args: ServeArgs) -> Result<bool> {
         reprocessor: Arc::new(reprocess::LocalReprocessor::new(pipeline.clone(), jobs)),
         transforms: Arc::new(api::Transforms::new(
             pipeline::transform::Policy {
-                widths: args.widths.clone().unwrap_or_default(),
+                widths: args.widths.clone().map(|w| w.0).unwrap_or_default(),
                 strict: args.strict_widths,
             },
             Some(link_keys(&args, &secret)?),
@@ -398,12 +398,16 @@ async fn wait_for_signal() {
     }
 }
 
-fn parse_widths(text: &str) -> std::result::Result<Vec<u32>, String> {
+/// `--widths`: one value holding the list (clap would take a `Vec` as repeated values).
+#[derive(Debug, Clone)]
+pub struct Widths(pub Vec<u32>);
+
+fn parse_widths(text: &str) -> std::result::Result<Widths, String> {
     let widths = pipeline::transform::Policy::parse_widths(text)?;
     if widths.is_empty() {
         return Err("give at least one width, e.g. 320,640,1280".into());
     }
-    Ok(widths)
+    Ok(Widths(widths))
 }
 
 /// The link keys of `--link-key`, or one derived from the server secret: as the transfer key

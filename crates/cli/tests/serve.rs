@@ -126,6 +126,105 @@ async fn upload_flow_end_to_end() {
 }
 
 #[tokio::test]
+async fn transforms_and_signed_links_through_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = "k1=a-link-secret-of-thirty-two-bytes-or-more";
+    let serve = Serve::start(
+        &tmp.path().join("data"),
+        &["--widths", "200,400", "--link-key", key],
+    );
+    let alice = Api::new(&token(&serve.data, "alice", false));
+    let photo = jpeg(1200, 800);
+    let created = alice.create_upload(&serve, photo.len(), "image/jpeg").await;
+    let id = created["imageId"].as_str().unwrap().to_string();
+    let res = alice
+        .post_form(&created, &form_fields(&created), &photo, Some("image/jpeg"))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(alice.wait_final(&serve, &id).await["status"], "COMPLETE");
+
+    // 300 snaps up to 400; WebP because the client takes it.
+    let res = alice
+        .http
+        .get(serve.url(&format!("/v1/images/{id}/transform?w=300&fmt=auto")))
+        .bearer_auth(&alice.token)
+        .header("accept", "image/webp,*/*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    assert_eq!(res.headers()["vary"], "Accept");
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let prefix = serve.url(&format!("/download/renditions/alice/{id}/t/"));
+    assert!(location.starts_with(&prefix), "{location}");
+    let res = client().get(&location).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "image/webp");
+    let header = imaging::probe(&res.bytes().await.unwrap(), &imaging::Limits::default()).unwrap();
+    assert_eq!((header.width, header.height), (400, 267));
+
+    // A signed link, followed without a token.
+    let res = alice
+        .http
+        .post(serve.url(&format!("/v1/images/{id}/links")))
+        .bearer_auth(&alice.token)
+        .json(&serde_json::json!({"params": "w=300&fmt=auto"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let link: Value = res.json().await.unwrap();
+    let url = link["url"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with(&serve.url(&format!("/t/{id}/w=300&fmt=auto?exp="))),
+        "{url}"
+    );
+    let res = client()
+        .get(&url)
+        .header("accept", "image/webp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND, "{}", serve.log());
+    assert_eq!(
+        res.headers()["location"]
+            .to_str()
+            .unwrap()
+            .split('?')
+            .next(),
+        location.split('?').next()
+    );
+    let res = client()
+        .get(url.replace("w=300", "w=200"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, StatusCode::FORBIDDEN, "Forbidden").await;
+
+    let (_, record) = alice.get(&serve.url(&format!("/v1/images/{id}"))).await;
+    let derived = record["derived"].as_array().unwrap();
+    assert_eq!(derived.len(), 1, "{record}");
+    assert_eq!(
+        derived[0]["params"],
+        "w=400&fit=cover&gravity=center&fmt=webp"
+    );
+
+    // Strict sizes, and keys that are too weak, are refused at startup.
+    let out = Command::new(BIN)
+        .args(["serve", "--data"])
+        .arg(tmp.path().join("other"))
+        .args(["--link-key", "k1=short"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--link-key") && stderr.contains("32"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn upload_forms_refuse_oversize_wrong_type_forged_and_expired() {
     let tmp = tempfile::tempdir().unwrap();
     // Forms live two seconds, so expiry can be seen without waiting long.

@@ -400,3 +400,58 @@ async fn sqlite_a_holders_retry_renews_its_hold() {
         "{since}"
     );
 }
+
+fn derived(params: &str, minute: i64) -> pipeline::model::DerivedRendition {
+    pipeline::model::DerivedRendition {
+        params: params.into(),
+        key: format!("renditions/u1/i/t/{}.webp", params.len()),
+        format: Format::Webp,
+        width: 320,
+        height: 240,
+        bytes: 999,
+        created_at: at(minute),
+        hits: 1,
+    }
+}
+
+#[tokio::test]
+async fn sqlite_derived_renditions_are_listed_once_counted_and_dropped_with_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let db = SqliteMetadata::open(&path).unwrap();
+    // Only on a COMPLETE record.
+    assert!(!db.put_derived("absent", &derived("w=1", 0)).await.unwrap());
+    db.begin(&processing("busy", "exec-0")).await.unwrap();
+    assert!(!db.put_derived("busy", &derived("w=1", 0)).await.unwrap());
+    assert!(db.get("busy").await.unwrap().unwrap().derived.is_empty());
+
+    complete(&db, "img").await;
+    let b = derived("w=320&fit=cover&gravity=center&fmt=webp", 2);
+    let a = derived("w=100&fit=cover&gravity=center&fmt=webp", 1);
+    assert!(db.put_derived("img", &b).await.unwrap());
+    assert!(db.put_derived("img", &a).await.unwrap());
+    // A second render of the same parameters (a race between two processes) lists nothing
+    // new and keeps the first entry.
+    let mut again = b.clone();
+    again.bytes = 1;
+    assert!(db.put_derived("img", &again).await.unwrap());
+    db.hit_derived("img", &b.params).await.unwrap();
+    db.hit_derived("img", &b.params).await.unwrap();
+    db.hit_derived("img", "w=7").await.unwrap();
+    db.hit_derived("absent", &b.params).await.unwrap();
+    let listed = db.get("img").await.unwrap().unwrap().derived;
+    let mut b3 = b.clone();
+    b3.hits = 3;
+    assert_eq!(
+        listed,
+        vec![a.clone(), b3.clone()],
+        "oldest first, hits counted"
+    );
+    // Read back by another connection, as a second process would.
+    drop(db);
+    let db = SqliteMetadata::open(&path).unwrap();
+    assert_eq!(db.get("img").await.unwrap().unwrap().derived, vec![a, b3]);
+    assert!(db.delete("img").await.unwrap());
+    complete(&db, "img").await;
+    assert!(db.get("img").await.unwrap().unwrap().derived.is_empty());
+}

@@ -117,12 +117,15 @@ fn clip(v: &str) -> String {
     }
 }
 
+/// The largest `w` or `h`: imaging's longest side.
+pub const MAX_SIDE: u32 = 32_768;
+
 fn size(param: &str, v: &str) -> Result<u32, ParamError> {
     match v.parse::<u32>() {
-        Ok(n) if n >= 1 => Ok(n),
+        Ok(n) if (1..=MAX_SIDE).contains(&n) => Ok(n),
         _ => Err(bad(
             param,
-            format!("`{}` is not a size in pixels (1 or more)", clip(v)),
+            format!("`{}` is not a size in pixels (1-{MAX_SIDE})", clip(v)),
         )),
     }
 }
@@ -219,6 +222,12 @@ impl Request {
                 }
                 _ => unreachable!("every name in PARAMS is handled"),
             }
+        }
+        if req == Request::default() {
+            return Err(bad(
+                "query",
+                format!("a transform needs at least one of {}", PARAMS.join(", ")),
+            ));
         }
         if req.w.is_none() && req.h.is_none() && req.dpr.is_some() {
             return Err(bad("dpr", "multiplies w or h; give one of them"));
@@ -546,7 +555,9 @@ mod tests {
         let e = parse("width=3").unwrap_err();
         assert_eq!(e.param, "width");
         assert!(e.message.contains("did you mean `w`"), "{e}");
+        assert_eq!(parse("").unwrap_err().param, "query");
         assert_eq!(parse("w=0").unwrap_err().param, "w");
+        assert_eq!(parse("h=32769").unwrap_err().param, "h");
         assert_eq!(parse("w=1&w=2").unwrap_err().message, "given twice");
         assert_eq!(parse("q=101").unwrap_err().param, "q");
         assert_eq!(parse("dpr=5&w=10").unwrap_err().param, "dpr");
