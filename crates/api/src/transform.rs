@@ -319,6 +319,7 @@ async fn render_and_store(
         }
         return Err(ApiError::not_found(format!("no image {}", record.id)));
     }
+    pipeline::telemetry::record_transform_rendered(format, size);
     tracing::info!(image_id = %record.id, params = %derived.params, bytes = size, "transform rendered");
     Ok(derived)
 }

@@ -46,6 +46,7 @@ fn spec(name: &str) -> Option<Spec> {
         telemetry::IMAGES_FAILED => ("ImagesFailed", "Count", true),
         telemetry::MEGAPIXELS_IN => ("MegapixelsIn", "None", true),
         telemetry::BYTES_OUT => ("BytesOut", "Bytes", true),
+        telemetry::TRANSFORMS_RENDERED => ("TransformsRendered", "Count", true),
         _ => return None,
     };
     Some(Spec { name, unit, total })
@@ -213,6 +214,7 @@ fn spec_name(name: &str) -> Option<&'static str> {
         telemetry::IMAGES_FAILED,
         telemetry::MEGAPIXELS_IN,
         telemetry::BYTES_OUT,
+        telemetry::TRANSFORMS_RENDERED,
     ]
     .into_iter()
     .find(|n| *n == name)

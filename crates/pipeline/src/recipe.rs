@@ -90,8 +90,8 @@ pub struct Rendition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jpeg_encoder: Option<JpegEncoder>,
     /// 0..=9 (default 4): encoder time spent to save bytes, for AVIF, WebP and the small
-    /// JPEG encoder's progressive scans (4: searched for images under 0.75 bits a pixel, 5 and
-    /// up: for every image).
+    /// JPEG encoder's progressive scans (4: searched for renditions up to 1.6 MP under 0.75 bits
+    /// a pixel, 5 and up: for every image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effort: Option<u8>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

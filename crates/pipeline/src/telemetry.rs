@@ -27,6 +27,9 @@ pub const IMAGES_FAILED: &str = "imgpipe_images_failed_total";
 pub const MEGAPIXELS_IN: &str = "imgpipe_megapixels_in_total";
 /// Bytes of renditions written (counter), by output [`LABEL_FORMAT`].
 pub const BYTES_OUT: &str = "imgpipe_bytes_out_total";
+/// Renditions rendered on demand by the transform route (counter), by output [`LABEL_FORMAT`]:
+/// one per distinct transform, whatever the number of requests for it.
+pub const TRANSFORMS_RENDERED: &str = "imgpipe_transforms_rendered_total";
 
 pub const LABEL_STEP: &str = "step";
 pub const LABEL_FORMAT: &str = "format";
@@ -60,6 +63,12 @@ pub(crate) fn record_megapixels_in(format: Format, width: u32, height: u32) {
 
 pub(crate) fn record_bytes_out(format: Format, bytes: u64) {
     metrics::counter!(BYTES_OUT, LABEL_FORMAT => format_label(Some(format))).increment(bytes);
+}
+
+/// One transform rendered and stored, of `bytes` in `format`.
+pub fn record_transform_rendered(format: Format, bytes: u64) {
+    metrics::counter!(TRANSFORMS_RENDERED, LABEL_FORMAT => format_label(Some(format))).increment(1);
+    record_bytes_out(format, bytes);
 }
 
 pub(crate) fn record_outcome(status: Status, source_format: Option<Format>) {

@@ -118,7 +118,8 @@ pub struct ProcessArgs {
     pub jpeg_encoder: Option<JpegEncoderArg>,
     /// Encoder effort, 0-9: slower for fewer bytes [default: 4]. AVIF: libaom speed 9 - effort;
     /// WebP: method min(effort, 6); JPEG (small encoder, progressive): 4 searches the scan
-    /// layout of smooth images (under 0.75 bits a pixel), 5 and up of every image, 0-3 never. Applies to every rendition it fits, of a preset or recipe too.
+    /// layout of smooth renditions up to 1.6 MP (under 0.75 bits a pixel), 5 and up of every
+    /// image, 0-3 never. Applies to every rendition it fits, of a preset or recipe too.
     #[arg(help_heading = "Rendition settings (every rendition they fit)", long, value_parser = clap::value_parser!(u8).range(0..=9))]
     pub effort: Option<u8>,
     /// Keep EXIF metadata (including GPS) in the outputs, of a preset or recipe too.

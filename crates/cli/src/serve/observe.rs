@@ -89,6 +89,11 @@ fn describe() {
         "Bytes of renditions written, by output format."
     );
     describe_counter!(
+        telemetry::TRANSFORMS_RENDERED,
+        Unit::Count,
+        "Renditions rendered on demand by the transform route, by output format."
+    );
+    describe_counter!(
         HTTP_REQUESTS,
         Unit::Count,
         "HTTP requests answered, by method, route and status."

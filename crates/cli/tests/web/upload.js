@@ -2,7 +2,8 @@
 // with a token; drop two photos at once (tag "beach") and watch both upload with progress and
 // reach COMPLETE; upload a third alone through the file chooser (tag "city"); see thumbnails
 // in the gallery; filter by tag and find the one; open it, check every rendition previews and
-// downloads, delete it; then check a 390 px wide phone screen has no horizontal scroll.
+// downloads, make 1x/2x signed links from the links panel and load them without a token,
+// delete it; then check a 390 px wide phone screen has no horizontal scroll.
 //
 //   node upload.js URL TOKEN PHOTO1 PHOTO2 PHOTO3 SHOTS_DIR
 //
@@ -169,6 +170,35 @@ async function main() {
       }
     }
 
+    // Links for a web page: a 300 px, cropped-by-content pair; the snippet's links work with
+    // no token and give 300 and 600 px images.
+    await page.getByLabel("Width (CSS px)").fill("300");
+    await page.getByLabel("Crop").selectOption("cover-smart");
+    await page.getByLabel("Height").fill("200");
+    await page.getByRole("button", { name: "Make links" }).click();
+    await page.waitForSelector("#link-result:not([hidden])");
+    const snippet = await page.inputValue("#link-snippet");
+    const urls = [...snippet.matchAll(/(http[^" ]+\/t\/[^" ]+)/g)].map((m) => m[1].replace(/&amp;/g, "&"));
+    if (urls.length < 3 || !snippet.includes(" 2x") || !snippet.includes('width="300"')) {
+      throw new Error(`links snippet: ${snippet}`);
+    }
+    const sizes = await page.evaluate(async (pair) => {
+      const out = [];
+      for (const url of pair) {
+        const res = await fetch(url, { credentials: "omit" });
+        const blob = await res.blob();
+        const bitmap = await createImageBitmap(blob);
+        out.push({ status: res.status, type: blob.type, width: bitmap.width, height: bitmap.height });
+      }
+      return out;
+    }, [urls[0], urls[2]]);
+    if (sizes[0].status !== 200 || sizes[0].width !== 300 || sizes[0].height !== 200 ||
+        sizes[1].width !== 600 || sizes[1].height !== 400 || !/^image\//.test(sizes[0].type)) {
+      throw new Error(`links give ${JSON.stringify(sizes)}`);
+    }
+    await page.getByRole("button", { name: "Copy snippet" }).click();
+    await page.waitForFunction(() => document.getElementById("link-copied").textContent === "Copied");
+
     // Delete it, confirming.
     if (await page.isVisible("#confirm-delete")) throw new Error("the confirmation shows before Delete");
     await page.getByRole("button", { name: "Delete image" }).click();
@@ -198,7 +228,7 @@ async function main() {
     await page.screenshot({ path: path.join(shots, "phone.jpg"), type: "jpeg", quality: 70, fullPage: true });
 
     if (problems.length) throw new Error(problems.join("; "));
-    console.log(`PASS ${who}: ${a} and ${b} dropped together and COMPLETE, ${c} found by tag and deleted, 390 px fits`);
+    console.log(`PASS ${who}: ${a} and ${b} dropped together and COMPLETE, ${c} found by tag, linked at 1x and 2x and deleted, 390 px fits`);
   } finally {
     await context.close();
     fs.rmSync(profile, { recursive: true, force: true });

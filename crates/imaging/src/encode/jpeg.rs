@@ -6,8 +6,9 @@ use crate::{Color, Error, Format, Image};
 /// From this `effort` on, the small encoder searches the progressive scan layout of every
 /// image.
 pub const SCAN_SEARCH_EFFORT: u8 = 5;
-/// At this `effort` (the default) it searches only where the search pays: images that the
-/// fixed layout encodes in fewer than [`SEARCH_BELOW_BITS_PER_PIXEL`].
+/// At this `effort` (the default) it searches only where the search pays: images of at most
+/// [`ADAPTIVE_SEARCH_MAX_PIXELS`] that the fixed layout encodes in fewer than
+/// [`SEARCH_BELOW_BITS_PER_PIXEL`].
 pub const ADAPTIVE_SCAN_SEARCH_EFFORT: u8 = 4;
 
 /// Below this many bits a pixel (dark, smooth, monochrome photos, or low qualities), the scan
@@ -16,6 +17,13 @@ pub const ADAPTIVE_SCAN_SEARCH_EFFORT: u8 = 4;
 /// with the coefficients left), so encoding them twice costs little, while detailed photos at
 /// web qualities (1.5-2 bits a pixel) are encoded once as before (docs/performance.md).
 pub const SEARCH_BELOW_BITS_PER_PIXEL: f64 = 0.75;
+
+/// The search costs two to three encodes, and its time grows with the pixels while its
+/// saving stays a share of the file; up to this size (1600x1000, 1280x1250: the sizes pages
+/// show) the default effort pays that, larger renditions (the 2048 px "large" of a preset,
+/// mostly downloaded rather than shown) take it from effort 5. Searching those too cost the
+/// bench's 24-photo batch 77 % more CPU (docs/performance.md).
+pub const ADAPTIVE_SEARCH_MAX_PIXELS: u64 = 1_600_000;
 
 /// When the small encoder searches the progressive scan layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +89,9 @@ fn small_searched(
         ScanSearch::WhenSmall => {
             let fixed = small(rgb, quality, true, false)?;
             let (w, h) = rgb.dimensions();
+            if u64::from(w) * u64::from(h) > ADAPTIVE_SEARCH_MAX_PIXELS {
+                return Ok(fixed);
+            }
             let bits_per_pixel = fixed.len() as f64 * 8.0 / (f64::from(w) * f64::from(h)).max(1.0);
             if bits_per_pixel >= SEARCH_BELOW_BITS_PER_PIXEL {
                 return Ok(fixed);
@@ -212,6 +223,15 @@ mod tests {
         assert!(bits_per_pixel(&fixed, &noisy) > SEARCH_BELOW_BITS_PER_PIXEL);
         assert!(jpeg(&noisy, 4) == fixed, "the fixed layout, byte for byte");
         assert!(jpeg(&noisy, 5) != fixed, "effort 5 searches every image");
+
+        // Smooth but over the size cap: the fixed layout at the default effort.
+        let big = RgbImage::from_fn(1400, 1200, |x, y| {
+            image::Rgb([(x * 255 / 1399) as u8, (y * 255 / 1199) as u8, 90])
+        });
+        let fixed = jpeg(&big, 3);
+        assert!(bits_per_pixel(&fixed, &big) < SEARCH_BELOW_BITS_PER_PIXEL);
+        assert!(u64::from(big.width() * big.height()) > ADAPTIVE_SEARCH_MAX_PIXELS);
+        assert!(jpeg(&big, 4) == fixed, "over the cap, the fixed layout");
     }
 
     #[test]

@@ -458,8 +458,70 @@ async function openDetail(id) {
   }));
   $("confirm-delete").hidden = true;
   $("delete").hidden = false;
+  $("links-form").hidden = record.status !== "COMPLETE";
+  $("link-result").hidden = true;
+  $("link-error").textContent = "";
   $("detail").showModal();
   $("detail-close").focus();
+}
+
+// ---- Links -----------------------------------------------------------------------------
+
+// The transform parameters the links form describes, at a pixel ratio.
+function linkParams(dpr) {
+  const params = new URLSearchParams();
+  params.set("w", String(Number($("link-width").value)));
+  const height = $("link-height").value;
+  if (height) params.set("h", String(Number(height)));
+  const [fit, gravity] = $("link-crop").value.split("-");
+  params.set("fit", fit);
+  if (gravity) params.set("gravity", gravity);
+  params.set("fmt", $("link-format").value);
+  if (dpr > 1) params.set("dpr", String(dpr));
+  return params.toString();
+}
+
+const escapeAttr = (s) => s.replace(/&/g, "&amp;").replace(/"/g, "&quot;").replace(/</g, "&lt;");
+
+async function makeLinks() {
+  const id = openId;
+  if (!id) return;
+  $("link-error").textContent = "";
+  $("link-copied").textContent = "";
+  $("link-make").disabled = true;
+  try {
+    const expiresIn = Number($("link-ttl").value);
+    const [one, two] = await Promise.all([1, 2].map((dpr) => api(`/v1/images/${encodeURIComponent(id)}/links`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ params: linkParams(dpr), expiresIn }),
+    })));
+    const width = Number($("link-width").value);
+    const height = $("link-height").value ? ` height="${Number($("link-height").value)}"` : "";
+    const alt = escapeAttr($("detail-name").textContent.replace(/\.[^.]*$/, ""));
+    $("link-snippet").value =
+      `<img src="${escapeAttr(one.url)}"\n     srcset="${escapeAttr(one.url)} 1x, ${escapeAttr(two.url)} 2x"\n` +
+      `     width="${width}"${height} alt="${alt}" loading="lazy">`;
+    $("link-open").href = one.url;
+    $("link-result").hidden = false;
+    $("link-snippet").dataset.expires = one.expiresAt;
+  } catch (e) {
+    $("link-error").textContent = `Cannot make links: ${e.message}`;
+  } finally {
+    $("link-make").disabled = false;
+  }
+}
+
+async function copySnippet() {
+  const text = $("link-snippet").value;
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch (e) {
+    // No clipboard permission (plain http beyond localhost): select it for Ctrl-C instead.
+    $("link-snippet").select();
+    document.execCommand("copy");
+  }
+  $("link-copied").textContent = "Copied";
 }
 
 function closeDetail() {
@@ -516,6 +578,11 @@ document.addEventListener("DOMContentLoaded", () => {
     $("delete").focus();
   });
   $("delete-yes").addEventListener("click", deleteOpen);
+  $("links-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    makeLinks();
+  });
+  $("link-copy").addEventListener("click", copySnippet);
   loadPresets();
   const saved = localStorage.getItem(TOKEN_KEY);
   if (saved) signIn(saved);
