@@ -42,6 +42,7 @@ async fn main() {
                 owner: "alice".into(),
                 status: Status::Complete,
                 source: SourceInfo {
+                    focal_point: None,
                     alpha: None,
                     key: format!("uploads/alice/{id}/a.jpg"),
                     etag: None,

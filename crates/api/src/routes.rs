@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router, middleware};
 use chrono::{DateTime, Utc};
 use http::request::Parts;
@@ -100,7 +100,12 @@ pub fn router_with(state: ApiState, ops: Ops) -> Router {
             post(create_upload).layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
         )
         .route("/v1/images", get(list_images))
-        .route("/v1/images/{id}", get(get_image).delete(delete_image))
+        .route(
+            "/v1/images/{id}",
+            get(get_image)
+                .delete(delete_image)
+                .merge(patch(patch_image).layer(RequestBodyLimitLayer::new(BODY_LIMIT))),
+        )
         .route("/v1/images/{id}/renditions/{name}", get(rendition))
         .merge(crate::reprocess::routes().layer(RequestBodyLimitLayer::new(BODY_LIMIT)))
         .merge(crate::transform::routes().layer(RequestBodyLimitLayer::new(BODY_LIMIT)))
@@ -257,6 +262,7 @@ async fn create_upload(
             owner: caller.sub.clone(),
             status: Status::AwaitingUpload,
             source: SourceInfo {
+                focal_point: None,
                 alpha: None,
                 key: keys::upload_key(&caller.sub, &id, &req.filename),
                 etag: None,
@@ -515,6 +521,58 @@ async fn get_image(
 ) -> Result<Response, ApiError> {
     let id = image_id(path)?;
     let record = visible_record(&state, &caller, &id).await?;
+    detail(&state, record).await
+}
+
+/// `PATCH /v1/images/{id}`: what the owner may change after the upload, today the focal point.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PatchBody {
+    /// `{"x": 0..1, "y": 0..1}` from the top left, or null to remove it.
+    #[serde(deserialize_with = "nullable")]
+    focal_point: Option<FocalPointBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FocalPointBody {
+    x: f64,
+    y: f64,
+}
+
+/// Required, and null stands for "remove".
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)
+}
+
+async fn patch_image(
+    State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = image_id(path)?;
+    let record = visible_record(&state, &caller, &id).await?;
+    let body: PatchBody = json_body(&headers, body)?;
+    let point = match body.focal_point {
+        None => None,
+        Some(p) => Some(imaging::FocalPoint::new(p.x, p.y).ok_or_else(|| {
+            ApiError::invalid_request(
+                "body: focalPoint: x and y are fractions of the width and height, 0 to 1",
+            )
+        })?),
+    };
+    if !state.metadata.set_focal_point(&record.id, point).await? {
+        return Err(ApiError::not_found(format!("no image {id}")));
+    }
+    let record = visible_record(&state, &caller, &id).await?;
+    tracing::info!(image_id = %record.id, by = %caller.sub, focal_point = ?point, "focal point set");
+    detail(&state, record).await
+}
+
+/// A record as `GET /v1/images/{id}` answers it: with a download URL on every rendition.
+async fn detail(state: &ApiState, record: ImageRecord) -> Result<Response, ApiError> {
     let mut json =
         serde_json::to_value(RecordView::from(record.clone())).map_err(ApiError::internal)?;
     if let Some(items) = json.get_mut("renditions").and_then(Value::as_array_mut) {

@@ -207,6 +207,7 @@ impl Harness {
             owner: owner.to_string(),
             status,
             source: SourceInfo {
+                focal_point: None,
                 alpha: None,
                 key: source_key,
                 etag: None,
@@ -884,6 +885,13 @@ impl MetadataStore for StrictCursors {
     }
     async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError> {
         self.0.hit_derived(id, params).await
+    }
+    async fn set_focal_point(
+        &self,
+        id: &str,
+        point: Option<imaging::FocalPoint>,
+    ) -> Result<bool, PortError> {
+        self.0.set_focal_point(id, point).await
     }
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
         if query

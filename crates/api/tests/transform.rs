@@ -161,6 +161,7 @@ impl Harness {
             owner: owner.into(),
             status,
             source: SourceInfo {
+                focal_point: None,
                 key,
                 etag: None,
                 bytes: size,
@@ -664,4 +665,110 @@ async fn links_are_checked_when_made() {
         .post("/v1/images/img/links", "alice", json!({"params": "w=320"}))
         .await;
     assert_error(status, &body, StatusCode::NOT_IMPLEMENTED, "NotImplemented");
+}
+
+/// An 800x400 grey JPEG with a red 80 px square centred at (680, 200): x 0.85, y 0.5.
+fn jpeg_with_subject_on_the_right() -> Vec<u8> {
+    let img = RgbImage::from_fn(800, 400, |x, y| {
+        if (640..720).contains(&x) && (160..240).contains(&y) {
+            Rgb([220, 20, 20])
+        } else {
+            Rgb([128, 128, 128])
+        }
+    });
+    imaging::encode(
+        &DynamicImage::ImageRgb8(img),
+        &EncodeOptions {
+            format: Format::Jpeg,
+            quality: 95,
+            ..EncodeOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_focal_point_is_set_by_patch_and_steers_focal_crops() {
+    let h = Harness::new();
+    h.seed(
+        "alice",
+        "img",
+        jpeg_with_subject_on_the_right(),
+        Format::Jpeg,
+        Status::Complete,
+    )
+    .await;
+    let patch = |user: &'static str, body: Value| {
+        let request = Request::builder()
+            .method(Method::PATCH)
+            .uri("/v1/images/img")
+            .header(header::AUTHORIZATION, format!("Bearer {}", token(user)))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        h.send(request)
+    };
+    for bad in [
+        json!({"focalPoint": {"x": 1.5, "y": 0.5}}),
+        json!({"focalPoint": {"x": 0.5}}),
+        json!({"focalPoint": {"x": 0.5, "y": 0.5, "z": 1}}),
+        json!({}),
+        json!({"focalPoint": {"x": 0.5, "y": 0.5}, "tags": []}),
+    ] {
+        let (status, _, body) = patch("alice", bad.clone()).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "InvalidRequest");
+    }
+    let (status, _, body) = patch("bob", json!({"focalPoint": {"x": 0.85, "y": 0.5}})).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NotFound");
+    let (status, _, body) = patch("alice", json!({"focalPoint": {"x": 0.85, "y": 0.5}})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["source"]["focalPoint"], json!({"x": 0.85, "y": 0.5}));
+
+    // 800x400 covered into 200x200: scaled to 400x200, the window moved right to the
+    // subject (the centre window misses it).
+    let red_at_140 = |image: &DynamicImage| {
+        let p = image.to_rgb8().get_pixel(140, 100).0;
+        p[0] > 180 && p[1] < 80
+    };
+    let (status, headers, body) = h
+        .get(
+            "/v1/images/img/transform?w=200&h=200&gravity=focal&fmt=png",
+            Some("alice"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FOUND, "{body}");
+    let (_, focal, _) = h.followed(&headers).await;
+    assert_eq!((focal.width(), focal.height()), (200, 200));
+    assert!(red_at_140(&focal), "the focal crop keeps the subject");
+    let (_, headers, _) = h
+        .get(
+            "/v1/images/img/transform?w=200&h=200&fmt=png",
+            Some("alice"),
+            None,
+        )
+        .await;
+    let (_, centre, _) = h.followed(&headers).await;
+    assert!(!red_at_140(&centre), "the centre crop does not");
+    let derived = h.record("img").await.derived;
+    assert!(
+        derived.iter().any(|d| d
+            .params
+            .ends_with("gravity=focal&fmt=png&focal=0.8500,0.5000")),
+        "{derived:?}"
+    );
+
+    // Cleared: a focal crop is the centre one again, under other parameters.
+    let (status, _, body) = patch("alice", json!({"focalPoint": null})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["source"].get("focalPoint").is_none(), "{body}");
+    let (_, headers, _) = h
+        .get(
+            "/v1/images/img/transform?w=200&h=200&gravity=focal&fmt=png",
+            Some("alice"),
+            None,
+        )
+        .await;
+    assert!(!red_at_140(&h.followed(&headers).await.1));
+    assert_eq!(h.record("img").await.derived.len(), 3);
 }

@@ -908,6 +908,24 @@ impl MetadataStore for DynamoMetadata {
         )))
     }
 
+    async fn set_focal_point(
+        &self,
+        id: &str,
+        point: Option<imaging::FocalPoint>,
+    ) -> Result<bool, PortError> {
+        let mut x = Expr::default();
+        let path = format!("{}.{}", x.name(SOURCE), x.name("focalPoint"));
+        let expression = match point {
+            Some(p) => {
+                let value = json_to_av(&serde_json::to_value(p).map_err(json_err)?);
+                update_expression(&[format!("{path} = {}", x.value(value))], &[])
+            }
+            None => update_expression(&[], &[path]),
+        };
+        let condition = format!("attribute_exists({})", x.name(ID));
+        Ok(self.update(id, &x, expression, condition).await?.is_some())
+    }
+
     async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError> {
         let mut x = Expr::default();
         let map = x.name(DERIVED);
@@ -1234,6 +1252,7 @@ mod tests {
             owner: "u1".into(),
             status: Status::Processing,
             source: SourceInfo {
+                focal_point: None,
                 alpha: None,
                 key: "uploads/u1/img1/a.jpg".into(),
                 etag: Some("\"e\"".into()),

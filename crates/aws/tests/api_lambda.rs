@@ -560,6 +560,39 @@ async fn routes_against_moto() {
     let no_keys = invoke(&app, &event("api-create-link.json", &sub, &photo_id)).await;
     assert_eq!(no_keys.status, 501, "{:?}", no_keys.body);
 
+    // PATCH /v1/images/{id}: the focal point, into the record's source map and out again.
+    let patched = invoke(&app, &event("api-patch-image.json", &sub, &photo_id)).await;
+    assert_eq!(patched.status, 200, "{:?}", patched.body);
+    assert_eq!(
+        patched.json()["source"]["focalPoint"],
+        json!({"x": 0.3, "y": 0.6})
+    );
+    let stored = metadata.get(&photo_id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.source.focal_point,
+        imaging::FocalPoint::new(0.3, 0.6)
+    );
+    assert_eq!(
+        stored.derived.len(),
+        3,
+        "the rest of the record is untouched"
+    );
+    let mut clear = event("api-patch-image.json", &sub, &photo_id);
+    clear["body"] = json!(json!({"focalPoint": null}).to_string());
+    assert_eq!(invoke(&app, &clear).await.status, 200);
+    assert_eq!(
+        metadata
+            .get(&photo_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .source
+            .focal_point,
+        None
+    );
+    let stranger = invoke(&app, &event("api-patch-image.json", OTHER_SUB, &photo_id)).await;
+    assert_eq!(stranger.status, 404, "{:?}", stranger.body);
+
     // Deleting the image takes its transforms with it.
     let gone_photo = invoke(&app, &event("api-delete-image.json", &sub, &photo_id)).await;
     assert_eq!(gone_photo.status, 204, "{:?}", gone_photo.body);

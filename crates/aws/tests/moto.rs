@@ -234,6 +234,7 @@ fn record(id: &str, owner: &str, execution: &str, created: DateTime<Utc>) -> Ima
         owner: owner.into(),
         status: Status::Processing,
         source: SourceInfo {
+            focal_point: None,
             alpha: None,
             key: format!("uploads/{owner}/{id}/a.jpg"),
             etag: Some("\"etag\"".into()),

@@ -40,7 +40,7 @@ pub use profile::{ProfileInfo, SourceProfile, from_icc as profile_of_icc, to_srg
 pub use quality::{
     AutoEncoded, DEFAULT_TARGET as DEFAULT_QUALITY_TARGET, MAX_TRIALS, encode_auto, score,
 };
-pub use resize::{Fit, Gravity, Plan, ResizeSpec, plan, resize, resize_exact};
+pub use resize::{Fit, FocalPoint, Gravity, Plan, ResizeSpec, plan, resize, resize_exact};
 
 /// The in-memory image: always `ImageRgb8` or `ImageRgba8` (see the crate docs).
 pub type Image = image::DynamicImage;

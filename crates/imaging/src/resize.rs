@@ -37,6 +37,26 @@ pub enum Gravity {
     /// With `cover`, the window that keeps the most detail, colour and skin (smart.rs); the
     /// centre for a flat image and for `contain`'s padding.
     Smart,
+    /// With `cover`, the window centred on the image's focal point as near as the edges
+    /// allow ([`ResizeSpec::focal_point`], set on the image by its owner); the centre
+    /// without one and for `contain`'s padding.
+    Focal,
+}
+
+/// A point of interest in an image, as fractions of its upright width and height from the
+/// top left: (0.5, 0.5) is the centre.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FocalPoint {
+    pub x: f64,
+    pub y: f64,
+}
+
+impl FocalPoint {
+    /// Both coordinates finite and within 0..=1.
+    pub fn new(x: f64, y: f64) -> Option<FocalPoint> {
+        let ok = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
+        (ok(x) && ok(y)).then_some(FocalPoint { x, y })
+    }
 }
 
 /// A resize request. With only one of width/height, the other follows the aspect ratio.
@@ -57,6 +77,10 @@ pub struct ResizeSpec {
     /// Padding colour for `contain` (default transparent for images with alpha, else black).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<Color>,
+    /// Where `gravity: focal` centres the crop: the image's own focal point, filled in from
+    /// its record when it is rendered, never written in a recipe.
+    #[serde(skip)]
+    pub focal_point: Option<FocalPoint>,
 }
 
 /// The geometry of a resize, computed from dimensions alone.
@@ -145,7 +169,10 @@ pub fn plan(src: (u32, u32), spec: &ResizeSpec) -> Plan {
         }
         Fit::Cover => {
             let output = (w.min(target.0), h.min(target.1));
-            let offset = crop_position((w, h), output, spec.gravity);
+            let offset = match (spec.gravity, spec.focal_point) {
+                (Gravity::Focal, Some(p)) => focal_position((w, h), output, p),
+                _ => crop_position((w, h), output, spec.gravity),
+            };
             Plan {
                 scaled,
                 output,
@@ -160,14 +187,28 @@ pub fn plan(src: (u32, u32), spec: &ResizeSpec) -> Plan {
     }
 }
 
+/// The window centred on `point` of the scaled image, moved inside it where the edges demand.
+fn focal_position(input: (u32, u32), output: (u32, u32), point: FocalPoint) -> (i64, i64) {
+    let place = |size: u32, window: u32, at: f64| -> i64 {
+        let room = i64::from(size) - i64::from(window);
+        let start = (at * f64::from(size) - f64::from(window) / 2.0).round() as i64;
+        start.clamp(0, room.max(0))
+    };
+    (
+        place(input.0, output.0, point.x),
+        place(input.1, output.1, point.y),
+    )
+}
+
 /// Where the output window sits in the scaled image (sharp's `CalculateCrop`).
 fn crop_position(input: (u32, u32), output: (u32, u32), gravity: Gravity) -> (i64, i64) {
     let dx = i64::from(input.0) - i64::from(output.0);
     let dy = i64::from(input.1) - i64::from(output.1);
     let (cx, cy) = ((dx + 1) / 2, (dy + 1) / 2);
     match gravity {
-        // Smart's window is chosen from the pixels once they are scaled (finish.rs).
-        Gravity::Center | Gravity::Smart => (cx, cy),
+        // Smart's window is chosen from the pixels once they are scaled (finish.rs); a focal
+        // gravity without a point is the centre.
+        Gravity::Center | Gravity::Smart | Gravity::Focal => (cx, cy),
         Gravity::North => (cx, 0),
         Gravity::NorthEast => (dx, 0),
         Gravity::East => (dx, cy),
@@ -185,8 +226,9 @@ fn embed_position(input: (u32, u32), output: (u32, u32), gravity: Gravity) -> (i
     let dy = i64::from(output.1) - i64::from(input.1);
     let (cx, cy) = (dx / 2, dy / 2);
     match gravity {
-        // Smart's window is chosen from the pixels once they are scaled (finish.rs).
-        Gravity::Center | Gravity::Smart => (cx, cy),
+        // Smart's window is chosen from the pixels once they are scaled (finish.rs); a focal
+        // gravity without a point is the centre.
+        Gravity::Center | Gravity::Smart | Gravity::Focal => (cx, cy),
         Gravity::North => (cx, 0),
         Gravity::NorthEast => (dx, 0),
         Gravity::East => (dx, cy),
@@ -263,7 +305,31 @@ mod tests {
             gravity: Gravity::Center,
             without_enlargement: false,
             background: None,
+            focal_point: None,
         }
+    }
+
+    #[test]
+    fn focal_gravity_centres_the_window_on_the_point_within_the_edges() {
+        // 2000x1000 to a 500x500 cover: scaled 1000x500, a 500 px wide window.
+        let mut s = spec(Some(500), Some(500), Fit::Cover);
+        s.gravity = Gravity::Focal;
+        let at = |x, y| {
+            let mut s = s;
+            s.focal_point = FocalPoint::new(x, y);
+            plan((2000, 1000), &s).offset
+        };
+        assert_eq!(at(0.5, 0.5), (250, 0));
+        assert_eq!(at(0.6, 0.5), (350, 0));
+        assert_eq!(at(0.1, 0.5), (0, 0), "held inside the left edge");
+        assert_eq!(at(1.0, 0.0), (500, 0), "and the right one");
+        // No point: the centre, as sharp's default gravity.
+        assert_eq!(plan((2000, 1000), &s).offset, (250, 0));
+        // A portrait source: the window moves vertically (scaled 500x1000, 500 px high).
+        let mut t = s;
+        t.focal_point = FocalPoint::new(0.5, 0.9);
+        assert_eq!(plan((1000, 2000), &t).offset, (0, 500));
+        assert!(FocalPoint::new(1.5, 0.0).is_none() && FocalPoint::new(f64::NAN, 0.0).is_none());
     }
 
     /// (source, width, height, fit, without enlargement) -> output size, as sharp gives it.

@@ -188,6 +188,7 @@ mod tests {
             gravity,
             without_enlargement: false,
             background: None,
+            focal_point: None,
         }
     }
 

@@ -899,6 +899,38 @@ impl MetadataStore for SqliteMetadata {
         .await
     }
 
+    async fn set_focal_point(
+        &self,
+        id: &str,
+        point: Option<imaging::FocalPoint>,
+    ) -> Result<bool, PortError> {
+        let id = id.to_string();
+        self.with(move |conn| {
+            // The source is JSON text: read, change, write, in one transaction.
+            let tx = conn.transaction().map_err(db_err)?;
+            let source: Option<String> = tx
+                .query_row("SELECT source FROM images WHERE id = ?1", [&id], |row| {
+                    row.get(0)
+                })
+                .optional()
+                .map_err(db_err)?;
+            let Some(source) = source else {
+                return Ok(false);
+            };
+            let mut source: SourceInfo = serde_json::from_str(&source).map_err(json_err)?;
+            source.focal_point = point;
+            let text = serde_json::to_string(&source).map_err(json_err)?;
+            tx.execute(
+                "UPDATE images SET source = ?2 WHERE id = ?1",
+                params![id, text],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError> {
         let (id, params) = (id.to_string(), params.to_string());
         self.with(move |conn| {

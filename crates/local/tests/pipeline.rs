@@ -234,6 +234,7 @@ fn processing(id: &str, exec: &str) -> pipeline::model::ImageRecord {
         owner: "o".into(),
         status: Status::Processing,
         source: pipeline::model::SourceInfo {
+            focal_point: None,
             alpha: None,
             key: format!("uploads/o/{id}/a.jpg"),
             etag: None,
@@ -293,6 +294,7 @@ async fn sqlite_lists_newest_first_with_filters_and_cursor() {
             },
             status: Status::Processing,
             source: pipeline::model::SourceInfo {
+                focal_point: None,
                 alpha: None,
                 key: format!("uploads/x/id{i}/a.jpg"),
                 etag: None,

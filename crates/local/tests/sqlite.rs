@@ -42,6 +42,7 @@ fn processing(id: &str, execution: &str) -> ImageRecord {
         owner: "u1".into(),
         status: Status::Processing,
         source: SourceInfo {
+            focal_point: None,
             alpha: None,
             key: format!("uploads/u1/{id}/a.jpg"),
             etag: Some("\"e\"".into()),
@@ -454,4 +455,25 @@ async fn sqlite_derived_renditions_are_listed_once_counted_and_dropped_with_the_
     assert!(db.delete("img").await.unwrap());
     complete(&db, "img").await;
     assert!(db.get("img").await.unwrap().unwrap().derived.is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_sets_and_clears_the_focal_point_in_the_source() {
+    let db = SqliteMetadata::in_memory().unwrap();
+    assert!(
+        !db.set_focal_point("absent", imaging::FocalPoint::new(0.5, 0.5))
+            .await
+            .unwrap()
+    );
+    let before = complete(&db, "img").await;
+    let point = imaging::FocalPoint::new(0.25, 0.75);
+    assert!(db.set_focal_point("img", point).await.unwrap());
+    let after = db.get("img").await.unwrap().unwrap();
+    assert_eq!(after.source.focal_point, point);
+    // Nothing else moves: the rest of the source, the renditions, the status.
+    let mut expected = before.clone();
+    expected.source.focal_point = point;
+    assert_eq!(after, expected);
+    assert!(db.set_focal_point("img", None).await.unwrap());
+    assert_eq!(db.get("img").await.unwrap().unwrap(), before);
 }

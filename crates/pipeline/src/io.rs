@@ -41,6 +41,7 @@ impl Upload {
     /// What is known of the upload's source before Validate reads it: key, etag and size.
     pub fn unread_source(&self) -> crate::model::SourceInfo {
         crate::model::SourceInfo {
+            focal_point: None,
             alpha: None,
             key: self.key.clone(),
             etag: self.etag.clone(),

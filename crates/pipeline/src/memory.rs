@@ -360,6 +360,21 @@ impl MetadataStore for MemoryMetadata {
         }
     }
 
+    async fn set_focal_point(
+        &self,
+        id: &str,
+        point: Option<imaging::FocalPoint>,
+    ) -> Result<bool, PortError> {
+        let mut records = lock(&self.records);
+        match records.get_mut(id) {
+            Some(r) => {
+                r.source.focal_point = point;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError> {
         let mut records = lock(&self.records);
         if let Some(d) = records
@@ -825,6 +840,14 @@ impl MetadataStore for FlakyMetadata {
         self.faults.check("put_derived", id)?;
         self.inner.put_derived(id, derived).await
     }
+    async fn set_focal_point(
+        &self,
+        id: &str,
+        point: Option<imaging::FocalPoint>,
+    ) -> Result<bool, PortError> {
+        self.faults.check("set_focal_point", id)?;
+        self.inner.set_focal_point(id, point).await
+    }
     async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError> {
         self.faults.check("hit_derived", id)?;
         self.inner.hit_derived(id, params).await
@@ -898,6 +921,7 @@ mod tests {
             owner: "u1".into(),
             status: Status::Processing,
             source: SourceInfo {
+                focal_point: None,
                 alpha: None,
                 key: format!("uploads/u1/{id}/a.jpg"),
                 etag: None,

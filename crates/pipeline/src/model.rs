@@ -54,7 +54,7 @@ impl FromStr for Status {
 }
 
 /// What Validate learned about the uploaded original.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceInfo {
     pub key: String,
@@ -82,6 +82,9 @@ pub struct SourceInfo {
     /// before it was kept): what `fmt=auto` transforms choose PNG over JPEG for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<bool>,
+    /// Where `gravity: focal` crops around, set by the owner (`PATCH /v1/images/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub focal_point: Option<imaging::FocalPoint>,
 }
 
 /// A file an original is read from where it lies, and what it was when processed: if its

@@ -151,6 +151,14 @@ pub trait MetadataStore: Send + Sync {
     /// file under the same key). `Ok(false)` when there is no COMPLETE record: the image was
     /// deleted or is being failed, and the caller removes the object it wrote.
     async fn put_derived(&self, id: &str, derived: &DerivedRendition) -> Result<bool, PortError>;
+    /// Sets (or with `None` clears) the image's focal point, `source.focalPoint`; `Ok(false)`
+    /// without a record. Renditions already made keep their crop; transforms with
+    /// `gravity=focal` name the point in their parameters, so new ones follow it.
+    async fn set_focal_point(
+        &self,
+        id: &str,
+        point: Option<imaging::FocalPoint>,
+    ) -> Result<bool, PortError>;
     /// Counts one more request answered by the derived rendition `params`; nothing happens
     /// when the record or the entry is gone.
     async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError>;

@@ -177,6 +177,7 @@ mod tests {
             owner: "o".into(),
             status: Status::Complete,
             source: SourceInfo {
+                focal_point: None,
                 alpha: None,
                 key: "uploads/o/i/a.jpg".into(),
                 etag: None,

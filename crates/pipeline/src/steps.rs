@@ -202,6 +202,7 @@ impl Steps {
             owner: ident.owner.clone(),
             status: Status::Processing,
             source: SourceInfo {
+                focal_point: None,
                 alpha: Some(header.has_alpha),
                 key: upload.key.clone(),
                 etag: upload.etag.clone().or(info.etag.clone()),
@@ -455,7 +456,16 @@ impl Steps {
                 ));
             }
         };
-        let recipe = job.recipe.clone();
+        let mut recipe = job.recipe.clone();
+        // `gravity: focal` crops around the point the owner set on the image (a re-render
+        // after it was set); the spec never carries one from the recipe itself.
+        for spec in recipe
+            .renditions
+            .iter_mut()
+            .filter_map(|r| r.resize.as_mut())
+        {
+            spec.focal_point = job.source.focal_point;
+        }
         let keep_metadata = recipe.renditions.iter().any(|r| r.keep_metadata);
         let color = match recipe
             .renditions

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use imaging::{Color, Fit, Format, Gravity, Image, OutputFormat, ResizeSpec};
+use imaging::{Color, Fit, FocalPoint, Format, Gravity, Image, OutputFormat, ResizeSpec};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -175,7 +175,7 @@ impl Request {
                         k,
                         v,
                         "center, north, northeast, east, southeast, south, southwest, west, \
-                         northwest, smart",
+                         northwest, smart, focal",
                     )?)
                 }
                 "fmt" => {
@@ -341,6 +341,9 @@ impl Request {
             format,
             q: self.q.filter(|_| format != Format::Png),
             bg: self.bg,
+            focal: source
+                .focal_point
+                .filter(|_| self.gravity == Some(Gravity::Focal)),
         })
     }
 }
@@ -412,6 +415,9 @@ pub struct Normalised {
     pub format: Format,
     pub q: Option<u8>,
     pub bg: Option<Color>,
+    /// With `gravity=focal`, the image's focal point when it has one: part of the parameters,
+    /// so moving the point makes new transforms rather than reusing crops of the old one.
+    pub focal: Option<FocalPoint>,
 }
 
 impl Normalised {
@@ -437,6 +443,9 @@ impl Normalised {
         }
         if let Some(bg) = self.bg {
             let _ = write!(s, "&bg={}", color_hex(bg));
+        }
+        if let Some(p) = self.focal {
+            let _ = write!(s, "&focal={:.4},{:.4}", p.x, p.y);
         }
         s
     }
@@ -481,6 +490,7 @@ impl Normalised {
                 gravity: self.gravity,
                 without_enlargement: true,
                 background: self.bg,
+                focal_point: None,
             };
             r["resize"] =
                 serde_json::to_value(spec).map_err(|e| StepError::internal(e.to_string()))?;
@@ -491,8 +501,12 @@ impl Normalised {
         if let Some(bg) = self.bg {
             r["background"] = json!(format!("#{}", color_hex(bg)));
         }
-        let rendition: Rendition =
+        let mut rendition: Rendition =
             serde_json::from_value(r).map_err(|e| StepError::internal(e.to_string()))?;
+        // Not part of a recipe's JSON: set on the spec itself.
+        if let Some(spec) = rendition.resize.as_mut() {
+            spec.focal_point = self.focal;
+        }
         Ok(rendition)
     }
 }

@@ -526,6 +526,7 @@ async fn awaited(w: &World, owner: &str, id: &str, key: &str) -> BTreeMap<String
         owner: owner.into(),
         status: Status::AwaitingUpload,
         source: pipeline::model::SourceInfo {
+            focal_point: None,
             alpha: None,
             key: key.into(),
             etag: None,

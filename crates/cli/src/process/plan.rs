@@ -277,6 +277,7 @@ fn base_recipe_of(
         },
         without_enlargement: args.without_enlargement,
         background: None,
+        focal_point: None,
     });
     let recipe = Recipe {
         description: None,
