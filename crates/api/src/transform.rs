@@ -282,11 +282,21 @@ async fn render_and_store(
             .into(),
         ));
     }
-    let bytes = state.uploads.get(&record.source.key).await?;
     let limits = config.limits;
+    // The owner's image an `overlay` names, refused by name when it is not theirs.
+    let overlays = pipeline::operations::load_overlays(
+        &rendition.operations,
+        &record.owner,
+        state.metadata.as_ref(),
+        state.uploads.as_ref(),
+        &limits,
+    )
+    .await
+    .map_err(step_error)?;
+    let bytes = state.uploads.get(&record.source.key).await?;
     let (encoded, format, (width, height)) = config
         .compute
-        .run(move || pipeline::transform::render(&bytes, source, &rendition, &limits))
+        .run(move || pipeline::transform::render(&bytes, source, &rendition, &limits, &overlays))
         .await
         .map_err(step_error)?;
     let size = encoded.bytes.len() as u64;

@@ -772,3 +772,60 @@ async fn the_focal_point_is_set_by_patch_and_steers_focal_crops() {
     assert!(!red_at_140(&h.followed(&headers).await.1));
     assert_eq!(h.record("img").await.derived.len(), 3);
 }
+
+#[tokio::test]
+async fn a_transform_can_put_another_of_the_owners_images_over_it() {
+    let h = Harness::new();
+    h.seed("alice", "img", jpeg(), Format::Jpeg, Status::Complete)
+        .await;
+    let logo = imaging::encode(
+        &DynamicImage::ImageRgba8(RgbaImage::from_pixel(40, 20, Rgba([255, 255, 255, 255]))),
+        &EncodeOptions {
+            format: Format::Png,
+            ..EncodeOptions::default()
+        },
+    )
+    .unwrap();
+    h.seed("alice", "logo", logo.clone(), Format::Png, Status::Complete)
+        .await;
+    h.seed("bob", "theirs", logo, Format::Png, Status::Complete)
+        .await;
+    let (status, headers, body) = h
+        .get(
+            "/v1/images/img/transform?w=400&fmt=png&overlay=logo",
+            Some("alice"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FOUND, "{body}");
+    let (_, image, _) = h.followed(&headers).await;
+    let rgb = image.to_rgb8();
+    // 400x300; the mark 80x40, 16 px from the bottom right: x 304..384, y 244..284.
+    assert_eq!(rgb.get_pixel(340, 260).0, [255, 255, 255]);
+    assert_ne!(rgb.get_pixel(200, 150).0, [255, 255, 255]);
+    assert!(
+        h.record("img").await.derived[0]
+            .params
+            .ends_with("&overlay=logo")
+    );
+    let (status, _, body) = h
+        .get(
+            "/v1/images/img/transform?w=400&overlay=theirs",
+            Some("alice"),
+            None,
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "InvalidRecipe");
+    assert!(
+        body["message"].as_str().unwrap().contains("theirs"),
+        "{body}"
+    );
+    let (status, _, body) = h
+        .get(
+            "/v1/images/img/transform?w=400&overlay=..%2Fx",
+            Some("alice"),
+            None,
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "InvalidTransform");
+}

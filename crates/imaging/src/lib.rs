@@ -15,6 +15,7 @@ mod exif;
 mod finish;
 mod format;
 mod ops;
+mod overlay;
 mod placeholder;
 mod profile;
 mod quality;
@@ -35,6 +36,7 @@ pub use error::Error;
 pub use finish::finish;
 pub use format::{Format, sniff};
 pub use ops::{Operation, apply};
+pub use overlay::{Placement, overlay};
 pub use placeholder::{Placeholder, placeholder};
 pub use profile::{ProfileInfo, SourceProfile, from_icc as profile_of_icc, to_srgb};
 pub use quality::{

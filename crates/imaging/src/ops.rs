@@ -85,10 +85,37 @@ pub enum Operation {
     /// pixel, a* and b* from `color` (whose alpha is ignored), clipped to sRGB. So black and
     /// white come out tinted too, as they do in sharp.
     Tint { color: Color },
+    /// Composite another of the owner's images over this one, e.g. a logo as a watermark
+    /// (overlay.rs): `image` is that image's id, whose original the pipeline's Filter step
+    /// loads (a PNG with alpha, typically); `scale` its width as a share of this image's
+    /// (0.01..=1), `margin` pixels from the edges (..=10000), `opacity` 0..=1 times its alpha.
+    Overlay {
+        image: String,
+        #[serde(default = "south_east")]
+        gravity: crate::Gravity,
+        #[serde(default = "sixteen")]
+        margin: u32,
+        #[serde(default = "one")]
+        opacity: f32,
+        #[serde(default = "a_fifth")]
+        scale: f32,
+    },
 }
 
 fn one() -> f32 {
     1.0
+}
+
+fn south_east() -> crate::Gravity {
+    crate::Gravity::SouthEast
+}
+
+fn sixteen() -> u32 {
+    16
+}
+
+fn a_fifth() -> f32 {
+    0.2
 }
 
 impl Operation {
@@ -115,6 +142,31 @@ impl Operation {
             | Operation::Saturation { factor } => within("factor", factor, 0.0, 10.0),
             Operation::Hue { degrees } => finite("degrees", degrees),
             Operation::Gamma { gamma } => within("gamma", gamma, 0.1, 10.0),
+            Operation::Overlay {
+                ref image,
+                margin,
+                opacity,
+                scale,
+                ..
+            } => {
+                let id_ok = !image.is_empty()
+                    && image.len() <= 128
+                    && !image.starts_with('.')
+                    && image
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !id_ok {
+                    return Err((
+                        "image",
+                        "must be an image id (1-128 of A-Z a-z 0-9 - _ .)".into(),
+                    ));
+                }
+                if margin > 10_000 {
+                    return Err(("margin", "must be 0..=10000".to_owned()));
+                }
+                within("opacity", opacity, 0.0, 1.0)?;
+                within("scale", scale, 0.01, 1.0)
+            }
             Operation::Flip
             | Operation::Flop
             | Operation::Grayscale
@@ -173,6 +225,11 @@ fn apply_to<const N: usize>(
 ) -> Result<Image, Error> {
     raw.truncate(w as usize * h as usize * N);
     match *op {
+        Operation::Overlay { ref image, .. } => {
+            return Err(Error::InvalidOperation(format!(
+                "overlay of {image}: the image to put over is loaded by the pipeline (overlay::overlay)"
+            )));
+        }
         Operation::Rotate { angle, background } => {
             return rotate::<N>(raw, w, h, angle, background);
         }

@@ -5,6 +5,7 @@ pub mod io;
 pub mod keys;
 pub mod memory;
 pub mod model;
+pub mod operations;
 pub mod output;
 pub mod ports;
 mod recipe;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
-use imaging::{Image, Limits};
+use imaging::Limits;
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
@@ -562,15 +562,21 @@ impl Steps {
         let started = Instant::now();
         let image = self.work.get_image(&item.work_key).await?;
         let ops = item.rendition.operations.clone();
+        // The originals overlays put over the image, read before the computation starts.
+        let limits = self.config.limits;
+        let marks = crate::operations::load_overlays(
+            &ops,
+            &item.owner,
+            self.metadata.as_ref(),
+            self.uploads.as_ref(),
+            &limits,
+        )
+        .await?;
         let image = self
             .config
             .compute
             .run(move || {
-                let mut img: Image = Arc::unwrap_or_clone(image);
-                for op in &ops {
-                    img = imaging::apply(img, op)?;
-                }
-                Ok(img)
+                crate::operations::apply(Arc::unwrap_or_clone(image), &ops, &marks, &limits)
             })
             .await?;
         let work_key = format!(

@@ -18,7 +18,9 @@ use crate::output::Encoded;
 use crate::{Rendition, StepError};
 
 /// The parameters a transform takes, in their normal order.
-pub const PARAMS: [&str; 8] = ["w", "h", "fit", "gravity", "fmt", "q", "dpr", "bg"];
+pub const PARAMS: [&str; 9] = [
+    "w", "h", "fit", "gravity", "fmt", "q", "dpr", "bg", "overlay",
+];
 /// Largest device pixel ratio: phones reach 3, a few 4.
 pub const MAX_DPR: f64 = 4.0;
 /// Hex digits of the normalised parameters' SHA-256 in a derived rendition's key: 64 bits,
@@ -37,6 +39,9 @@ pub struct Request {
     /// Hundredths, so the normal form is exact: 150 is `dpr=1.5`.
     pub dpr: Option<u16>,
     pub bg: Option<Color>,
+    /// The id of another of the owner's images to put over it, as the `overlay` operation's
+    /// defaults place it (bottom right, 16 px in, a fifth of the width).
+    pub overlay: Option<String>,
 }
 
 /// `fmt`: a format, or `auto` (the best the client's `Accept` header allows).
@@ -209,6 +214,17 @@ impl Request {
                     };
                     req.dpr = Some((d * 100.0).round() as u16);
                 }
+                "overlay" => {
+                    let ok = !v.is_empty()
+                        && v.len() <= 128
+                        && !v.starts_with('.')
+                        && v.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                    if !ok {
+                        return Err(bad(k, format!("`{}` is not an image id", clip(v))));
+                    }
+                    req.overlay = Some(v.to_string());
+                }
                 "bg" => {
                     let hex = v.strip_prefix('#').unwrap_or(v);
                     req.bg = Some(
@@ -264,6 +280,9 @@ impl Request {
         }
         if let Some(bg) = self.bg {
             parts.push(format!("bg={}", color_hex(bg)));
+        }
+        if let Some(id) = &self.overlay {
+            parts.push(format!("overlay={id}"));
         }
         parts.join("&")
     }
@@ -344,6 +363,7 @@ impl Request {
             focal: source
                 .focal_point
                 .filter(|_| self.gravity == Some(Gravity::Focal)),
+            overlay: self.overlay.clone(),
         })
     }
 }
@@ -418,6 +438,8 @@ pub struct Normalised {
     /// With `gravity=focal`, the image's focal point when it has one: part of the parameters,
     /// so moving the point makes new transforms rather than reusing crops of the old one.
     pub focal: Option<FocalPoint>,
+    /// The image put over it (see [`Request::overlay`]).
+    pub overlay: Option<String>,
 }
 
 impl Normalised {
@@ -446,6 +468,9 @@ impl Normalised {
         }
         if let Some(p) = self.focal {
             let _ = write!(s, "&focal={:.4},{:.4}", p.x, p.y);
+        }
+        if let Some(id) = &self.overlay {
+            let _ = write!(s, "&overlay={id}");
         }
         s
     }
@@ -501,6 +526,9 @@ impl Normalised {
         if let Some(bg) = self.bg {
             r["background"] = json!(format!("#{}", color_hex(bg)));
         }
+        if let Some(id) = &self.overlay {
+            r["operations"] = json!([{"op": "overlay", "image": id}]);
+        }
         let mut rendition: Rendition =
             serde_json::from_value(r).map_err(|e| StepError::internal(e.to_string()))?;
         // Not part of a recipe's JSON: set on the spec itself.
@@ -519,6 +547,7 @@ pub fn render(
     source: (u32, u32),
     rendition: &Rendition,
     limits: &imaging::Limits,
+    overlays: &BTreeMap<String, Vec<u8>>,
 ) -> Result<(Encoded, Format, (u32, u32)), StepError> {
     let recipe = crate::Recipe {
         description: None,
@@ -531,10 +560,13 @@ pub fn render(
         imaging::ColorHandling::Srgb,
     )?;
     let resized = crate::render::render_colours(decoded, source, &recipe)?;
-    let image: &Image = resized
-        .first()
-        .map(|r| r.image.as_ref())
+    let image: Image = resized
+        .into_iter()
+        .next()
+        .map(|r| std::sync::Arc::unwrap_or_clone(r.image))
         .ok_or_else(|| StepError::internal("nothing rendered"))?;
+    let image = crate::operations::apply(image, &rendition.operations, overlays, limits)?;
+    let image = &image;
     let format = rendition
         .format
         .resolve(Format::Jpeg, image.color().has_alpha());

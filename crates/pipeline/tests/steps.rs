@@ -216,6 +216,64 @@ async fn filter_applies_operations_in_order() {
 }
 
 #[tokio::test]
+async fn an_overlay_puts_another_of_the_owners_images_over_the_rendition() {
+    let w = world(Config::default());
+    // The mark: a 40x20 PNG, opaque white, uploaded and claimed like any image of owner c.
+    let logo = image::RgbaImage::from_pixel(40, 20, image::Rgba([255, 255, 255, 255]));
+    let logo = imaging::encode(
+        &Image::ImageRgba8(logo),
+        &EncodeOptions {
+            format: Format::Png,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let logo_key = "uploads/c/01LOGO/logo.png";
+    w.objects.insert(logo_key, logo, BTreeMap::new());
+    validate(&w, logo_key, "e-logo").await.unwrap();
+    let key = "uploads/c/01BASE/a.jpg";
+    w.objects.insert(key, photo(400, 200), BTreeMap::new());
+    let recipe = |image: &str| {
+        Recipe::from_json(&format!(
+            r#"{{"renditions":[{{"name":"m","resize":{{"width":400}},"format":"png",
+                "operations":[{{"op":"overlay","image":"{image}","gravity":"northwest",
+                "margin":10,"scale":0.25}}]}}]}}"#
+        ))
+        .unwrap()
+    };
+    let mut job = validate(&w, key, "e").await.unwrap();
+    job.recipe = recipe("01LOGO");
+    let item = w.steps.resize(job.clone()).await.unwrap().items.remove(0);
+    let item = w.steps.filter(item).await.unwrap();
+    let stored = w.steps.store(item).await.unwrap();
+    let png = w.objects.object(&stored.key).unwrap().body;
+    let img = image::load_from_memory(&png).unwrap().to_rgb8();
+    // 100x50 from (10, 10): white there, the photo's gradient outside.
+    assert_eq!(img.get_pixel(50, 30).0, [255, 255, 255]);
+    assert_ne!(img.get_pixel(150, 100).0, [255, 255, 255]);
+
+    // Another owner's image, or none, is the recipe's error, named.
+    w.objects
+        .insert("uploads/d/01THEIRS/x.png", photo(10, 10), BTreeMap::new());
+    validate(&w, "uploads/d/01THEIRS/x.png", "e-d")
+        .await
+        .unwrap();
+    for other in ["01THEIRS", "01NONE"] {
+        let mut job = job.clone();
+        job.recipe = recipe(other);
+        let item = w.steps.resize(job).await.unwrap().items.remove(0);
+        let e = w.steps.filter(item).await.unwrap_err();
+        assert_eq!(e.name(), "InvalidRecipe");
+        assert!(e.message.contains(other), "{e}");
+    }
+    // And a bad value is refused with the recipe.
+    let bad = Recipe::from_json(
+        r#"{"renditions":[{"name":"m","operations":[{"op":"overlay","image":"x","opacity":2}]}]}"#,
+    );
+    assert!(bad.unwrap_err().to_string().contains("opacity"));
+}
+
+#[tokio::test]
 async fn duplicate_events_make_one_claim() {
     let w = world(Config::default());
     let key = "uploads/d/01DUP/a.jpg";

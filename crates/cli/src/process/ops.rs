@@ -76,6 +76,13 @@ pub fn parse_op(text: &str) -> Result<Operation> {
         Some((n, a)) => (n.trim().to_ascii_lowercase(), Some(a.trim())),
         None => (text.trim().to_ascii_lowercase(), None),
     };
+    if name == "overlay" {
+        bail!(
+            "--op {text}: an overlay names another image and where it goes; write it in a \
+             recipe: {{\"op\": \"overlay\", \"image\": \"IMAGE_ID\", \"gravity\": \"southeast\", \
+             \"margin\": 16, \"opacity\": 0.8, \"scale\": 0.2}} (--recipe FILE)"
+        );
+    }
     let Some((_, usage)) = OPERATIONS
         .iter()
         .find(|(names, _)| names.contains(&name.as_str()))
@@ -179,6 +186,15 @@ pub fn parse_op(text: &str) -> Result<Operation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overlay_is_pointed_to_a_recipe() {
+        let e = parse_op("overlay=logo").unwrap_err().to_string();
+        assert!(
+            e.contains("recipe") && e.contains("\"op\": \"overlay\""),
+            "{e}"
+        );
+    }
 
     #[test]
     fn parses_operations() {
