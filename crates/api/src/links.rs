@@ -70,9 +70,9 @@ impl LinkKeys {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !id_ok {
+                // The id is not quoted back: a secret written without its `ID=` would be it.
                 return Err(format!(
-                    "link key id `{}` is not 1-{MAX_KEY_ID} of A-Z a-z 0-9 - _",
-                    id.chars().take(40).collect::<String>()
+                    "a link key id is not 1-{MAX_KEY_ID} of A-Z a-z 0-9 - _ (is each key written ID=SECRET?)"
                 ));
             }
             if secret.len() < MIN_SECRET_BYTES {

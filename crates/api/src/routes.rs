@@ -815,7 +815,7 @@ async fn delete_image(
 
 /// The id in the path, if it could be an id at all; anything else is a route that leads
 /// nowhere.
-fn image_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(crate) fn image_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     match path {
         Ok(Path(id)) if keys::valid_segment(&id) => Ok(id),
         _ => Err(ApiError::not_found("no such image")),

@@ -23,15 +23,15 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use pipeline::model::{DerivedRendition, ImageRecord, Status};
-use pipeline::ports::PutOptions;
+use pipeline::ports::{PutDerived, PutOptions};
 use pipeline::transform::{Normalised, Policy, Request};
-use pipeline::{ErrorKind, RENDITION_CACHE_CONTROL, StepError, keys};
+use pipeline::{ErrorKind, RENDITION_CACHE_CONTROL, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::links::{LinkKeys, LinkRefusal};
-use crate::routes::{Authenticated, DOWNLOAD_URL_TTL, json_body, visible_record};
+use crate::routes::{Authenticated, DOWNLOAD_URL_TTL, image_id, json_body, visible_record};
 use crate::{ApiError, ApiState};
 
 /// How many on-demand renditions one image may have: each is an entry in its record (a
@@ -115,10 +115,7 @@ async fn transform(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = match path {
-        Ok(Path(id)) if keys::valid_segment(&id) => id,
-        _ => return Err(ApiError::not_found("no such image")),
-    };
+    let id = image_id(path)?;
     let record = visible_record(&state, &caller, &id).await?;
     let request = query_pairs(query)?;
     answer(&state, record, &request, &headers).await
@@ -183,6 +180,18 @@ async fn answer(
     Ok(response)
 }
 
+/// Takes a render's entry out of the in-flight map when dropped.
+struct Leave {
+    transforms: std::sync::Arc<Transforms>,
+    key: String,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.transforms.inflight().remove(&self.key);
+    }
+}
+
 /// Renders and stores `n` for `record` once however many requests ask at the same time: the
 /// first starts the render on a task of its own (a client that goes away does not waste it),
 /// the others wait for its outcome.
@@ -192,15 +201,7 @@ async fn render_once(
     n: Normalised,
 ) -> Result<DerivedRendition, ApiError> {
     if record.derived.len() >= MAX_DERIVED_PER_IMAGE {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "TooManyTransforms",
-            format!(
-                "image {} has {MAX_DERIVED_PER_IMAGE} on-demand renditions, the most one image \
-                 may have; use one of them (GET /v1/images/{{id}} lists them under `derived`)",
-                record.id
-            ),
-        ));
+        return Err(too_many(&record.id));
     }
     let key = n.key(&record.owner, &record.id);
     let mut rx = {
@@ -212,13 +213,19 @@ async fn render_once(
                 inflight.insert(key.clone(), rx.clone());
                 let (state, record, key) = (state.clone(), record.clone(), key.clone());
                 tokio::spawn(async move {
+                    // Out of the map however the task ends, a panic included: else every
+                    // later request for this transform would wait on a render that is gone.
+                    let _leave = Leave {
+                        transforms: state.transforms.clone(),
+                        key: key.clone(),
+                    };
                     let outcome = render_and_store(&state, &record, &n, &key).await;
                     if outcome.is_ok() {
                         state.transforms.renders.fetch_add(1, Ordering::Relaxed);
                     }
                     // Out of the map first: a request arriving now reads the record, which
                     // lists the new rendition already.
-                    state.transforms.inflight().remove(&key);
+                    drop(_leave);
                     let _ = tx.send(Some(outcome));
                 });
                 rx
@@ -233,6 +240,17 @@ async fn render_once(
         Some(result) => result.clone(),
         None => Err(ApiError::internal("the render stopped without an outcome")),
     }
+}
+
+fn too_many(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "TooManyTransforms",
+        format!(
+            "image {id} has {MAX_DERIVED_PER_IMAGE} on-demand renditions, the most one image may \
+             have; use one of them (GET /v1/images/{{id}} lists them under `derived`)"
+        ),
+    )
 }
 
 async fn render_and_store(
@@ -322,12 +340,19 @@ async fn render_and_store(
         created_at: Utc::now(),
         hits: 1,
     };
-    if !state.metadata.put_derived(&record.id, &derived).await? {
-        // Deleted (or failed) while rendering: the object goes too.
+    let outcome = state
+        .metadata
+        .put_derived(&record.id, &derived, MAX_DERIVED_PER_IMAGE)
+        .await?;
+    if outcome != PutDerived::Listed {
+        // Deleted (or failed) while rendering, or full: the object goes too.
         if let Err(e) = state.renditions.delete(key).await {
-            tracing::warn!(%key, error = %e, "transform of a deleted image not removed");
+            tracing::warn!(%key, error = %e, "unlisted transform not removed");
         }
-        return Err(ApiError::not_found(format!("no image {}", record.id)));
+        return Err(match outcome {
+            PutDerived::Full => too_many(&record.id),
+            _ => ApiError::not_found(format!("no image {}", record.id)),
+        });
     }
     pipeline::telemetry::record_transform_rendered(format, size);
     tracing::info!(image_id = %record.id, params = %derived.params, bytes = size, "transform rendered");
@@ -403,10 +428,7 @@ async fn create_link(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = match path {
-        Ok(Path(id)) if keys::valid_segment(&id) => id,
-        _ => return Err(ApiError::not_found("no such image")),
-    };
+    let id = image_id(path)?;
     let record = visible_record(&state, &caller, &id).await?;
     let body: LinkBody = json_body(&headers, body)?;
     let Some(keys) = &state.transforms.links else {
@@ -452,7 +474,11 @@ async fn create_link(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-/// `scheme://host` of the request, for links when no public URL is configured.
+/// The path prefix a gateway serves this API under (a REST API's stage, `/dev`), which the
+/// router never sees but links must carry; the Lambda adapter sets it from the request context.
+pub const FORWARDED_PREFIX: &str = "x-forwarded-prefix";
+
+/// `scheme://host[/prefix]` of the request, for links when no public URL is configured.
 fn base_of_request(headers: &HeaderMap) -> Result<String, ApiError> {
     let host = headers
         .get(header::HOST)
@@ -466,7 +492,18 @@ fn base_of_request(headers: &HeaderMap) -> Result<String, ApiError> {
         Some("https") => "https",
         _ => "http",
     };
-    Ok(format!("{scheme}://{host}"))
+    let prefix = headers
+        .get(FORWARDED_PREFIX)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| {
+            p.starts_with('/')
+                && p.len() <= 129
+                && p[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .unwrap_or("");
+    Ok(format!("{scheme}://{host}{prefix}"))
 }
 
 #[derive(Debug, Deserialize)]

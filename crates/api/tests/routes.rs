@@ -880,8 +880,9 @@ impl MetadataStore for StrictCursors {
         &self,
         id: &str,
         derived: &pipeline::model::DerivedRendition,
-    ) -> Result<bool, PortError> {
-        self.0.put_derived(id, derived).await
+        max: usize,
+    ) -> Result<pipeline::ports::PutDerived, PortError> {
+        self.0.put_derived(id, derived, max).await
     }
     async fn hit_derived(&self, id: &str, params: &str) -> Result<(), PortError> {
         self.0.hit_derived(id, params).await

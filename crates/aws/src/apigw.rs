@@ -141,13 +141,42 @@ pub fn api_state(config: &Config, sdk: &SdkConfig) -> ApiState {
 /// The api function's whole service: the API's router over [`api_state`], with CORS for
 /// `allow_origin` when one is given.
 pub fn app(state: ApiState, allow_origin: Option<&str>) -> Result<Router, String> {
-    let router = api::router(state);
+    let router = api::router(state).layer(axum::middleware::map_request(stage_prefix));
     Ok(
         match allow_origin.map(str::trim).filter(|o| !o.is_empty()) {
             Some(origin) => router.layer(cors(origin)?),
             None => router,
         },
     )
+}
+
+/// The stage a REST API serves under (`/dev`), as `X-Forwarded-Prefix`: the router sees paths
+/// without it (`AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`), but links it hands out must carry it.
+/// A client's own header of that name is dropped.
+async fn stage_prefix(mut request: axum::extract::Request) -> axum::extract::Request {
+    request
+        .headers_mut()
+        .remove(api::transform::FORWARDED_PREFIX);
+    let stage = match request.extensions().get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV1(c)) => c.stage.clone(),
+        _ => None,
+    };
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && s != "$default"
+    };
+    if let Some(value) = stage
+        .filter(|s| valid(s))
+        .and_then(|s| HeaderValue::from_str(&format!("/{s}")).ok())
+    {
+        request
+            .headers_mut()
+            .insert(api::transform::FORWARDED_PREFIX, value);
+    }
+    request
 }
 
 /// What the template's `Cors` promises the preflight, for the actual responses: the origin,
@@ -163,7 +192,13 @@ pub fn cors(origin: &str) -> Result<CorsLayer, String> {
     };
     Ok(CorsLayer::new()
         .allow_origin(origin)
-        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::LOCATION])
         .max_age(std::time::Duration::from_secs(600)))

@@ -28,7 +28,7 @@ use pipeline::memory::rules::{self, BeginDecision};
 use pipeline::model::{
     DerivedRendition, ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
 };
-use pipeline::ports::{Begin, IfAbsent, MetadataStore, Rerendered};
+use pipeline::ports::{Begin, IfAbsent, MetadataStore, PutDerived, Rerendered};
 use serde_json::Value;
 
 use crate::errors::port_error;
@@ -165,22 +165,43 @@ fn recipe_av(r: &ImageRecord) -> Result<Option<AttributeValue>, PortError> {
         .transpose()
 }
 
-fn rendition_av(r: &RenditionRecord) -> Result<AttributeValue, PortError> {
-    let mut v = serde_json::to_value(r).map_err(json_err)?;
-    // The name is the map key; storing it twice would let the two disagree.
+/// `value` as a map entry stored under its `key` field: the field left out, as the map key
+/// holds it and storing it twice would let the two disagree.
+fn keyed_av<T: serde::Serialize>(value: &T, key: &str) -> Result<AttributeValue, PortError> {
+    let mut v = serde_json::to_value(value).map_err(json_err)?;
     if let Some(o) = v.as_object_mut() {
-        o.remove("name");
+        o.remove(key);
     }
     Ok(json_to_av(&v))
 }
 
-fn derived_av(d: &DerivedRendition) -> Result<AttributeValue, PortError> {
-    let mut v = serde_json::to_value(d).map_err(json_err)?;
-    // The parameters are the map key, as a rendition's name is.
-    if let Some(o) = v.as_object_mut() {
-        o.remove("params");
+/// The entries of the map attribute `attr`, each with its map key put back as field `key`.
+fn keyed_entries<T: serde::de::DeserializeOwned>(
+    item: &Item,
+    attr: &str,
+    key: &str,
+) -> Result<Vec<T>, PortError> {
+    match item.get(attr) {
+        Some(AttributeValue::M(m)) => m
+            .iter()
+            .map(|(k, av)| {
+                let mut v = av_to_json(av)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert(key.into(), Value::String(k.clone()));
+                }
+                serde_json::from_value::<T>(v).map_err(json_err)
+            })
+            .collect(),
+        _ => Ok(Vec::new()),
     }
-    Ok(json_to_av(&v))
+}
+
+fn rendition_av(r: &RenditionRecord) -> Result<AttributeValue, PortError> {
+    keyed_av(r, "name")
+}
+
+fn derived_av(d: &DerivedRendition) -> Result<AttributeValue, PortError> {
+    keyed_av(d, "params")
 }
 
 fn error_av(e: &ErrorInfo) -> AttributeValue {
@@ -270,37 +291,13 @@ pub fn from_item(item: &Item) -> Result<ImageRecord, PortError> {
             .map(serde_json::from_str)
             .transpose()
             .map_err(json_err)?;
-        let mut renditions = match item.get(RENDITIONS) {
-            Some(AttributeValue::M(m)) => m
-                .iter()
-                .map(|(name, av)| {
-                    let mut v = av_to_json(av)?;
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("name".into(), Value::String(name.clone()));
-                    }
-                    serde_json::from_value::<RenditionRecord>(v).map_err(json_err)
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => Vec::new(),
-        };
+        let mut renditions: Vec<RenditionRecord> = keyed_entries(item, RENDITIONS, "name")?;
         // Largest first, as the SQLite store returns them; a map has no order of its own.
         renditions.sort_by(|a, b| {
             let area = |r: &RenditionRecord| u64::from(r.width) * u64::from(r.height);
             area(b).cmp(&area(a)).then_with(|| a.name.cmp(&b.name))
         });
-        let mut derived = match item.get(DERIVED) {
-            Some(AttributeValue::M(m)) => m
-                .iter()
-                .map(|(params, av)| {
-                    let mut v = av_to_json(av)?;
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("params".into(), Value::String(params.clone()));
-                    }
-                    serde_json::from_value::<DerivedRendition>(v).map_err(json_err)
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => Vec::new(),
-        };
+        let mut derived: Vec<DerivedRendition> = keyed_entries(item, DERIVED, "params")?;
         derived.sort_by(|a, b| {
             a.created_at
                 .cmp(&b.created_at)
@@ -854,54 +851,64 @@ impl MetadataStore for DynamoMetadata {
     /// expression: an entry into the `derived` map when the record has one, else the map
     /// with this entry. Each also requires the record COMPLETE; a record that has neither
     /// shape afterwards is gone or not COMPLETE.
-    async fn put_derived(&self, id: &str, d: &DerivedRendition) -> Result<bool, PortError> {
+    async fn put_derived(
+        &self,
+        id: &str,
+        d: &DerivedRendition,
+        max: usize,
+    ) -> Result<PutDerived, PortError> {
         for _ in 0..MAX_RACES {
+            let Some(record) = self.read(id).await? else {
+                return Ok(PutDerived::Gone);
+            };
+            if record.status != Status::Complete {
+                return Ok(PutDerived::Gone);
+            }
+            if record.derived.iter().any(|x| x.params == d.params) {
+                return Ok(PutDerived::Listed);
+            }
+            if record.derived.len() >= max {
+                return Ok(PutDerived::Full);
+            }
+            // The count read above must still hold when the entry goes in: the map's size is
+            // in the condition, so concurrent renders cannot pass the limit together.
             let mut x = Expr::default();
-            let entry = x.data_name(&d.params);
             let map = x.name(DERIVED);
-            let set = vec![format!(
-                "{map}.{entry} = if_not_exists({map}.{entry}, {})",
-                x.value(derived_av(d)?)
-            )];
-            let condition = format!(
-                "attribute_exists({}) AND {} = {} AND attribute_exists({map})",
+            let complete = format!(
+                "attribute_exists({}) AND {} = {}",
                 x.name(ID),
                 x.name(STATUS),
                 x.value(s(Status::Complete.as_str()))
             );
+            let (set, condition) = if record.derived.is_empty() {
+                (
+                    format!(
+                        "{map} = {}",
+                        x.value(AttributeValue::M(HashMap::from([(
+                            d.params.clone(),
+                            derived_av(d)?
+                        )])))
+                    ),
+                    format!("{complete} AND attribute_not_exists({map})"),
+                )
+            } else {
+                let entry = x.data_name(&d.params);
+                (
+                    format!("{map}.{entry} = {}", x.value(derived_av(d)?)),
+                    format!(
+                        "{complete} AND size({map}) = {} AND attribute_not_exists({map}.{entry})",
+                        x.value(n(record.derived.len()))
+                    ),
+                )
+            };
             if self
-                .update(id, &x, update_expression(&set, &[]), condition)
+                .update(id, &x, update_expression(&[set], &[]), condition)
                 .await?
                 .is_some()
             {
-                return Ok(true);
+                return Ok(PutDerived::Listed);
             }
-            let mut x = Expr::default();
-            let map = x.name(DERIVED);
-            let set = vec![format!(
-                "{map} = {}",
-                x.value(AttributeValue::M(HashMap::from([(
-                    d.params.clone(),
-                    derived_av(d)?
-                )])))
-            )];
-            let condition = format!(
-                "attribute_exists({}) AND {} = {} AND attribute_not_exists({map})",
-                x.name(ID),
-                x.name(STATUS),
-                x.value(s(Status::Complete.as_str()))
-            );
-            if self
-                .update(id, &x, update_expression(&set, &[]), condition)
-                .await?
-                .is_some()
-            {
-                return Ok(true);
-            }
-            match self.read(id).await? {
-                Some(r) if r.status == Status::Complete => continue,
-                _ => return Ok(false),
-            }
+            // Another render changed the map (or the record) meanwhile: read again.
         }
         Err(PortError::Transient(format!(
             "image {id}: the derived renditions changed {MAX_RACES} times while one was added"

@@ -556,6 +556,22 @@ async fn routes_against_moto() {
     let tampered = invoke(&transformer, &follow("2000000000", &query["sig"])).await;
     assert_eq!(tampered.status, 403, "{:?}", tampered.body);
     assert_eq!(tampered.json()["error"], "Forbidden");
+    // Without a public URL, links point at the API itself, stage included: API Gateway
+    // serves it under /dev, which the router never sees.
+    let mut staged_env = transform_env.clone();
+    staged_env.remove(aws::config::PUBLIC_URL);
+    let staged_config = Config::from_lookup(|name| staged_env.get(name).cloned()).unwrap();
+    let staged = aws::apigw::app(aws::api_state(&staged_config, &sdk), Some("*")).unwrap();
+    let mut spoofed = event("api-create-link.json", &sub, &photo_id);
+    spoofed["headers"]["X-Forwarded-Prefix"] = json!("/evil");
+    let made = invoke(&staged, &spoofed).await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let url = made.json()["url"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with("https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/dev/t/"),
+        "{url}"
+    );
+
     // Without link keys the function refuses to make links.
     let no_keys = invoke(&app, &event("api-create-link.json", &sub, &photo_id)).await;
     assert_eq!(no_keys.status, 501, "{:?}", no_keys.body);

@@ -45,14 +45,16 @@ pub fn overlay(base: Image, mark: &Image, placement: &Placement) -> Result<Image
         if a <= 0.0 {
             continue;
         }
+        // Porter-Duff "over" on straight alpha: the base counts by its own coverage, so a
+        // mark over a transparent pixel keeps its colour instead of darkening towards it.
         let under = canvas.get_pixel_mut(cx as u32, cy as u32);
+        let ua = f32::from(under[3]) / 255.0;
+        let out_a = a + ua * (1.0 - a);
         for c in 0..3 {
-            let v = f32::from(px[c]) * a + f32::from(under[c]) * (1.0 - a);
+            let v = (f32::from(px[c]) * a + f32::from(under[c]) * ua * (1.0 - a)) / out_a;
             under[c] = v.round().clamp(0.0, 255.0) as u8;
         }
-        // "Over": what shows through gains the mark's coverage.
-        let ua = f32::from(under[3]) / 255.0;
-        under[3] = ((a + ua * (1.0 - a)) * 255.0).round().clamp(0.0, 255.0) as u8;
+        under[3] = (out_a * 255.0).round().clamp(0.0, 255.0) as u8;
     }
     let out = DynamicImage::ImageRgba8(canvas);
     Ok(if has_alpha {
@@ -144,6 +146,12 @@ mod tests {
         let rgba = out.to_rgba8();
         assert_eq!(rgba.get_pixel(50, 50).0, [255, 0, 0, 255]);
         assert_eq!(rgba.get_pixel(5, 5).0[3], 0);
+        // Half opacity over transparency: the mark's own colour, half covering.
+        let clear = DynamicImage::ImageRgba8(RgbaImage::from_pixel(100, 100, Rgba([0, 0, 0, 0])));
+        let half = overlay(clear, &mark, &placement(Gravity::Center, 0.5))
+            .unwrap()
+            .to_rgba8();
+        assert_eq!(half.get_pixel(50, 50).0, [255, 0, 0, 128]);
         let bad = Placement {
             scale: 0.0,
             ..placement(Gravity::Center, 1.0)

@@ -12,7 +12,7 @@ use pipeline::memory::rules::{self, BeginDecision};
 use pipeline::model::{
     DerivedRendition, ErrorInfo, ImageRecord, ListQuery, Page, RenditionRecord, SourceInfo, Status,
 };
-use pipeline::ports::{Begin, IfAbsent, MetadataStore, Rerendered};
+use pipeline::ports::{Begin, IfAbsent, MetadataStore, PutDerived, Rerendered};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 mod amend;
@@ -864,37 +864,58 @@ impl MetadataStore for SqliteMetadata {
         .await
     }
 
-    async fn put_derived(&self, id: &str, d: &DerivedRendition) -> Result<bool, PortError> {
+    async fn put_derived(
+        &self,
+        id: &str,
+        d: &DerivedRendition,
+        max: usize,
+    ) -> Result<PutDerived, PortError> {
         let id = id.to_string();
         let d = d.clone();
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
         self.with(move |conn| {
             let entry = serde_json::to_string(&d).map_err(json_err)?;
-            // One statement: the record is COMPLETE at the moment of the insert, or nothing
-            // is written.
-            let n = conn
-                .execute(
-                    "INSERT OR IGNORE INTO derived (image_id, params, entry, hits, created)
-                     SELECT id, ?2, ?3, ?4, ?5 FROM images WHERE id = ?1 AND status = ?6",
-                    params![
-                        id,
-                        d.params,
-                        entry,
-                        i64::try_from(d.hits).unwrap_or(i64::MAX),
-                        d.created_at.timestamp_micros(),
-                        Status::Complete.as_str()
-                    ],
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let complete: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM images WHERE id = ?1 AND status = ?2)",
+                    params![id, Status::Complete.as_str()],
+                    |row| row.get(0),
                 )
                 .map_err(db_err)?;
-            if n > 0 {
-                return Ok(true);
+            if !complete {
+                return Ok(PutDerived::Gone);
             }
-            // Nothing inserted: listed already (true) or no COMPLETE record (false).
-            conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM images WHERE id = ?1 AND status = ?2)",
-                params![id, Status::Complete.as_str()],
-                |row| row.get(0),
+            let (listed, count): (bool, i64) = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM derived WHERE image_id = ?1 AND params = ?2),
+                            (SELECT count(*) FROM derived WHERE image_id = ?1)",
+                    params![id, d.params],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .map_err(db_err)?;
+            if listed {
+                return Ok(PutDerived::Listed);
+            }
+            if count >= max {
+                return Ok(PutDerived::Full);
+            }
+            tx.execute(
+                "INSERT INTO derived (image_id, params, entry, hits, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    id,
+                    d.params,
+                    entry,
+                    i64::try_from(d.hits).unwrap_or(i64::MAX),
+                    d.created_at.timestamp_micros()
+                ],
             )
-            .map_err(db_err)
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(PutDerived::Listed)
         })
         .await
     }

@@ -421,21 +421,28 @@ async fn sqlite_derived_renditions_are_listed_once_counted_and_dropped_with_the_
     let path = dir.path().join("meta.db");
     let db = SqliteMetadata::open(&path).unwrap();
     // Only on a COMPLETE record.
-    assert!(!db.put_derived("absent", &derived("w=1", 0)).await.unwrap());
+    use pipeline::ports::PutDerived;
+    let put = |id: &'static str, d: pipeline::model::DerivedRendition, max: usize| {
+        let db = &db;
+        async move { db.put_derived(id, &d, max).await.unwrap() }
+    };
+    assert_eq!(put("absent", derived("w=1", 0), 9).await, PutDerived::Gone);
     db.begin(&processing("busy", "exec-0")).await.unwrap();
-    assert!(!db.put_derived("busy", &derived("w=1", 0)).await.unwrap());
+    assert_eq!(put("busy", derived("w=1", 0), 9).await, PutDerived::Gone);
     assert!(db.get("busy").await.unwrap().unwrap().derived.is_empty());
 
     complete(&db, "img").await;
     let b = derived("w=320&fit=cover&gravity=center&fmt=webp", 2);
     let a = derived("w=100&fit=cover&gravity=center&fmt=webp", 1);
-    assert!(db.put_derived("img", &b).await.unwrap());
-    assert!(db.put_derived("img", &a).await.unwrap());
+    assert_eq!(put("img", b.clone(), 2).await, PutDerived::Listed);
+    assert_eq!(put("img", a.clone(), 2).await, PutDerived::Listed);
+    // At the limit a new one is refused, a listed one is still found.
+    assert_eq!(put("img", derived("w=5", 3), 2).await, PutDerived::Full);
     // A second render of the same parameters (a race between two processes) lists nothing
     // new and keeps the first entry.
     let mut again = b.clone();
     again.bytes = 1;
-    assert!(db.put_derived("img", &again).await.unwrap());
+    assert_eq!(put("img", again, 2).await, PutDerived::Listed);
     db.hit_derived("img", &b.params).await.unwrap();
     db.hit_derived("img", &b.params).await.unwrap();
     db.hit_derived("img", "w=7").await.unwrap();

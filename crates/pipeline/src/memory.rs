@@ -13,8 +13,8 @@ use crate::model::{
     DerivedRendition, ErrorInfo, Event, ImageRecord, ListQuery, Page, RenditionRecord, Status,
 };
 use crate::ports::{
-    Begin, IfAbsent, MetadataStore, Notifier, ObjectInfo, ObjectStore, PutOptions, Rerendered,
-    WorkStore,
+    Begin, IfAbsent, MetadataStore, Notifier, ObjectInfo, ObjectStore, PutDerived, PutOptions,
+    Rerendered, WorkStore,
 };
 use crate::{ErrorKind, PortError, StepError};
 
@@ -347,16 +347,25 @@ impl MetadataStore for MemoryMetadata {
         Ok(())
     }
 
-    async fn put_derived(&self, id: &str, derived: &DerivedRendition) -> Result<bool, PortError> {
+    async fn put_derived(
+        &self,
+        id: &str,
+        derived: &DerivedRendition,
+        max: usize,
+    ) -> Result<PutDerived, PortError> {
         let mut records = lock(&self.records);
         match records.get_mut(id) {
             Some(r) if r.status == Status::Complete => {
-                if !r.derived.iter().any(|d| d.params == derived.params) {
+                if r.derived.iter().any(|d| d.params == derived.params) {
+                    Ok(PutDerived::Listed)
+                } else if r.derived.len() >= max {
+                    Ok(PutDerived::Full)
+                } else {
                     r.derived.push(derived.clone());
+                    Ok(PutDerived::Listed)
                 }
-                Ok(true)
             }
-            _ => Ok(false),
+            _ => Ok(PutDerived::Gone),
         }
     }
 
@@ -836,9 +845,14 @@ impl MetadataStore for FlakyMetadata {
         self.faults.check("end_reprocess", id)?;
         self.inner.end_reprocess(id, execution_id, done).await
     }
-    async fn put_derived(&self, id: &str, derived: &DerivedRendition) -> Result<bool, PortError> {
+    async fn put_derived(
+        &self,
+        id: &str,
+        derived: &DerivedRendition,
+        max: usize,
+    ) -> Result<PutDerived, PortError> {
         self.faults.check("put_derived", id)?;
-        self.inner.put_derived(id, derived).await
+        self.inner.put_derived(id, derived, max).await
     }
     async fn set_focal_point(
         &self,

@@ -8,6 +8,10 @@ use imaging::{Image, Operation};
 use crate::StepError;
 use crate::ports::{MetadataStore, ObjectStore};
 
+/// Different images one rendition may put over itself: each original is held in memory
+/// until the rendition is made.
+pub const MAX_OVERLAYS: usize = 4;
+
 /// The originals `ops`' overlays name, by image id: only `owner`'s own images, each within
 /// the byte limit, anything else the recipe's error naming the image.
 pub async fn load_overlays(
@@ -25,19 +29,39 @@ pub async fn load_overlays(
         if marks.contains_key(id) {
             continue;
         }
+        if marks.len() == MAX_OVERLAYS {
+            return Err(StepError::invalid_recipe(format!(
+                "overlay: a rendition may put at most {MAX_OVERLAYS} images over it"
+            )));
+        }
         let record = metadata.get(id).await?;
         let Some(record) = record.filter(|r| r.owner == owner) else {
             return Err(StepError::invalid_recipe(format!(
                 "overlay: no image {id} of this owner to put over it"
             )));
         };
+        // Its original is there for good only once it has been processed.
+        if record.status != crate::model::Status::Complete {
+            return Err(StepError::invalid_recipe(format!(
+                "overlay: image {id} is {}; only COMPLETE images can be put over others",
+                record.status
+            )));
+        }
         if record.source.bytes > limits.max_bytes {
             return Err(StepError::invalid_recipe(format!(
                 "overlay: image {id} is {} bytes, over the limit of {}",
                 record.source.bytes, limits.max_bytes
             )));
         }
-        marks.insert(id.clone(), uploads.get(&record.source.key).await?);
+        let bytes = match uploads.get(&record.source.key).await {
+            Err(crate::PortError::NotFound(_)) => {
+                return Err(StepError::invalid_recipe(format!(
+                    "overlay: image {id}'s original is gone"
+                )));
+            }
+            other => other?,
+        };
+        marks.insert(id.clone(), bytes);
     }
     Ok(marks)
 }

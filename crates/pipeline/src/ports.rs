@@ -83,6 +83,17 @@ pub enum IfAbsent {
     Skip,
 }
 
+/// What [`MetadataStore::put_derived`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutDerived {
+    /// Listed now, or listed already under the same parameters.
+    Listed,
+    /// The record lists `max` derived renditions already: the caller removes its object.
+    Full,
+    /// No COMPLETE record (deleted, or being failed): the caller removes its object.
+    Gone,
+}
+
 /// The metadata table. Every write that changes status is conditional, so duplicate or
 /// reordered events cannot make two records or move a record backwards.
 #[async_trait]
@@ -148,9 +159,14 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<bool, PortError>;
     /// Lists a rendition made on demand on a COMPLETE record, unless one with the same
     /// `params` is listed already (a concurrent render got there first: both made the same
-    /// file under the same key). `Ok(false)` when there is no COMPLETE record: the image was
-    /// deleted or is being failed, and the caller removes the object it wrote.
-    async fn put_derived(&self, id: &str, derived: &DerivedRendition) -> Result<bool, PortError>;
+    /// file under the same key), and only while the record lists fewer than `max`: checked
+    /// in the write itself, so concurrent renders cannot pass it together.
+    async fn put_derived(
+        &self,
+        id: &str,
+        derived: &DerivedRendition,
+        max: usize,
+    ) -> Result<PutDerived, PortError>;
     /// Sets (or with `None` clears) the image's focal point, `source.focalPoint`; `Ok(false)`
     /// without a record. Renditions already made keep their crop; transforms with
     /// `gravity=focal` name the point in their parameters, so new ones follow it.

@@ -925,8 +925,11 @@ impl Steps {
     ) -> Result<(), StepError> {
         if keys::valid_segment(&ident.owner) && keys::valid_segment(&ident.id) {
             let prefix = format!("renditions/{}/{}/", ident.owner, ident.id);
+            // Transforms (`t/`) are made from the original, not the recipe: a re-render
+            // leaves them, and the record still lists them.
+            let transforms = format!("{prefix}t/");
             for key in self.renditions.list(&prefix).await? {
-                if !keep.contains(&key) {
+                if !keep.contains(&key) && !key.starts_with(&transforms) {
                     delete_if_there(self.renditions.as_ref(), &key).await?;
                 }
             }
@@ -1082,8 +1085,15 @@ impl Steps {
 
     /// Deletes every rendition object of the image (its keys are deterministic, under one
     /// prefix): for a failure, what Store wrote before another rendition failed.
+    /// Every object under the image's renditions prefix, transforms included.
     async fn remove_renditions(&self, ident: &UploadIdentity) -> Result<(), StepError> {
-        self.prune_renditions(ident, &[]).await
+        if keys::valid_segment(&ident.owner) && keys::valid_segment(&ident.id) {
+            let prefix = format!("renditions/{}/{}/", ident.owner, ident.id);
+            for key in self.renditions.list(&prefix).await? {
+                delete_if_there(self.renditions.as_ref(), &key).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Publishes `event` once per image and execution: the record is marked before the

@@ -345,6 +345,25 @@ impl Request {
                 }
             }
         }
+        let fit = self.fit.unwrap_or_default();
+        // Nothing is enlarged, so a side past the source's gives what the source's side
+        // gives: one key for one output (but `contain` pads to the box, so its box stays).
+        if fit != Fit::Contain {
+            if let Some(sw) = source.width {
+                w = w.map(|v| v.min(sw.max(1)));
+            }
+            if let Some(sh) = source.height {
+                h = h.map(|v| v.min(sh.max(1)));
+            }
+        }
+        // Gravity places a crop (cover) or the image in its padding (contain), and only when
+        // both sides are given; otherwise it changes nothing and is left out of the key.
+        let places = w.is_some() && h.is_some() && matches!(fit, Fit::Cover | Fit::Contain);
+        let gravity = if places {
+            self.gravity.unwrap_or_default()
+        } else {
+            Gravity::default()
+        };
         let has_alpha = source.alpha.unwrap_or(false);
         let source_format = source.format.unwrap_or(Format::Jpeg);
         let format = match self.fmt {
@@ -355,14 +374,12 @@ impl Request {
         Ok(Normalised {
             w,
             h,
-            fit: self.fit.unwrap_or_default(),
-            gravity: self.gravity.unwrap_or_default(),
+            fit,
+            gravity,
             format,
             q: self.q.filter(|_| format != Format::Png),
             bg: self.bg,
-            focal: source
-                .focal_point
-                .filter(|_| self.gravity == Some(Gravity::Focal)),
+            focal: source.focal_point.filter(|_| gravity == Gravity::Focal),
             overlay: self.overlay.clone(),
         })
     }
@@ -618,14 +635,14 @@ mod tests {
     #[test]
     fn canonical_forms_are_stable() {
         let r = parse(
-            "fmt=JPG&dpr=1.50&gravity=Smart&w=400&bg=%23ffffff"
+            "fmt=JPG&dpr=1.50&gravity=Smart&w=400&h=200&bg=%23ffffff"
                 .replace("%23", "")
                 .as_str(),
         )
         .unwrap();
         assert_eq!(
             r.canonical(),
-            "w=400&gravity=smart&fmt=jpg&dpr=1.5&bg=ffffff"
+            "w=400&h=200&gravity=smart&fmt=jpg&dpr=1.5&bg=ffffff"
         );
         assert_eq!(parse(&r.canonical()).unwrap(), r);
         let n = r
@@ -634,16 +651,50 @@ mod tests {
         assert_eq!(n.w, Some(600));
         assert_eq!(
             n.canonical(),
-            "w=600&fit=cover&gravity=smart&fmt=jpg&bg=ffffff"
+            "w=600&h=300&fit=cover&gravity=smart&fmt=jpg&bg=ffffff"
         );
         // The same transform asked another way has the same key.
-        let same = parse("w=600&fit=cover&fmt=jpeg&gravity=smart&bg=FFFFFF").unwrap();
+        let same = parse("w=600&h=300&fit=cover&fmt=jpeg&gravity=smart&bg=FFFFFF").unwrap();
         let m = same
             .normalise(&source(Format::Png, true), None, &Policy::default())
             .unwrap();
         assert_eq!(m.key("u", "i"), n.key("u", "i"));
         assert!(n.key("u", "i").starts_with("renditions/u/i/t/"));
         assert!(n.key("u", "i").ends_with(".jpg"));
+    }
+
+    #[test]
+    fn sizes_past_the_source_and_idle_gravities_share_a_key() {
+        let src = SourceInfo {
+            width: Some(1000),
+            height: Some(500),
+            ..source(Format::Jpeg, false)
+        };
+        let key = |q: &str| {
+            parse(q)
+                .unwrap()
+                .normalise(&src, None, &Policy::default())
+                .unwrap()
+                .canonical()
+        };
+        assert_eq!(key("w=5000&fit=inside"), key("w=1000&fit=inside"));
+        assert_eq!(key("w=600&dpr=4"), key("w=1000"));
+        assert_eq!(
+            key("w=2000&h=100"),
+            "w=1000&h=100&fit=cover&gravity=center&fmt=jpg"
+        );
+        // Only a placed crop or padding keeps its gravity.
+        assert_eq!(key("w=300&gravity=north"), key("w=300"));
+        assert_eq!(
+            key("w=300&h=300&fit=inside&gravity=north"),
+            key("w=300&h=300&fit=inside")
+        );
+        assert_ne!(key("w=300&h=300&gravity=north"), key("w=300&h=300"));
+        // contain pads to its box, past the source too.
+        assert_eq!(
+            key("w=2000&h=2000&fit=contain"),
+            "w=2000&h=2000&fit=contain&gravity=center&fmt=jpg"
+        );
     }
 
     #[test]

@@ -231,6 +231,7 @@ async fn an_overlay_puts_another_of_the_owners_images_over_the_rendition() {
     let logo_key = "uploads/c/01LOGO/logo.png";
     w.objects.insert(logo_key, logo, BTreeMap::new());
     validate(&w, logo_key, "e-logo").await.unwrap();
+    w.metadata.complete("01LOGO", None).await.unwrap();
     let key = "uploads/c/01BASE/a.jpg";
     w.objects.insert(key, photo(400, 200), BTreeMap::new());
     let recipe = |image: &str| {
@@ -258,6 +259,7 @@ async fn an_overlay_puts_another_of_the_owners_images_over_the_rendition() {
     validate(&w, "uploads/d/01THEIRS/x.png", "e-d")
         .await
         .unwrap();
+    w.metadata.complete("01THEIRS", None).await.unwrap();
     for other in ["01THEIRS", "01NONE"] {
         let mut job = job.clone();
         job.recipe = recipe(other);
