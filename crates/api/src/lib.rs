@@ -4,6 +4,7 @@
 //! redirects to presigned URLs.
 
 pub mod auth;
+pub mod cdn;
 pub mod error;
 pub mod links;
 pub mod ops;
@@ -14,6 +15,7 @@ pub mod throttle;
 pub mod transform;
 
 pub use auth::{AuthError, Caller, CallerSource};
+pub use cdn::CdnSigner;
 pub use error::ApiError;
 pub use links::LinkKeys;
 pub use ops::{HealthCheck, MetricsRenderer, Ops};

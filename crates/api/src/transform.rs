@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::cdn::{self, CdnSigner};
 use crate::links::{LinkKeys, LinkRefusal};
 use crate::routes::{Authenticated, DOWNLOAD_URL_TTL, image_id, json_body, visible_record};
 use crate::{ApiError, ApiState};
@@ -41,6 +42,14 @@ pub const MAX_DERIVED_PER_IMAGE: usize = 200;
 pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest life a signed link may be given.
 pub const MAX_LINK_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+/// The header the CloudFront distribution adds to the requests it forwards (an origin custom
+/// header, template.yaml): a signed link that came through it is answered with a redirect to
+/// the distribution, cacheable there. A client sending it directly gains nothing: the
+/// redirect it gets works only through the distribution.
+pub const CDN_HEADER: &str = "x-imgpipe-cdn";
+/// How long the distribution (and the browser) may keep a signed link's redirect: short, so
+/// a transform deleted or re-rendered is not pointed at for long.
+pub const CDN_REDIRECT_MAX_AGE_SECS: i64 = 300;
 
 type Outcome = Option<Result<DerivedRendition, ApiError>>;
 
@@ -51,6 +60,8 @@ pub struct Transforms {
     /// Where signed links point (`https://images.example.com`); without it, the request's
     /// own host.
     public_url: Option<String>,
+    /// Signs redirects to the CloudFront distribution in front of the renditions bucket.
+    cdn: Option<std::sync::Arc<CdnSigner>>,
     /// Renders under way, by the key they will write: later requests wait on the first.
     inflight: Mutex<HashMap<String, watch::Receiver<Outcome>>>,
     renders: AtomicU64,
@@ -68,9 +79,16 @@ impl Transforms {
             policy,
             links,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
+            cdn: None,
             inflight: Mutex::new(HashMap::new()),
             renders: AtomicU64::new(0),
         }
+    }
+
+    /// Signed links followed through the CloudFront distribution redirect to it.
+    pub fn with_cdn(mut self, signer: std::sync::Arc<CdnSigner>) -> Self {
+        self.cdn = Some(signer);
+        self
     }
 
     pub fn policy(&self) -> &Policy {
@@ -118,7 +136,15 @@ async fn transform(
     let id = image_id(path)?;
     let record = visible_record(&state, &caller, &id).await?;
     let request = query_pairs(query)?;
-    answer(&state, record, &request, &headers).await
+    // An authenticated answer is the caller's own: never sent to the shared cache.
+    answer(&state, record, &request, &headers, None).await
+}
+
+/// A signed link followed through the CloudFront distribution: its redirect goes to the
+/// distribution and may be kept there until the link expires.
+struct ViaCdn<'a> {
+    signer: &'a CdnSigner,
+    link_expires: i64,
 }
 
 /// Finds or renders the transform, then redirects to it.
@@ -127,6 +153,7 @@ async fn answer(
     record: ImageRecord,
     request: &Request,
     headers: &HeaderMap,
+    via_cdn: Option<ViaCdn<'_>>,
 ) -> Result<Response, ApiError> {
     if record.status != Status::Complete {
         return Err(ApiError::new(
@@ -156,10 +183,31 @@ async fn answer(
         }
         None => render_once(state, &record, normalised).await?,
     };
-    let url = state
-        .presigner
-        .download(&derived.key, DOWNLOAD_URL_TTL)
-        .await?;
+    let (url, cache_control) = match via_cdn {
+        Some(ViaCdn {
+            signer,
+            link_expires,
+        }) => {
+            let now = Utc::now().timestamp();
+            let max_age = (link_expires - now).clamp(0, CDN_REDIRECT_MAX_AGE_SECS);
+            // Valid for as long as a fresh URL would be, counted from the end of the time the
+            // redirect may be kept.
+            let ttl = i64::try_from(DOWNLOAD_URL_TTL.as_secs()).unwrap_or(i64::MAX);
+            let expires = cdn::expiry(now, max_age.saturating_add(ttl));
+            let url = signer
+                .sign(&derived.key, expires)
+                .map_err(|_| ApiError::internal("signing the CloudFront URL failed"))?;
+            (url, format!("public, max-age={max_age}"))
+        }
+        None => (
+            state
+                .presigner
+                .download(&derived.key, DOWNLOAD_URL_TTL)
+                .await?,
+            // The URL expires; a cached redirect would outlive it.
+            "no-store".to_string(),
+        ),
+    };
     let mut response = (
         StatusCode::FOUND,
         [
@@ -167,8 +215,10 @@ async fn answer(
                 header::LOCATION,
                 HeaderValue::try_from(url).map_err(ApiError::internal)?,
             ),
-            // The URL expires; a cached redirect would outlive it.
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::try_from(cache_control).map_err(ApiError::internal)?,
+            ),
         ],
     )
         .into_response();
@@ -559,5 +609,12 @@ async fn follow_link(
         Some(r) => r,
         None => return Err(ApiError::not_found(format!("no image {id}"))),
     };
-    answer(&state, record, &request, &headers).await
+    let via_cdn = match &state.transforms.cdn {
+        Some(signer) if headers.contains_key(CDN_HEADER) => Some(ViaCdn {
+            signer,
+            link_expires: exp,
+        }),
+        _ => None,
+    };
+    answer(&state, record, &request, &headers, via_cdn).await
 }

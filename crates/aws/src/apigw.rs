@@ -130,11 +130,17 @@ pub fn api_state(config: &Config, sdk: &SdkConfig) -> ApiState {
             )),
             None => Arc::new(api::reprocess::NotConfigured),
         },
-        transforms: Arc::new(api::Transforms::new(
-            config.transforms.policy.clone(),
-            config.transforms.link_keys.clone(),
-            config.transforms.public_url.clone(),
-        )),
+        transforms: Arc::new({
+            let transforms = api::Transforms::new(
+                config.transforms.policy.clone(),
+                config.transforms.link_keys.clone(),
+                config.transforms.public_url.clone(),
+            );
+            match &config.transforms.cdn {
+                Some(signer) => transforms.with_cdn(signer.clone()),
+                None => transforms,
+            }
+        }),
     }
 }
 

@@ -44,6 +44,11 @@ pub const TRANSFORM_STRICT: &str = "IMGPIPE_TRANSFORM_STRICT";
 pub const LINK_KEYS: &str = "IMGPIPE_LINK_KEYS";
 /// Where signed links point (the API's or a CDN's URL); unset, the request's own host.
 pub const PUBLIC_URL: &str = "IMGPIPE_PUBLIC_URL";
+/// The CloudFront public key ID the distribution in front of the renditions bucket trusts;
+/// with [`CDN_PRIVATE_KEY`], signed links followed through the distribution redirect to it.
+pub const CDN_KEY_PAIR_ID: &str = "IMGPIPE_CDN_KEY_PAIR_ID";
+/// That public key's private half, PEM (the template fills it from Secrets Manager).
+pub const CDN_PRIVATE_KEY: &str = "IMGPIPE_CDN_PRIVATE_KEY";
 /// Forces S3 path-style addressing on (`true`) or off (`false`); unset, it follows whether an
 /// endpoint override is configured.
 pub const S3_PATH_STYLE: &str = "IMGPIPE_S3_PATH_STYLE";
@@ -72,6 +77,7 @@ pub struct TransformConfig {
     pub policy: pipeline::transform::Policy,
     pub link_keys: Option<api::LinkKeys>,
     pub public_url: Option<String>,
+    pub cdn: Option<std::sync::Arc<api::CdnSigner>>,
 }
 
 /// The Reprocess state machine and how each run is bounded.
@@ -248,6 +254,20 @@ impl Config {
             }
         }
         transforms.public_url = value(PUBLIC_URL);
+        match (value(CDN_KEY_PAIR_ID), value(CDN_PRIVATE_KEY)) {
+            (None, None) => {}
+            (Some(id), Some(pem)) => match api::CdnSigner::new(&id, &pem) {
+                Ok(signer) => transforms.cdn = Some(std::sync::Arc::new(signer)),
+                // The key is secret: only the problem is reported.
+                Err(e) => invalid.push(format!("{CDN_PRIVATE_KEY}: {e}")),
+            },
+            (Some(_), None) => invalid.push(format!(
+                "{CDN_KEY_PAIR_ID} is set without {CDN_PRIVATE_KEY}: set both or neither"
+            )),
+            (None, Some(_)) => invalid.push(format!(
+                "{CDN_PRIVATE_KEY} is set without {CDN_KEY_PAIR_ID}: set both or neither"
+            )),
+        }
 
         let presets = Presets::builtin();
         let default_preset = value(DEFAULT_PRESET).unwrap_or_else(|| "web".to_string());

@@ -556,6 +556,41 @@ async fn routes_against_moto() {
     let tampered = invoke(&transformer, &follow("2000000000", &query["sig"])).await;
     assert_eq!(tampered.status, 403, "{:?}", tampered.body);
     assert_eq!(tampered.json()["error"], "Forbidden");
+
+    // With the CloudFront key pair (CdnKeySecretArn), a link that came through the
+    // distribution (its origin header) redirects to the distribution's signed URL of the same
+    // object, relative to the host the viewer used, and may be kept there; one that came
+    // straight to the API still gets the S3 presigned URL and no-store.
+    let cdn_keys = support::rsa_key_pems(2048);
+    let mut cdn_env = transform_env.clone();
+    cdn_env.insert(aws::config::CDN_KEY_PAIR_ID, "K2JCJMDEHXQW5F".to_string());
+    cdn_env.insert(
+        aws::config::CDN_PRIVATE_KEY,
+        cdn_keys["pkcs8"].as_str().unwrap().to_string(),
+    );
+    let cdn_config = Config::from_lookup(|name| cdn_env.get(name).cloned()).unwrap();
+    let fronted = aws::apigw::app(aws::api_state(&cdn_config, &sdk), Some("*")).unwrap();
+    let mut through_cdn = follow(&query["exp"], &query["sig"]);
+    through_cdn["headers"]["X-Imgpipe-Cdn"] = json!("1");
+    through_cdn["multiValueHeaders"]["X-Imgpipe-Cdn"] = json!(["1"]);
+    let edge = invoke(&fronted, &through_cdn).await;
+    assert_eq!(edge.status, 302, "{:?}", edge.body);
+    let edge_location = edge.header("location").unwrap();
+    let object_path = format!("/renditions/{sub}/{photo_id}/t/");
+    assert!(edge_location.starts_with(&object_path), "{edge_location}");
+    assert!(
+        edge_location.contains("&Key-Pair-Id=K2JCJMDEHXQW5F&Hash-Algorithm=SHA256"),
+        "{edge_location}"
+    );
+    assert_eq!(
+        key_of(edge_location),
+        key_of(followed.header("location").unwrap())
+            .replace(&format!("{}/{renditions_bucket}", support::endpoint()), "")
+    );
+    assert_eq!(edge.header("cache-control"), Some("public, max-age=300"));
+    let direct = invoke(&fronted, &follow(&query["exp"], &query["sig"])).await;
+    assert!(direct.header("location").unwrap().starts_with(&t_prefix));
+    assert_eq!(direct.header("cache-control"), Some("no-store"));
     // Without a public URL, links point at the API itself, stage included: API Gateway
     // serves it under /dev, which the router never sees.
     let mut staged_env = transform_env.clone();

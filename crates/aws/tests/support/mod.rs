@@ -59,3 +59,59 @@ pub async fn subscribed_queue(
         .unwrap();
     url
 }
+
+/// The Python scripts/setup makes (`$IMGPIPE_CACHE/venv`, by default under
+/// `~/.cache/imgpipe`), which has botocore, cryptography and cfn-lint.
+#[allow(dead_code)] // Only the CloudFront tests run Python.
+pub fn venv_python() -> std::path::PathBuf {
+    let cache = std::env::var_os("IMGPIPE_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/imgpipe"))
+        })
+        .expect("IMGPIPE_CACHE or HOME is set");
+    let python = cache.join("venv/bin/python");
+    assert!(
+        python.is_file(),
+        "these tests need the venv scripts/setup makes: {} is missing",
+        python.display()
+    );
+    python
+}
+
+/// Runs `script` under [`venv_python`] with `args`, returning its standard output as JSON.
+#[allow(dead_code)]
+pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("python printed JSON")
+}
+
+/// A fresh RSA key pair of `bits` as {"pkcs8", "pkcs1", "public"} PEM strings, made with
+/// Python's cryptography (what openssl genpkey / genrsa write).
+#[allow(dead_code)]
+pub fn rsa_key_pems(bits: u32) -> serde_json::Value {
+    python_json(
+        r#"
+import json, sys
+from cryptography.hazmat.primitives import serialization as s
+from cryptography.hazmat.primitives.asymmetric import rsa
+k = rsa.generate_private_key(public_exponent=65537, key_size=int(sys.argv[1]))
+print(json.dumps({
+    "pkcs8": k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()).decode(),
+    "pkcs1": k.private_bytes(s.Encoding.PEM, s.PrivateFormat.TraditionalOpenSSL, s.NoEncryption()).decode(),
+    "public": k.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo).decode(),
+}))
+"#,
+        &[&bits.to_string()],
+    )
+}
