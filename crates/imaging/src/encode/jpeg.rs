@@ -7,8 +7,9 @@ use crate::{Color, Error, Format, Image};
 /// image.
 pub const SCAN_SEARCH_EFFORT: u8 = 5;
 /// At this `effort` (the default) it searches only where the search pays: images of at most
-/// [`ADAPTIVE_SEARCH_MAX_PIXELS`] that the fixed layout encodes in fewer than
-/// [`SEARCH_BELOW_BITS_PER_PIXEL`].
+/// [`ADAPTIVE_SEARCH_MAX_PIXELS`] that the fixed layout would encode in fewer than
+/// [`SEARCH_BELOW_BITS_PER_PIXEL`], as a libjpeg-turbo encode predicts
+/// ([`PREDICTED_SEARCH_BELOW_BITS_PER_PIXEL`]).
 pub const ADAPTIVE_SCAN_SEARCH_EFFORT: u8 = 4;
 
 /// Below this many bits a pixel (dark, smooth, monochrome photos, or low qualities), the scan
@@ -17,6 +18,18 @@ pub const ADAPTIVE_SCAN_SEARCH_EFFORT: u8 = 4;
 /// with the coefficients left), so encoding them twice costs little, while detailed photos at
 /// web qualities (1.5-2 bits a pixel) are encoded once as before (docs/performance.md).
 pub const SEARCH_BELOW_BITS_PER_PIXEL: f64 = 0.75;
+
+/// Which side of [`SEARCH_BELOW_BITS_PER_PIXEL`] an image falls is predicted rather than
+/// measured: encoding with the fixed layout first only to learn its size cost a fifth of the
+/// searched encode. A plain libjpeg-turbo encode at the same quality (standard tables, no
+/// Huffman optimisation, no trellis) takes a tenth of the fixed layout's time (1.4 ms for a
+/// 1024 px photo) and writes 1.1 to 3 times its bytes, the factor steady at the sizes that
+/// matter here: on 18 photos at ten qualities from 30 to 95 (bench/bytes_case.py's sweep,
+/// 1024 px), this threshold on its bits a pixel made the same choice as the fixed layout's
+/// own size 175 times out of 180; the five others were within 0.1 bits a pixel of it, where
+/// the search saves 1-2 %. Where the search runs the fixed layout is no longer encoded: on
+/// those photos, below 0.9 bits a pixel, the search never wrote a larger file.
+pub const PREDICTED_SEARCH_BELOW_BITS_PER_PIXEL: f64 = 0.95;
 
 /// The search costs two to three encodes, and its time grows with the pixels while its
 /// saving stays a share of the file; up to this size (1600x1000, 1280x1250: the sizes pages
@@ -29,8 +42,8 @@ pub const ADAPTIVE_SEARCH_MAX_PIXELS: u64 = 1_600_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ScanSearch {
     Never,
-    /// Encode with the fixed layout; below [`SEARCH_BELOW_BITS_PER_PIXEL`] encode again with
-    /// the search and keep the smaller file.
+    /// Search where a quick encode predicts fewer than [`SEARCH_BELOW_BITS_PER_PIXEL`] with
+    /// the fixed layout, else encode with the fixed layout.
     WhenSmall,
     Always,
 }
@@ -87,25 +100,21 @@ fn small_searched(
         ScanSearch::Never => small(rgb, quality, progressive, false),
         ScanSearch::Always => small(rgb, quality, true, true),
         ScanSearch::WhenSmall => {
-            let fixed = small(rgb, quality, true, false)?;
             let (w, h) = rgb.dimensions();
-            if u64::from(w) * u64::from(h) > ADAPTIVE_SEARCH_MAX_PIXELS {
-                return Ok(fixed);
-            }
-            let bits_per_pixel = fixed.len() as f64 * 8.0 / (f64::from(w) * f64::from(h)).max(1.0);
-            if bits_per_pixel >= SEARCH_BELOW_BITS_PER_PIXEL {
-                return Ok(fixed);
-            }
-            // The search is usually smaller but not always (its choice is made on trial sizes
-            // before the Huffman tables are final), so the smaller of the two is kept.
-            let searched = small(rgb, quality, true, true)?;
-            Ok(if searched.len() < fixed.len() {
-                searched
-            } else {
-                fixed
-            })
+            let pixels = u64::from(w) * u64::from(h);
+            let search = pixels <= ADAPTIVE_SEARCH_MAX_PIXELS
+                && predicted_bits_per_pixel(rgb, quality)? < PREDICTED_SEARCH_BELOW_BITS_PER_PIXEL;
+            small(rgb, quality, true, search)
         }
     }
+}
+
+/// Bits a pixel of a plain libjpeg-turbo encode at `quality`, which predicts the small
+/// encoder's (see [`PREDICTED_SEARCH_BELOW_BITS_PER_PIXEL`]).
+fn predicted_bits_per_pixel(rgb: &RgbImage, quality: u8) -> Result<f64, Error> {
+    let bytes = turbo(rgb, quality, false, false)?;
+    let pixels = f64::from(rgb.width()) * f64::from(rgb.height());
+    Ok(bytes.len() as f64 * 8.0 / pixels.max(1.0))
 }
 
 /// mozjpeg's encoder: trellis quantisation of the AC coefficients, overshoot deringing, its
@@ -114,7 +123,7 @@ fn small_searched(
 ///
 /// DC trellis is left out: a tenth of the encode time for under 0.1 % of bytes on 1024 px
 /// photos. The per-image scan search (`search_scans`) saves up to a tenth of the bytes on
-/// smooth or dark photos (nothing on detailed ones) for 2 to 3 times the encode time, so by
+/// smooth or dark photos (nothing on detailed ones) for about 3 times the encode time, so by
 /// default it runs only on the images where it pays ([`ScanSearch::WhenSmall`]).
 fn small(
     rgb: &RgbImage,
@@ -146,6 +155,11 @@ fn small(
 }
 
 fn fast(rgb: &RgbImage, quality: u8, progressive: bool) -> Result<Vec<u8>, Error> {
+    // Optimised Huffman tables: a few per cent smaller for a little CPU (sharp's default too).
+    turbo(rgb, quality, progressive, true)
+}
+
+fn turbo(rgb: &RgbImage, quality: u8, progressive: bool, optimize: bool) -> Result<Vec<u8>, Error> {
     let err = |e: turbojpeg::Error| Error::Encode {
         format: Format::Jpeg,
         message: e.to_string(),
@@ -153,8 +167,7 @@ fn fast(rgb: &RgbImage, quality: u8, progressive: bool) -> Result<Vec<u8>, Error
     let mut c = turbojpeg::Compressor::new().map_err(err)?;
     c.set_quality(i32::from(quality)).map_err(err)?;
     c.set_subsamp(turbojpeg::Subsamp::Sub2x2).map_err(err)?;
-    // Optimised Huffman tables: a few per cent smaller for a little CPU (sharp's default too).
-    c.set_optimize(true).map_err(err)?;
+    c.set_optimize(optimize).map_err(err)?;
     c.set_progressive(progressive).map_err(err)?;
     let (w, h) = rgb.dimensions();
     let image = turbojpeg::Image {
@@ -200,15 +213,19 @@ mod tests {
 
     #[test]
     fn default_effort_searches_scans_of_smooth_images_only() {
-        // A smooth gradient: well under the threshold, so the default effort keeps the
-        // smaller of the fixed and searched layouts.
+        // A smooth gradient: well under the threshold, so the default effort searches.
         let smooth = RgbImage::from_fn(320, 240, |x, y| {
             image::Rgb([(x * 255 / 319) as u8, (y * 255 / 239) as u8, 90])
         });
         let (fixed, default, searched) = (jpeg(&smooth, 3), jpeg(&smooth, 4), jpeg(&smooth, 5));
         assert!(bits_per_pixel(&fixed, &smooth) < SEARCH_BELOW_BITS_PER_PIXEL);
+        assert!(
+            predicted_bits_per_pixel(&smooth, 80).expect("encodes")
+                < PREDICTED_SEARCH_BELOW_BITS_PER_PIXEL
+        );
         assert!(fixed != searched, "the search chose another layout");
-        assert_eq!(default.len(), fixed.len().min(searched.len()));
+        assert!(default == searched, "the searched layout, byte for byte");
+        assert!(searched.len() < fixed.len());
 
         // Noise: far over the threshold, so the default is the fixed layout, byte for byte.
         let mut state = 12345u32;
@@ -221,6 +238,10 @@ mod tests {
         });
         let fixed = jpeg(&noisy, 3);
         assert!(bits_per_pixel(&fixed, &noisy) > SEARCH_BELOW_BITS_PER_PIXEL);
+        assert!(
+            predicted_bits_per_pixel(&noisy, 80).expect("encodes")
+                > PREDICTED_SEARCH_BELOW_BITS_PER_PIXEL
+        );
         assert!(jpeg(&noisy, 4) == fixed, "the fixed layout, byte for byte");
         assert!(jpeg(&noisy, 5) != fixed, "effort 5 searches every image");
 
@@ -232,6 +253,36 @@ mod tests {
         assert!(bits_per_pixel(&fixed, &big) < SEARCH_BELOW_BITS_PER_PIXEL);
         assert!(u64::from(big.width() * big.height()) > ADAPTIVE_SEARCH_MAX_PIXELS);
         assert!(jpeg(&big, 4) == fixed, "over the cap, the fixed layout");
+    }
+
+    #[test]
+    fn the_prediction_tracks_the_fixed_layouts_size() {
+        // Images from flat to noisy: where the fixed layout is clearly under the threshold
+        // the prediction is too, and clearly over, over.
+        let mut state = 7u32;
+        for amplitude in [0u32, 8, 16, 32, 64, 128, 255] {
+            let img = RgbImage::from_fn(256, 192, |x, y| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = (state >> 24) * amplitude / 255;
+                let v = |base: u32| (base + noise).min(255) as u8;
+                image::Rgb([v(x / 2), v(y), v(100)])
+            });
+            let fixed = bits_per_pixel(&jpeg(&img, 3), &img);
+            let predicted = predicted_bits_per_pixel(&img, 80).expect("encodes");
+            if fixed < 0.6 * SEARCH_BELOW_BITS_PER_PIXEL {
+                assert!(
+                    predicted < PREDICTED_SEARCH_BELOW_BITS_PER_PIXEL,
+                    "{amplitude}"
+                );
+            }
+            if fixed > 1.4 * SEARCH_BELOW_BITS_PER_PIXEL {
+                assert!(
+                    predicted > PREDICTED_SEARCH_BELOW_BITS_PER_PIXEL,
+                    "{amplitude}"
+                );
+            }
+            assert!(predicted > fixed, "{amplitude}: {predicted} {fixed}");
+        }
     }
 
     #[test]
