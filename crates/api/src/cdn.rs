@@ -1,15 +1,17 @@
 //! Download URLs for a CloudFront distribution in front of the renditions bucket: signed URLs
-//! under a custom policy, checked by CloudFront against the distribution's trusted key group.
+//! under a canned policy, checked by CloudFront against the distribution's trusted key group.
 //!
 //! The bucket answers only CloudFront (origin access control), and CloudFront only a URL
 //! signed with the key group's private key. A public link's redirect can then be cached at
-//! the edge and point at the edge without making every rendition of the bucket readable to
-//! whoever learns one key.
+//! the edge and point at the edge, and the URL it points to opens that one object: a canned
+//! policy's resource is the exact URL, host and path, with no query string and no wildcard, so
+//! it cannot be stretched to another key (a wildcard resource would match
+//! `/renditions/<another>?x=/renditions/<this>` too).
 //!
-//! The policy's resource names the object's path on any host (`https://*/renditions/...`):
-//! the distribution's own domain cannot be known to the function it fronts (the distribution
-//! is made from the API, which is made from the function), and a relative redirect resolves
-//! against the host the viewer used, `*.cloudfront.net` or an alias alike.
+//! The host is the one the viewer used (the distribution's own domain or an alias), which the
+//! distribution's viewer-request function hands the API in a header: the function the
+//! distribution fronts cannot name the distribution's domain itself (the distribution is made
+//! from the API, which is made from the function).
 //!
 //! Signatures are RSA PKCS#1 v1.5 over SHA-256 (`Hash-Algorithm=SHA256`), with ring: the
 //! private-key operation is constant-time and blinded, and ring signs no SHA-1.
@@ -128,26 +130,45 @@ impl CdnSigner {
         &self.key_pair_id
     }
 
-    /// The path-absolute URL (`/renditions/...?Policy=&Signature=&Key-Pair-Id=&Hash-Algorithm=`)
-    /// that downloads the object at `key` through the distribution until `expires` (Unix
-    /// seconds).
-    pub fn sign(&self, key: &str, expires: i64) -> Result<String, ring::error::Unspecified> {
-        let path = object_path(key);
-        let policy = policy(&format!("https://*{path}"), expires);
+    /// The URL (`https://{host}/renditions/...?Expires=&Signature=&Key-Pair-Id=&Hash-Algorithm=`)
+    /// that downloads the object at `key` through the distribution at `host` until `expires`
+    /// (Unix seconds). `None` when `host` is no host name.
+    pub fn sign(&self, host: &str, key: &str, expires: i64) -> Option<String> {
+        if !is_host_name(host) {
+            return None;
+        }
+        let url = format!("https://{}{}", host.to_ascii_lowercase(), object_path(key));
+        let policy = policy(&url, expires);
         let mut signature = vec![0; self.key.public().modulus_len()];
-        self.key.sign(
-            &RSA_PKCS1_SHA256,
-            &self.rng,
-            policy.as_bytes(),
-            &mut signature,
-        )?;
-        Ok(format!(
-            "{path}?Policy={}&Signature={}&Key-Pair-Id={}&Hash-Algorithm=SHA256",
-            url_base64(policy.as_bytes()),
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &self.rng,
+                policy.as_bytes(),
+                &mut signature,
+            )
+            .ok()?;
+        Some(format!(
+            "{url}?Expires={expires}&Signature={}&Key-Pair-Id={}&Hash-Algorithm=SHA256",
             url_base64(&signature),
             self.key_pair_id
         ))
     }
+}
+
+/// A DNS name as a Host header carries it (no port, no user, nothing to escape).
+fn is_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// When a URL asked to last at least `min_life` seconds from `now` expires: the end of the
@@ -157,8 +178,8 @@ pub fn expiry(now: i64, min_life: i64) -> i64 {
         + EXPIRY_WINDOW_SECS
 }
 
-/// The object's path, each segment percent-encoded: CloudFront matches the policy's
-/// resource against the URL as sent, and a `*` or `?` left bare would be a wildcard.
+/// The object's path, each segment percent-encoded: CloudFront compares the policy's resource
+/// with the URL as sent.
 fn object_path(key: &str) -> String {
     const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
@@ -170,7 +191,8 @@ fn object_path(key: &str) -> String {
         .collect()
 }
 
-/// The custom policy, compact JSON with its members in CloudFront's documented order.
+/// The canned policy CloudFront rebuilds from a signed URL's address and `Expires` and checks
+/// the signature against: compact JSON, its members in the documented order.
 pub fn policy(resource: &str, expires: i64) -> String {
     #[derive(Serialize)]
     struct Policy<'a> {
@@ -237,7 +259,7 @@ mod tests {
     }
 
     #[test]
-    fn paths_are_escaped_so_nothing_is_a_wildcard() {
+    fn paths_are_escaped() {
         assert_eq!(
             object_path("renditions/u 1/01J/t/ab*?.webp"),
             "/renditions/u%201/01J/t/ab%2A%3F.webp"
@@ -245,10 +267,32 @@ mod tests {
     }
 
     #[test]
+    fn only_host_names_are_signed_for() {
+        for good in [
+            "d111111abcdef8.cloudfront.net",
+            "img.example.com",
+            "localhost",
+        ] {
+            assert!(is_host_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "img.example.com:8443",
+            "evil.com/renditions",
+            "a..b",
+            "-a.com",
+            "user@host",
+            "*.cloudfront.net",
+        ] {
+            assert!(!is_host_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn policy_is_compact_and_ordered() {
         assert_eq!(
-            policy("https://*/renditions/a.jpg", 1_700_000_000),
-            r#"{"Statement":[{"Resource":"https://*/renditions/a.jpg","Condition":{"DateLessThan":{"AWS:EpochTime":1700000000}}}]}"#
+            policy("https://d1.cloudfront.net/renditions/a.jpg", 1_700_000_000),
+            r#"{"Statement":[{"Resource":"https://d1.cloudfront.net/renditions/a.jpg","Condition":{"DateLessThan":{"AWS:EpochTime":1700000000}}}]}"#
         );
     }
 

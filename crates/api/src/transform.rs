@@ -43,10 +43,15 @@ pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest life a signed link may be given.
 pub const MAX_LINK_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 /// The header the CloudFront distribution adds to the requests it forwards (an origin custom
-/// header, template.yaml): a signed link that came through it is answered with a redirect to
-/// the distribution, cacheable there. A client sending it directly gains nothing: the
-/// redirect it gets works only through the distribution.
+/// header, template.yaml): with [`CDN_HOST_HEADER`], a signed link that came through it is
+/// answered with a redirect to the distribution, cacheable there. A client sending them
+/// directly gets a URL that works only on the distribution, for an object its link opens
+/// anyway.
 pub const CDN_HEADER: &str = "x-imgpipe-cdn";
+/// The host the viewer asked the distribution for (its domain or an alias), which its
+/// viewer-request function copies here (overwriting any the viewer sent): the redirect is
+/// signed for that host.
+pub const CDN_HOST_HEADER: &str = "x-imgpipe-host";
 /// How long the distribution (and the browser) may keep a signed link's redirect: short, so
 /// a transform deleted or re-rendered is not pointed at for long.
 pub const CDN_REDIRECT_MAX_AGE_SECS: i64 = 300;
@@ -141,9 +146,10 @@ async fn transform(
 }
 
 /// A signed link followed through the CloudFront distribution: its redirect goes to the
-/// distribution and may be kept there until the link expires.
+/// distribution and may be kept there for a while, never past the link's expiry.
 struct ViaCdn<'a> {
     signer: &'a CdnSigner,
+    host: &'a str,
     link_expires: i64,
 }
 
@@ -183,22 +189,26 @@ async fn answer(
         }
         None => render_once(state, &record, normalised).await?,
     };
-    let (url, cache_control) = match via_cdn {
-        Some(ViaCdn {
-            signer,
-            link_expires,
-        }) => {
+    let signed_by_cdn = via_cdn.and_then(
+        |ViaCdn {
+             signer,
+             host,
+             link_expires,
+         }| {
             let now = Utc::now().timestamp();
             let max_age = (link_expires - now).clamp(0, CDN_REDIRECT_MAX_AGE_SECS);
             // Valid for as long as a fresh URL would be, counted from the end of the time the
-            // redirect may be kept.
+            // redirect may be kept, rounded up so that requests meanwhile get the same URL;
+            // but not longer after the link's own expiry than a URL made at that moment.
             let ttl = i64::try_from(DOWNLOAD_URL_TTL.as_secs()).unwrap_or(i64::MAX);
-            let expires = cdn::expiry(now, max_age.saturating_add(ttl));
-            let url = signer
-                .sign(&derived.key, expires)
-                .map_err(|_| ApiError::internal("signing the CloudFront URL failed"))?;
-            (url, format!("public, max-age={max_age}"))
-        }
+            let expires =
+                cdn::expiry(now, max_age.saturating_add(ttl)).min(link_expires.saturating_add(ttl));
+            let url = signer.sign(host, &derived.key, expires)?;
+            Some((url, format!("public, max-age={max_age}")))
+        },
+    );
+    let (url, cache_control) = match signed_by_cdn {
+        Some(signed) => signed,
         None => (
             state
                 .presigner
@@ -609,9 +619,11 @@ async fn follow_link(
         Some(r) => r,
         None => return Err(ApiError::not_found(format!("no image {id}"))),
     };
-    let via_cdn = match &state.transforms.cdn {
-        Some(signer) if headers.contains_key(CDN_HEADER) => Some(ViaCdn {
+    let host = headers.get(CDN_HOST_HEADER).and_then(|h| h.to_str().ok());
+    let via_cdn = match (&state.transforms.cdn, host) {
+        (Some(signer), Some(host)) if headers.contains_key(CDN_HEADER) => Some(ViaCdn {
             signer,
+            host,
             link_expires: exp,
         }),
         _ => None,

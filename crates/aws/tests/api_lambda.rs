@@ -558,9 +558,9 @@ async fn routes_against_moto() {
     assert_eq!(tampered.json()["error"], "Forbidden");
 
     // With the CloudFront key pair (CdnKeySecretArn), a link that came through the
-    // distribution (its origin header) redirects to the distribution's signed URL of the same
-    // object, relative to the host the viewer used, and may be kept there; one that came
-    // straight to the API still gets the S3 presigned URL and no-store.
+    // distribution (its origin header, and the host its function passes on) redirects to the
+    // distribution's signed URL of the same object on that host, and may be kept there; one
+    // that came straight to the API still gets the S3 presigned URL and no-store.
     let cdn_keys = support::rsa_key_pems(2048);
     let mut cdn_env = transform_env.clone();
     cdn_env.insert(aws::config::CDN_KEY_PAIR_ID, "K2JCJMDEHXQW5F".to_string());
@@ -571,26 +571,39 @@ async fn routes_against_moto() {
     let cdn_config = Config::from_lookup(|name| cdn_env.get(name).cloned()).unwrap();
     let fronted = aws::apigw::app(aws::api_state(&cdn_config, &sdk), Some("*")).unwrap();
     let mut through_cdn = follow(&query["exp"], &query["sig"]);
-    through_cdn["headers"]["X-Imgpipe-Cdn"] = json!("1");
-    through_cdn["multiValueHeaders"]["X-Imgpipe-Cdn"] = json!(["1"]);
+    for (name, value) in [
+        ("X-Imgpipe-Cdn", "1"),
+        ("X-Imgpipe-Host", "img.example.test"),
+    ] {
+        through_cdn["headers"][name] = json!(value);
+        through_cdn["multiValueHeaders"][name] = json!([value]);
+    }
     let edge = invoke(&fronted, &through_cdn).await;
     assert_eq!(edge.status, 302, "{:?}", edge.body);
     let edge_location = edge.header("location").unwrap();
-    let object_path = format!("/renditions/{sub}/{photo_id}/t/");
-    assert!(edge_location.starts_with(&object_path), "{edge_location}");
+    let object_url = format!("https://img.example.test/renditions/{sub}/{photo_id}/t/");
+    assert!(edge_location.starts_with(&object_url), "{edge_location}");
     assert!(
         edge_location.contains("&Key-Pair-Id=K2JCJMDEHXQW5F&Hash-Algorithm=SHA256"),
         "{edge_location}"
     );
     assert_eq!(
         key_of(edge_location),
-        key_of(followed.header("location").unwrap())
-            .replace(&format!("{}/{renditions_bucket}", support::endpoint()), "")
+        key_of(followed.header("location").unwrap()).replace(
+            &format!("{}/{renditions_bucket}", support::endpoint()),
+            "https://img.example.test"
+        )
     );
     assert_eq!(edge.header("cache-control"), Some("public, max-age=300"));
     let direct = invoke(&fronted, &follow(&query["exp"], &query["sig"])).await;
     assert!(direct.header("location").unwrap().starts_with(&t_prefix));
     assert_eq!(direct.header("cache-control"), Some("no-store"));
+    // A host that is no host name is not signed for: the presigned URL instead.
+    through_cdn["headers"]["X-Imgpipe-Host"] = json!("evil.example/x");
+    through_cdn["multiValueHeaders"]["X-Imgpipe-Host"] = json!(["evil.example/x"]);
+    let odd = invoke(&fronted, &through_cdn).await;
+    assert!(odd.header("location").unwrap().starts_with(&t_prefix));
+    assert_eq!(odd.header("cache-control"), Some("no-store"));
     // Without a public URL, links point at the API itself, stage included: API Gateway
     // serves it under /dev, which the router never sees.
     let mut staged_env = transform_env.clone();

@@ -29,55 +29,64 @@ fn template() -> Value {
     )
 }
 
-/// botocore makes the URL for the same key, policy and expiry, and cryptography checks the
-/// signature of ours; prints {"url", "policy"} (the policy decoded from our URL).
+/// botocore makes the URL for the same key, address and expiry; cryptography checks the
+/// signature of ours against the canned policy, and that it does not pass for another object.
+/// Prints {"url", "other_verifies"}.
 const BOTOCORE: &str = r#"
 import base64, datetime, json, sys
 from botocore.signers import CloudFrontSigner
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
-pem, path, expires, key_id, ours = sys.argv[1:6]
+pem, address, expires, key_id, ours = sys.argv[1:6]
 key = serialization.load_pem_private_key(pem.encode(), None)
 signer = CloudFrontSigner(key_id, lambda m: key.sign(m, padding.PKCS1v15(), hashes.SHA256()))
 when = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=int(expires))
-policy = signer.build_policy("https://*" + path, when)
-url = signer.generate_presigned_url(path, policy=policy) + "&Hash-Algorithm=SHA256"
+url = signer.generate_presigned_url(address, date_less_than=when) + "&Hash-Algorithm=SHA256"
 query = dict(p.split("=", 1) for p in ours.split("?", 1)[1].split("&"))
 unb64 = lambda s: base64.b64decode(s.replace("-", "+").replace("_", "=").replace("~", "/"))
-key.public_key().verify(unb64(query["Signature"]), unb64(query["Policy"]), padding.PKCS1v15(), hashes.SHA256())
-print(json.dumps({"url": url, "policy": json.loads(unb64(query["Policy"]))}))
+signature = unb64(query["Signature"])
+public = key.public_key()
+public.verify(signature, signer.build_policy(address, when).encode(), padding.PKCS1v15(), hashes.SHA256())
+try:
+    other = address.replace("/t/", "/") + "?x=" + address
+    public.verify(signature, signer.build_policy(other, when).encode(), padding.PKCS1v15(), hashes.SHA256())
+    other_verifies = True
+except InvalidSignature:
+    other_verifies = False
+print(json.dumps({"url": url, "other_verifies": other_verifies}))
 "#;
 
 #[test]
 fn signed_urls_are_what_botocore_makes_and_verify() {
     let keys = support::rsa_key_pems(2048);
     let expires = 1_900_000_800;
+    let host = "d111111abcdef8.cloudfront.net";
     let pkcs8 = CdnSigner::new(KEY_PAIR_ID, keys["pkcs8"].as_str().unwrap()).unwrap();
-    let ours = pkcs8.sign(KEY, expires).unwrap();
+    let ours = pkcs8.sign(host, KEY, expires).unwrap();
     // The same key written the older way signs the same.
     let pkcs1 = CdnSigner::new(KEY_PAIR_ID, keys["pkcs1"].as_str().unwrap()).unwrap();
-    assert_eq!(pkcs1.sign(KEY, expires).unwrap(), ours);
+    assert_eq!(pkcs1.sign(host, KEY, expires).unwrap(), ours);
 
-    let path = format!("/{KEY}");
+    let address = format!("https://{host}/{KEY}");
     let theirs = support::python_json(
         BOTOCORE,
         &[
             keys["pkcs8"].as_str().unwrap(),
-            &path,
+            &address,
             &expires.to_string(),
             KEY_PAIR_ID,
             &ours,
         ],
     );
     assert_eq!(theirs["url"], ours.as_str());
-    assert!(ours.starts_with(&format!("{path}?Policy=")), "{ours}");
+    assert_eq!(theirs["other_verifies"], false, "one URL opens one object");
+    assert!(ours.starts_with(&format!("{address}?Expires={expires}&Signature=")));
     assert!(ours.ends_with(&format!("&Key-Pair-Id={KEY_PAIR_ID}&Hash-Algorithm=SHA256")));
-    let statement = &theirs["policy"]["Statement"][0];
-    assert_eq!(statement["Resource"], format!("https://*{path}"));
-    assert_eq!(
-        statement["Condition"]["DateLessThan"]["AWS:EpochTime"],
-        expires
-    );
+    // Nothing is signed for what is not a host name.
+    for bad in ["", "evil.example/x", "host:443", "*.cloudfront.net"] {
+        assert_eq!(pkcs8.sign(bad, KEY, expires), None, "{bad}");
+    }
 }
 
 #[test]
@@ -139,19 +148,29 @@ const ACCEPTS: &[&str] = &[
     "image/avif;q=abc",
 ];
 
-#[test]
-fn the_edge_accept_function_keeps_what_fmt_auto_reads() {
-    let t = template();
-    let code = t["Resources"]["CdnAcceptFunction"]["Properties"]["FunctionCode"]
+fn code_of(t: &Value) -> String {
+    t["Resources"]["CdnAcceptFunction"]["Properties"]["FunctionCode"]
         .as_str()
-        .expect("CdnAcceptFunction has inline code");
+        .expect("CdnAcceptFunction has inline code")
+        .to_string()
+}
+
+#[test]
+fn the_edge_function_keeps_what_fmt_auto_reads_and_passes_the_host_on() {
+    let code = code_of(&template());
     let harness = format!(
         "{code}\nconst accepts = JSON.parse(process.argv[1]);\n\
-         console.log(JSON.stringify([null].concat(accepts).map((a) => {{\n\
-           const headers = a === null ? {{}} : {{ accept: {{ value: a }} }};\n\
-           const out = handler({{ request: {{ headers }} }});\n\
-           return out.headers.accept ? out.headers.accept.value : null;\n\
-         }})));"
+         const context = {{ distributionDomainName: 'd1.cloudfront.net' }};\n\
+         const run = (headers) => handler({{ context, request: {{ headers }} }}).headers;\n\
+         console.log(JSON.stringify({{\n\
+           accepts: [null].concat(accepts).map((a) => {{\n\
+             const out = run(a === null ? {{}} : {{ accept: {{ value: a }} }});\n\
+             return out.accept ? out.accept.value : null;\n\
+           }}),\n\
+           alias: run({{ host: {{ value: 'img.example.com' }},\n\
+                         'x-imgpipe-host': {{ value: 'evil.example' }} }})['x-imgpipe-host'],\n\
+           bare: run({{}})['x-imgpipe-host'],\n\
+         }}));"
     );
     let out = Command::new("node")
         .arg("-e")
@@ -164,7 +183,12 @@ fn the_edge_accept_function_keeps_what_fmt_auto_reads() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let normalised: Vec<Option<String>> = serde_json::from_slice(&out.stdout).unwrap();
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The host the viewer used goes to the API, whatever the viewer put in the header itself.
+    assert_eq!(printed["alias"]["value"], "img.example.com");
+    assert_eq!(printed["bare"]["value"], "d1.cloudfront.net");
+    let normalised: Vec<Option<String>> =
+        serde_json::from_value(printed["accepts"].clone()).unwrap();
     let raw: Vec<Option<&str>> = std::iter::once(None)
         .chain(ACCEPTS.iter().map(|a| Some(*a)))
         .collect();
@@ -225,10 +249,26 @@ fn the_distribution_is_wired_to_what_the_code_reads() {
         key["QueryStringsConfig"]["QueryStrings"],
         serde_json::json!(["exp", "sig"])
     );
-    assert_eq!(
-        key["HeadersConfig"]["Headers"],
-        serde_json::json!(["Accept"])
+    let headers = key["HeadersConfig"]["Headers"].as_array().unwrap();
+    assert_eq!(headers.len(), 2);
+    assert_eq!(headers[0], "Accept");
+    assert!(
+        headers[1]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(api::transform::CDN_HOST_HEADER)
     );
+    assert!(code_of(&t).contains(&format!("'{}'", api::transform::CDN_HOST_HEADER)));
+    // Refusals are not kept at the edge for other viewers.
+    let errors = config["CustomErrorResponses"].as_array().unwrap();
+    for code in [403, 503] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["ErrorCode"] == code && e["ErrorCachingMinTTL"] == 0),
+            "{code}"
+        );
+    }
     assert_eq!(
         links["FunctionAssociations"][0]["EventType"],
         "viewer-request"
@@ -265,10 +305,15 @@ fn the_distribution_is_wired_to_what_the_code_reads() {
     for name in [aws::config::CDN_KEY_PAIR_ID, aws::config::CDN_PRIVATE_KEY] {
         assert!(env.get(name).is_some(), "TransformFunction lacks {name}");
     }
+    // Either slot of the key group can be the one that signs.
+    let signing = &env[aws::config::CDN_KEY_PAIR_ID]["Fn::If"][1]["Fn::If"];
+    assert_eq!(signing[0], "SignWithSecondCdnKey");
     assert_eq!(
-        env[aws::config::CDN_KEY_PAIR_ID]["Fn::If"][1]["Ref"],
-        "CdnPublicKey"
+        (signing[1]["Ref"].as_str(), signing[2]["Ref"].as_str()),
+        (Some("CdnSecondPublicKey"), Some("CdnPublicKey"))
     );
+    let group = r["CdnKeyGroup"]["Properties"]["KeyGroupConfig"]["Items"].to_string();
+    assert!(group.contains("\"CdnPublicKey\"") && group.contains("\"CdnSecondPublicKey\""));
 }
 
 #[test]

@@ -17,6 +17,9 @@ pub const ADAPTIVE_SCAN_SEARCH_EFFORT: u8 = 4;
 /// and sometimes nothing. These images are also the cheap ones to encode (trellis time grows
 /// with the coefficients left), so encoding them twice costs little, while detailed photos at
 /// web qualities (1.5-2 bits a pixel) are encoded once as before (docs/performance.md).
+// What the prediction below aims at; the code reads only the prediction's own threshold,
+// the tests check both.
+#[cfg_attr(not(test), allow(dead_code))]
 pub const SEARCH_BELOW_BITS_PER_PIXEL: f64 = 0.75;
 
 /// Which side of [`SEARCH_BELOW_BITS_PER_PIXEL`] an image falls is predicted rather than
