@@ -116,7 +116,8 @@ pub struct ProcessArgs {
         value_enum
     )]
     pub jpeg_encoder: Option<JpegEncoderArg>,
-    /// Encoder effort, 0-9: slower for fewer bytes [default: 4]. AVIF: libaom speed 9 - effort;
+    /// Encoder effort, 0-9: slower for fewer bytes [default: 4]. AVIF: libaom speed 9 - effort
+    /// (4: speed 4 without 1:4 partitions);
     /// WebP: method min(effort, 6); JPEG (small encoder, progressive): 4 searches the scan
     /// layout of smooth renditions up to 1.6 MP (under 0.75 bits a pixel), 5 and up of every
     /// image, 0-3 never. Applies to every rendition it fits, of a preset or recipe too.
