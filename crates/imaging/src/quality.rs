@@ -362,7 +362,7 @@ mod tests {
         assert_eq!(distinct.len(), levels.len(), "tried {tried:?}");
         let (q, s) = best.expect("a result");
         assert!(
-            s >= DEFAULT_TARGET && s < DEFAULT_TARGET + 3.0,
+            (DEFAULT_TARGET..DEFAULT_TARGET + 3.0).contains(&s),
             "q{q} scored {s}, tried {tried:?}"
         );
     }
