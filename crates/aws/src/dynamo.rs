@@ -844,9 +844,6 @@ impl MetadataStore for DynamoMetadata {
         Err(self.raced("fail", id))
     }
 
-    /// Newest first. With an owner: the `byOwner` index by `createdAt`, status and tag
-    /// filtered. Without (admins): the `byStatus` index by `updatedAt` when a status is
-    /// given, else a scan, sorted newest first within each page only, fit for small tables.
     /// Two conditional writes, as DynamoDB cannot create a map and set an entry of it in one
     /// expression: an entry into the `derived` map when the record has one, else the map
     /// with this entry. Each also requires the record COMPLETE; a record that has neither
@@ -950,6 +947,9 @@ impl MetadataStore for DynamoMetadata {
             .map(|_| ())
     }
 
+    /// Newest first. With an owner: the `byOwner` index by `createdAt`, status and tag
+    /// filtered. Without (admins): the `byStatus` index by `updatedAt` when a status is
+    /// given, else a scan, sorted newest first within each page only, fit for small tables.
     async fn list(&self, query: &ListQuery) -> Result<Page, PortError> {
         let limit = match query.limit {
             0 => DEFAULT_LIMIT,
