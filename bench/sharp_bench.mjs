@@ -55,6 +55,11 @@ async function web(buf) {
 const cases = {
   one: async (buf) => [['out', 'jpg',
     await sharp(buf).rotate().resize({ width: 1024 }).jpeg({ quality: 80 }).toBuffer()]],
+  // The same rendition through sharp's mozjpeg options (trellis quantisation, overshoot
+  // deringing, optimised scans, table 3): the trade imgpipe's default JPEG encoder makes.
+  'one-mozjpeg': async (buf) => [['out', 'jpg',
+    await sharp(buf).rotate().resize({ width: 1024 }).jpeg({ quality: 80, mozjpeg: true })
+      .toBuffer()]],
   webp: async (buf) => [['out', 'webp',
     await sharp(buf).rotate().resize({ width: 1024 }).webp({ quality: 80 }).toBuffer()]],
   grayblur: async (buf) => [['out', 'jpg',
