@@ -38,17 +38,25 @@ pub const REPROCESS_TOLERATED_FAILURE_PERCENTAGE: &str =
 pub const TRANSFORM_WIDTHS: &str = "IMGPIPE_TRANSFORM_WIDTHS";
 /// `true`: a transform size not on [`TRANSFORM_WIDTHS`] is refused instead of snapped.
 pub const TRANSFORM_STRICT: &str = "IMGPIPE_TRANSFORM_STRICT";
-/// Keys signed transform links are made with, `ID=SECRET[,ID=SECRET]`, the signing key first
-/// (the template fills it from Secrets Manager); unset, `POST /v1/images/{id}/links` answers
-/// 501 and `/t/` links are refused.
+/// Keys signed transform links are made with, `ID=SECRET[,ID=SECRET]`, the signing key first;
+/// unset (and [`LINK_KEYS_SECRET_ARN`] too), `POST /v1/images/{id}/links` answers 501 and
+/// `/t/` links are refused.
 pub const LINK_KEYS: &str = "IMGPIPE_LINK_KEYS";
+/// A Secrets Manager secret whose string is [`LINK_KEYS`]' value, read when the function
+/// starts ([`Config::read_secrets`]): the template's way, so the keys never appear in the
+/// function's configuration, which more people may read than the secret. One or the other.
+pub const LINK_KEYS_SECRET_ARN: &str = "IMGPIPE_LINK_KEYS_SECRET_ARN";
 /// Where signed links point (the API's or a CDN's URL); unset, the request's own host.
 pub const PUBLIC_URL: &str = "IMGPIPE_PUBLIC_URL";
 /// The CloudFront public key ID the distribution in front of the renditions bucket trusts;
 /// with [`CDN_PRIVATE_KEY`], signed links followed through the distribution redirect to it.
 pub const CDN_KEY_PAIR_ID: &str = "IMGPIPE_CDN_KEY_PAIR_ID";
-/// That public key's private half, PEM (the template fills it from Secrets Manager).
+/// That public key's private half, PEM.
 pub const CDN_PRIVATE_KEY: &str = "IMGPIPE_CDN_PRIVATE_KEY";
+/// A Secrets Manager secret, JSON `{"publicKey": PEM, "privateKey": PEM}`, whose private key
+/// is read when the function starts in place of [`CDN_PRIVATE_KEY`] (the template's way, as
+/// for [`LINK_KEYS_SECRET_ARN`]). One or the other.
+pub const CDN_KEY_SECRET_ARN: &str = "IMGPIPE_CDN_KEY_SECRET_ARN";
 /// Forces S3 path-style addressing on (`true`) or off (`false`); unset, it follows whether an
 /// endpoint override is configured.
 pub const S3_PATH_STYLE: &str = "IMGPIPE_S3_PATH_STYLE";
@@ -78,6 +86,24 @@ pub struct TransformConfig {
     pub link_keys: Option<api::LinkKeys>,
     pub public_url: Option<String>,
     pub cdn: Option<std::sync::Arc<api::CdnSigner>>,
+    /// Keys still in Secrets Manager: [`Config::read_secrets`] reads them into `link_keys` and
+    /// `cdn` and empties this.
+    pub secrets: SecretRefs,
+}
+
+/// Secrets named by the environment and not read yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretRefs {
+    /// [`LINK_KEYS_SECRET_ARN`].
+    pub link_keys: Option<String>,
+    /// [`CDN_KEY_PAIR_ID`] and [`CDN_KEY_SECRET_ARN`].
+    pub cdn_key: Option<(String, String)>,
+}
+
+impl SecretRefs {
+    pub fn is_empty(&self) -> bool {
+        self.link_keys.is_none() && self.cdn_key.is_none()
+    }
 }
 
 /// The Reprocess state machine and how each run is bounded.
@@ -246,26 +272,43 @@ impl Config {
                 "{TRANSFORM_STRICT}: `{other}` is not true or false"
             )),
         }
-        if let Some(text) = value(LINK_KEYS) {
-            match api::LinkKeys::parse(&text) {
+        match (value(LINK_KEYS), value(LINK_KEYS_SECRET_ARN)) {
+            (None, None) => {}
+            (Some(text), None) => match api::LinkKeys::parse(&text) {
                 Ok(keys) => transforms.link_keys = Some(keys),
                 // The value is secret: only the problem is reported.
                 Err(e) => invalid.push(format!("{LINK_KEYS}: {e}")),
-            }
+            },
+            (None, Some(arn)) => transforms.secrets.link_keys = Some(arn),
+            (Some(_), Some(_)) => invalid.push(format!(
+                "{LINK_KEYS} and {LINK_KEYS_SECRET_ARN} are both set: set one or the other"
+            )),
         }
         transforms.public_url = value(PUBLIC_URL);
-        match (value(CDN_KEY_PAIR_ID), value(CDN_PRIVATE_KEY)) {
-            (None, None) => {}
-            (Some(id), Some(pem)) => match api::CdnSigner::new(&id, &pem) {
+        match (
+            value(CDN_KEY_PAIR_ID),
+            value(CDN_PRIVATE_KEY),
+            value(CDN_KEY_SECRET_ARN),
+        ) {
+            (None, None, None) => {}
+            (Some(id), Some(pem), None) => match api::CdnSigner::new(&id, &pem) {
                 Ok(signer) => transforms.cdn = Some(std::sync::Arc::new(signer)),
                 // The key is secret: only the problem is reported.
                 Err(e) => invalid.push(format!("{CDN_PRIVATE_KEY}: {e}")),
             },
-            (Some(_), None) => invalid.push(format!(
-                "{CDN_KEY_PAIR_ID} is set without {CDN_PRIVATE_KEY}: set both or neither"
+            (Some(id), None, Some(arn)) => transforms.secrets.cdn_key = Some((id, arn)),
+            (_, Some(_), Some(_)) => invalid.push(format!(
+                "{CDN_PRIVATE_KEY} and {CDN_KEY_SECRET_ARN} are both set: set one or the other"
             )),
-            (None, Some(_)) => invalid.push(format!(
+            (Some(_), None, None) => invalid.push(format!(
+                "{CDN_KEY_PAIR_ID} is set without {CDN_PRIVATE_KEY} or {CDN_KEY_SECRET_ARN}: \
+                 set both halves or neither"
+            )),
+            (None, Some(_), None) => invalid.push(format!(
                 "{CDN_PRIVATE_KEY} is set without {CDN_KEY_PAIR_ID}: set both or neither"
+            )),
+            (None, None, Some(_)) => invalid.push(format!(
+                "{CDN_KEY_SECRET_ARN} is set without {CDN_KEY_PAIR_ID}: set both or neither"
             )),
         }
 

@@ -8,6 +8,7 @@ mod errors;
 pub mod lambda;
 pub mod presign;
 pub mod s3;
+mod secrets;
 pub mod sfn;
 pub mod sns;
 

@@ -425,16 +425,38 @@ async fn routes_against_moto() {
     let stranger = invoke(&app, &event("api-get-rendition.json", OTHER_SUB, &id)).await;
     assert_eq!(stranger.status, 404, "{:?}", stranger.body);
 
-    // On-demand transforms and signed links, with the link keys and public URL the template
-    // passes the transform function.
+    // On-demand transforms and signed links, configured as the template configures the
+    // transform function: a public URL, and the link keys' secret in Secrets Manager, which
+    // the function reads when it starts.
     let link_secret = "k1=a-link-secret-of-thirty-two-bytes-or-more";
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let link_keys_arn = secrets
+        .create_secret()
+        .name(support::unique("link-keys"))
+        .secret_string(link_secret)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
     let mut transform_env = env.clone();
-    transform_env.insert(aws::config::LINK_KEYS, link_secret.to_string());
+    transform_env.insert(aws::config::LINK_KEYS_SECRET_ARN, link_keys_arn);
     transform_env.insert(
         aws::config::PUBLIC_URL,
         "https://img.example.test/".to_string(),
     );
-    let transform_config = Config::from_lookup(|name| transform_env.get(name).cloned()).unwrap();
+    let configured = |env: &BTreeMap<&str, String>| {
+        let config = Config::from_lookup(|name| env.get(name).cloned());
+        let sdk = sdk.clone();
+        async move {
+            let mut config = config.unwrap();
+            config.read_secrets(&sdk).await.unwrap();
+            config
+        }
+    };
+    let transform_config = configured(&transform_env).await;
+    assert!(transform_config.transforms.secrets.is_empty());
     let transformer = aws::apigw::app(aws::api_state(&transform_config, &sdk), Some("*")).unwrap();
     let photo_id = format!("{id}p");
     let original = photo_jpeg();
@@ -561,14 +583,24 @@ async fn routes_against_moto() {
     // distribution (its origin header, and the host its function passes on) redirects to the
     // distribution's signed URL of the same object on that host, and may be kept there; one
     // that came straight to the API still gets the S3 presigned URL and no-store.
+    // The key pair's secret is the JSON whose publicKey the template gives CloudFront.
     let cdn_keys = support::rsa_key_pems(2048);
+    let cdn_key_arn = secrets
+        .create_secret()
+        .name(support::unique("cdn-key"))
+        .secret_string(
+            json!({"publicKey": cdn_keys["public"], "privateKey": cdn_keys["pkcs8"]}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
     let mut cdn_env = transform_env.clone();
     cdn_env.insert(aws::config::CDN_KEY_PAIR_ID, "K2JCJMDEHXQW5F".to_string());
-    cdn_env.insert(
-        aws::config::CDN_PRIVATE_KEY,
-        cdn_keys["pkcs8"].as_str().unwrap().to_string(),
-    );
-    let cdn_config = Config::from_lookup(|name| cdn_env.get(name).cloned()).unwrap();
+    cdn_env.insert(aws::config::CDN_KEY_SECRET_ARN, cdn_key_arn);
+    let cdn_config = configured(&cdn_env).await;
     let fronted = aws::apigw::app(aws::api_state(&cdn_config, &sdk), Some("*")).unwrap();
     let mut through_cdn = follow(&query["exp"], &query["sig"]);
     for (name, value) in [
@@ -608,7 +640,7 @@ async fn routes_against_moto() {
     // serves it under /dev, which the router never sees.
     let mut staged_env = transform_env.clone();
     staged_env.remove(aws::config::PUBLIC_URL);
-    let staged_config = Config::from_lookup(|name| staged_env.get(name).cloned()).unwrap();
+    let staged_config = configured(&staged_env).await;
     let staged = aws::apigw::app(aws::api_state(&staged_config, &sdk), Some("*")).unwrap();
     let mut spoofed = event("api-create-link.json", &sub, &photo_id);
     spoofed["headers"]["X-Forwarded-Prefix"] = json!("/evil");

@@ -300,11 +300,54 @@ fn the_distribution_is_wired_to_what_the_code_reads() {
         cdn_read[1]
     );
 
-    // The transform function gets the key pair the distribution trusts.
-    let env = &r["TransformFunction"]["Properties"]["Environment"]["Variables"];
-    for name in [aws::config::CDN_KEY_PAIR_ID, aws::config::CDN_PRIVATE_KEY] {
+    // The transform function gets the key pair the distribution trusts: its ID, and the
+    // secret it reads the private key from when it starts, never the key itself.
+    let function = &r["TransformFunction"]["Properties"];
+    let env = &function["Environment"]["Variables"];
+    for name in [
+        aws::config::CDN_KEY_PAIR_ID,
+        aws::config::CDN_KEY_SECRET_ARN,
+        aws::config::LINK_KEYS_SECRET_ARN,
+    ] {
         assert!(env.get(name).is_some(), "TransformFunction lacks {name}");
     }
+    for name in [aws::config::CDN_PRIVATE_KEY, aws::config::LINK_KEYS] {
+        assert!(env.get(name).is_none(), "TransformFunction has {name}");
+    }
+    assert!(
+        !env.to_string().contains("resolve:secretsmanager"),
+        "a secret is resolved into the environment: {env}"
+    );
+    let secret = &env[aws::config::CDN_KEY_SECRET_ARN]["Fn::If"][1]["Fn::If"];
+    assert_eq!(
+        (secret[1]["Ref"].as_str(), secret[2]["Ref"].as_str()),
+        (Some("CdnSecondKeySecretArn"), Some("CdnKeySecretArn"))
+    );
+    // ... which its role may read, and only those secrets.
+    let policies = function["Policies"].to_string();
+    let statements: Vec<Value> = function["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["Statement"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let read = statements
+        .iter()
+        .find_map(|s| {
+            let cond = &s["Fn::If"];
+            (cond[0] == "HasSigningKeys").then(|| cond[1].clone())
+        })
+        .unwrap_or_else(|| panic!("no ReadSigningKeys statement: {policies}"));
+    assert_eq!(read["Action"], "secretsmanager:GetSecretValue");
+    let resources = read["Resource"].to_string();
+    for param in [
+        "LinkKeysSecretArn",
+        "CdnKeySecretArn",
+        "CdnSecondKeySecretArn",
+    ] {
+        assert!(resources.contains(&format!("\"{param}\"")), "{resources}");
+    }
+    assert!(!resources.contains('*'), "{resources}");
     // Either slot of the key group can be the one that signs.
     let signing = &env[aws::config::CDN_KEY_PAIR_ID]["Fn::If"][1]["Fn::If"];
     assert_eq!(signing[0], "SignWithSecondCdnKey");
