@@ -429,17 +429,7 @@ async fn routes_against_moto() {
     // transform function: a public URL, and the link keys' secret in Secrets Manager, which
     // the function reads when it starts.
     let link_secret = "k1=a-link-secret-of-thirty-two-bytes-or-more";
-    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-    let link_keys_arn = secrets
-        .create_secret()
-        .name(support::unique("link-keys"))
-        .secret_string(link_secret)
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string();
+    let link_keys_arn = support::put_secret(&sdk, link_secret).await;
     let mut transform_env = env.clone();
     transform_env.insert(aws::config::LINK_KEYS_SECRET_ARN, link_keys_arn);
     transform_env.insert(
@@ -585,18 +575,11 @@ async fn routes_against_moto() {
     // that came straight to the API still gets the S3 presigned URL and no-store.
     // The key pair's secret is the JSON whose publicKey the template gives CloudFront.
     let cdn_keys = support::rsa_key_pems(2048);
-    let cdn_key_arn = secrets
-        .create_secret()
-        .name(support::unique("cdn-key"))
-        .secret_string(
-            json!({"publicKey": cdn_keys["public"], "privateKey": cdn_keys["pkcs8"]}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string();
+    let cdn_key_arn = support::put_secret(
+        &sdk,
+        json!({"publicKey": cdn_keys["public"], "privateKey": cdn_keys["pkcs8"]}).to_string(),
+    )
+    .await;
     let mut cdn_env = transform_env.clone();
     cdn_env.insert(aws::config::CDN_KEY_PAIR_ID, "K2JCJMDEHXQW5F".to_string());
     cdn_env.insert(aws::config::CDN_KEY_SECRET_ARN, cdn_key_arn);

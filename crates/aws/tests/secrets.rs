@@ -26,25 +26,14 @@ fn config(extra: &[(&str, &str)]) -> Result<Config, aws::ConfigError> {
     Config::from_lookup(|name| env.get(name).map(|v| v.to_string()))
 }
 
-async fn put_secret(client: &aws_sdk_secretsmanager::Client, value: impl Into<String>) -> String {
-    let out = client
-        .create_secret()
-        .name(support::unique("secret"))
-        .secret_string(value)
-        .send()
-        .await
-        .unwrap();
-    out.arn().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn keys_named_by_secret_are_read_at_start() {
     let sdk = support::sdk().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let keys = support::rsa_key_pems(2048);
-    let link_arn = put_secret(&client, format!("k2={LINK_SECRET}2,k1={LINK_SECRET}")).await;
-    let cdn_arn = put_secret(
-        &client,
+    let link_arn = support::put_secret(&sdk, format!("k2={LINK_SECRET}2,k1={LINK_SECRET}")).await;
+    let cdn_arn = support::put_secret(
+        &sdk,
         json!({"publicKey": keys["public"], "privateKey": keys["pkcs1"]}).to_string(),
     )
     .await;
@@ -92,10 +81,10 @@ async fn unreadable_or_unusable_secrets_are_named_and_never_quoted() {
     let sdk = support::sdk().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let weak = support::rsa_key_pems(1024);
-    let short_arn = put_secret(&client, "k1=short-secret").await;
-    let not_json_arn = put_secret(&client, "-----BEGIN PRIVATE KEY-----\nnot json").await;
-    let weak_arn = put_secret(
-        &client,
+    let short_arn = support::put_secret(&sdk, "k1=short-secret").await;
+    let not_json_arn = support::put_secret(&sdk, "-----BEGIN PRIVATE KEY-----\nnot json").await;
+    let weak_arn = support::put_secret(
+        &sdk,
         json!({"publicKey": weak["public"], "privateKey": weak["pkcs8"]}).to_string(),
     )
     .await;
@@ -166,60 +155,34 @@ async fn unreadable_or_unusable_secrets_are_named_and_never_quoted() {
 
 #[test]
 fn a_key_and_its_secret_are_one_or_the_other() {
-    let e = config(&[
-        (LINK_KEYS, &format!("k1={LINK_SECRET}")),
+    let link_arn = "arn:aws:secretsmanager:us-east-1:1:secret:l";
+    let cdn_arn = "arn:aws:secretsmanager:us-east-1:1:secret:c";
+    let link_keys = format!("k1={LINK_SECRET}");
+    let cases: [(Vec<(&str, &str)>, String); 4] = [
         (
-            LINK_KEYS_SECRET_ARN,
-            "arn:aws:secretsmanager:us-east-1:1:secret:l",
+            vec![(LINK_KEYS, &link_keys), (LINK_KEYS_SECRET_ARN, link_arn)],
+            format!("{LINK_KEYS} and {LINK_KEYS_SECRET_ARN} are both set"),
         ),
-    ])
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains(&format!(
-            "{LINK_KEYS} and {LINK_KEYS_SECRET_ARN} are both set"
-        )),
-        "{e}"
-    );
-    assert!(!e.contains(LINK_SECRET), "{e}");
-
-    let e = config(&[
-        (CDN_KEY_PAIR_ID, KEY_PAIR_ID),
-        (CDN_PRIVATE_KEY, "-----BEGIN PRIVATE KEY-----"),
         (
-            CDN_KEY_SECRET_ARN,
-            "arn:aws:secretsmanager:us-east-1:1:secret:c",
+            vec![
+                (CDN_KEY_PAIR_ID, KEY_PAIR_ID),
+                (CDN_PRIVATE_KEY, "-----BEGIN PRIVATE KEY-----"),
+                (CDN_KEY_SECRET_ARN, cdn_arn),
+            ],
+            format!("{CDN_PRIVATE_KEY} and {CDN_KEY_SECRET_ARN} are both set"),
         ),
-    ])
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains(&format!(
-            "{CDN_PRIVATE_KEY} and {CDN_KEY_SECRET_ARN} are both set"
-        )),
-        "{e}"
-    );
-
-    let e = config(&[(
-        CDN_KEY_SECRET_ARN,
-        "arn:aws:secretsmanager:us-east-1:1:secret:c",
-    )])
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains(&format!(
-            "{CDN_KEY_SECRET_ARN} is set without {CDN_KEY_PAIR_ID}"
-        )),
-        "{e}"
-    );
-
-    let e = config(&[(CDN_KEY_PAIR_ID, KEY_PAIR_ID)])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains(&format!(
-            "{CDN_KEY_PAIR_ID} is set without {CDN_PRIVATE_KEY} or {CDN_KEY_SECRET_ARN}"
-        )),
-        "{e}"
-    );
+        (
+            vec![(CDN_KEY_SECRET_ARN, cdn_arn)],
+            format!("{CDN_KEY_SECRET_ARN} is set without {CDN_KEY_PAIR_ID}"),
+        ),
+        (
+            vec![(CDN_KEY_PAIR_ID, KEY_PAIR_ID)],
+            format!("{CDN_KEY_PAIR_ID} is set without {CDN_PRIVATE_KEY} or {CDN_KEY_SECRET_ARN}"),
+        ),
+    ];
+    for (extra, expected) in cases {
+        let e = config(&extra).unwrap_err().to_string();
+        assert!(e.contains(&expected), "{e}");
+        assert!(!e.contains(LINK_SECRET), "{e}");
+    }
 }

@@ -20,6 +20,21 @@ pub async fn sdk() -> SdkConfig {
         .await
 }
 
+/// A new Secrets Manager secret holding `value` in moto; returns its ARN.
+#[allow(dead_code)] // Only the tests of signing keys store secrets.
+pub async fn put_secret(sdk: &SdkConfig, value: impl Into<String>) -> String {
+    aws_sdk_secretsmanager::Client::new(sdk)
+        .create_secret()
+        .name(unique("secret"))
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string()
+}
+
 /// A new SQS queue subscribed to the SNS topic `topic`; returns its URL. What arrives on the
 /// topic can then be read back from the queue.
 #[allow(dead_code)] // Not every test binary that includes this module reads topics.
