@@ -107,6 +107,13 @@ pub fn groups(claim: &Value) -> Vec<String> {
 /// originals and quarantine copies in the uploads bucket, renditions in theirs, forms and
 /// download URLs signed by [`S3Presigner`] and callers from the authorizer's claims.
 pub fn api_state(config: &Config, sdk: &SdkConfig) -> ApiState {
+    // Keys still named by secret would leave links answering 501 and the CDN unsigned.
+    if !config.transforms.secrets.is_empty() {
+        tracing::error!(
+            "signing-key secrets were not read (Config::read_secrets): signed links and CDN \
+             redirects are off"
+        );
+    }
     let s3 = S3Store::client_for(sdk);
     ApiState {
         metadata: Arc::new(DynamoMetadata::new(

@@ -446,7 +446,7 @@ async fn routes_against_moto() {
         }
     };
     let transform_config = configured(&transform_env).await;
-    assert!(transform_config.transforms.secrets.is_empty());
+    assert!(transform_config.transforms.link_keys.is_some());
     let transformer = aws::apigw::app(aws::api_state(&transform_config, &sdk), Some("*")).unwrap();
     let photo_id = format!("{id}p");
     let original = photo_jpeg();

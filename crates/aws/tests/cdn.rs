@@ -331,23 +331,61 @@ fn the_distribution_is_wired_to_what_the_code_reads() {
         .iter()
         .flat_map(|p| p["Statement"].as_array().cloned().unwrap_or_default())
         .collect();
-    let read = statements
-        .iter()
-        .find_map(|s| {
-            let cond = &s["Fn::If"];
-            (cond[0] == "HasSigningKeys").then(|| cond[1].clone())
-        })
-        .unwrap_or_else(|| panic!("no ReadSigningKeys statement: {policies}"));
+    let conditional = |condition: &str| {
+        statements
+            .iter()
+            .find_map(|s| {
+                let cond = &s["Fn::If"];
+                (cond[0] == condition).then(|| (cond[1].clone(), cond[2].clone()))
+            })
+            .unwrap_or_else(|| panic!("no statement under {condition}: {policies}"))
+    };
+    let (read, otherwise) = conditional("HasSigningKeys");
+    assert_eq!(otherwise["Ref"], "AWS::NoValue");
     assert_eq!(read["Action"], "secretsmanager:GetSecretValue");
-    let resources = read["Resource"].to_string();
+    // Each secret only when its parameter is set: an empty ARN would make the policy invalid.
+    let resources: Vec<Value> = read["Resource"].as_array().unwrap().clone();
+    let expected = [
+        ("HasLinkKeys", "LinkKeysSecretArn"),
+        ("HasFirstCdnKey", "CdnKeySecretArn"),
+        ("HasSecondCdnKey", "CdnSecondKeySecretArn"),
+    ];
+    assert_eq!(resources.len(), expected.len(), "{resources:?}");
+    for (resource, (condition, param)) in resources.iter().zip(expected) {
+        let branch = &resource["Fn::If"];
+        assert_eq!(branch[0], condition, "{resource}");
+        assert_eq!(branch[1]["Ref"], param, "{resource}");
+        assert_eq!(branch[2]["Ref"], "AWS::NoValue", "{resource}");
+    }
+    let conditions = &t["Conditions"];
+    let any = conditions["HasSigningKeys"]["Fn::Or"].to_string();
+    assert!(
+        any.contains("\"HasLinkKeys\"") && any.contains("\"HasCdn\""),
+        "{any}"
+    );
+    // A customer-managed KMS key may decrypt them, through Secrets Manager only.
+    let (decrypt, _) = conditional("HasSigningKeysKmsKey");
+    assert_eq!(decrypt["Action"], "kms:Decrypt");
+    assert_eq!(decrypt["Resource"]["Ref"], "SigningKeysKmsKeyArn");
+    assert!(
+        decrypt["Condition"]["StringEquals"]["kms:ViaService"]
+            .to_string()
+            .contains("secretsmanager."),
+        "{decrypt}"
+    );
+    // Only full ARNs: the role's resource must be the secret's own ARN.
+    let params = &t["Parameters"];
     for param in [
         "LinkKeysSecretArn",
         "CdnKeySecretArn",
         "CdnSecondKeySecretArn",
     ] {
-        assert!(resources.contains(&format!("\"{param}\"")), "{resources}");
+        let pattern = params[param]["AllowedPattern"].as_str().unwrap();
+        assert!(
+            pattern.contains(":secret:") && pattern.contains("{6}"),
+            "{pattern}"
+        );
     }
-    assert!(!resources.contains('*'), "{resources}");
     // Either slot of the key group can be the one that signs.
     let signing = &env[aws::config::CDN_KEY_PAIR_ID]["Fn::If"][1]["Fn::If"];
     assert_eq!(signing[0], "SignWithSecondCdnKey");

@@ -50,7 +50,6 @@ async fn keys_named_by_secret_are_read_at_start() {
         Some(link_arn.as_str())
     );
     config.read_secrets(&sdk).await.unwrap();
-    assert!(config.transforms.secrets.is_empty());
     assert_eq!(
         config.transforms.link_keys.as_ref().unwrap().signing_key(),
         "k2"
@@ -146,9 +145,29 @@ async fn unreadable_or_unusable_secrets_are_named_and_never_quoted() {
     assert!(e.contains("2048"), "{e}");
     assert!(!e.contains("PRIVATE KEY"), "{e}");
 
-    let e = read(binary_arn.clone(), weak_arn).await;
+    let e = read(binary_arn.clone(), binary_arn.clone()).await;
+    for name in [LINK_KEYS_SECRET_ARN, CDN_KEY_SECRET_ARN] {
+        assert!(
+            e.contains(&format!("{name}: secret {binary_arn} has no string value")),
+            "{e}"
+        );
+    }
+    // JSON whose privateKey is no key: named, the value not quoted.
+    let garbled_arn = support::put_secret(
+        &sdk,
+        json!({"publicKey": "p", "privateKey": "garbled-key-material"}).to_string(),
+    )
+    .await;
+    let link_arn = support::put_secret(&sdk, format!("k1={LINK_SECRET}")).await;
+    let e = read(link_arn, garbled_arn.clone()).await;
     assert!(
-        e.contains(&format!("secret {binary_arn} has no string value")),
+        e.contains(&format!(
+            "{CDN_KEY_SECRET_ARN}: secret {garbled_arn}: the private key is not PEM"
+        )),
+        "{e}"
+    );
+    assert!(
+        !e.contains("garbled-key-material") && !e.contains(LINK_KEYS_SECRET_ARN),
         "{e}"
     );
 }
@@ -158,7 +177,8 @@ fn a_key_and_its_secret_are_one_or_the_other() {
     let link_arn = "arn:aws:secretsmanager:us-east-1:1:secret:l";
     let cdn_arn = "arn:aws:secretsmanager:us-east-1:1:secret:c";
     let link_keys = format!("k1={LINK_SECRET}");
-    let cases: [(Vec<(&str, &str)>, String); 4] = [
+    let pem = "-----BEGIN PRIVATE KEY-----\nsecret-key-material";
+    let cases: [(Vec<(&str, &str)>, String); 6] = [
         (
             vec![(LINK_KEYS, &link_keys), (LINK_KEYS_SECRET_ARN, link_arn)],
             format!("{LINK_KEYS} and {LINK_KEYS_SECRET_ARN} are both set"),
@@ -166,10 +186,18 @@ fn a_key_and_its_secret_are_one_or_the_other() {
         (
             vec![
                 (CDN_KEY_PAIR_ID, KEY_PAIR_ID),
-                (CDN_PRIVATE_KEY, "-----BEGIN PRIVATE KEY-----"),
+                (CDN_PRIVATE_KEY, pem),
                 (CDN_KEY_SECRET_ARN, cdn_arn),
             ],
             format!("{CDN_PRIVATE_KEY} and {CDN_KEY_SECRET_ARN} are both set"),
+        ),
+        (
+            vec![(CDN_PRIVATE_KEY, pem), (CDN_KEY_SECRET_ARN, cdn_arn)],
+            format!("{CDN_PRIVATE_KEY} and {CDN_KEY_SECRET_ARN} are both set"),
+        ),
+        (
+            vec![(CDN_PRIVATE_KEY, pem)],
+            format!("{CDN_PRIVATE_KEY} is set without {CDN_KEY_PAIR_ID}"),
         ),
         (
             vec![(CDN_KEY_SECRET_ARN, cdn_arn)],
@@ -184,5 +212,17 @@ fn a_key_and_its_secret_are_one_or_the_other() {
         let e = config(&extra).unwrap_err().to_string();
         assert!(e.contains(&expected), "{e}");
         assert!(!e.contains(LINK_SECRET), "{e}");
+        assert!(!e.contains("secret-key-material"), "{e}");
     }
+    // Blank counts as unset, as for every variable: a key pair ID with a blank secret ARN is
+    // half a pair, and a blank link-keys ARN is no links.
+    let e = config(&[(CDN_KEY_PAIR_ID, KEY_PAIR_ID), (CDN_KEY_SECRET_ARN, "  ")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("{CDN_KEY_PAIR_ID} is set without")),
+        "{e}"
+    );
+    let blank = config(&[(LINK_KEYS_SECRET_ARN, "")]).unwrap();
+    assert!(blank.transforms.secrets.is_empty() && blank.transforms.link_keys.is_none());
 }
